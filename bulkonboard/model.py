@@ -1,0 +1,124 @@
+"""The vocabulary every layer shares: fields, statuses, problems, one row's outcome.
+
+Kept free of pandas, aiohttp and openpyxl so that any layer can import it without dragging another layer's
+dependencies along (the arrows of the architecture point one way; this module is at their root).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+#: The API's field names, in the order the results workbook shows them. `customerTenantId` is ours: one
+#: customer per row when a sheet serves several customers.
+FIELDS: tuple[str, ...] = (
+    "userPrincipalName",
+    "firstName",
+    "lastName",
+    "displayName",
+    "usageLocation",
+    "immutableId",
+    "password",
+    "forceChangePassword",
+    "customerTenantId",
+)
+
+#: Fields that are never written to a report, results workbook, log line or journal.
+SECRET_FIELDS: frozenset[str] = frozenset({"password"})
+
+
+class Status(StrEnum):
+    """A row's outcome; the values are the contract's `status` column."""
+
+    VALID = "valid"  # validate only: would be created
+    CREATED = "created"
+    SKIPPED = "skipped"  # already exists (tenant, or an earlier run of the same journal)
+    INVALID = "invalid"  # refused before any call
+    FAILED = "failed"  # the service refused it, or retries gave up
+
+
+#: Problem codes of the contract. `api.<status>` codes are built with `api_code()`.
+class Code:
+    FIELD_MISSING = "field.missing"
+    FIELD_TOO_LONG = "field.too_long"
+    FIELD_INVALID = "field.invalid"  # ours, added to the contract: e.g. forceChangePassword not TRUE/FALSE
+    UPN_SYNTAX = "upn.syntax"
+    UPN_DUPLICATE = "upn.duplicate"
+    DOMAIN_UNKNOWN = "domain.unknown"
+    DOMAIN_FEDERATED = "domain.federated"
+    USAGE_LOCATION_INVALID = "usageLocation.invalid"
+    PASSWORD_WEAK = "password.weak"
+    IMMUTABLE_ID_INVALID = "immutableId.invalid"
+    USER_EXISTS = "user.exists"
+
+
+def api_code(http_status: int) -> str:
+    return f"api.{http_status}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a row, phrased so that the person fixing the sheet knows what to do."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def join_problems(problems: tuple[Problem, ...] | list[Problem]) -> str:
+    """The contract's `problems` cell: `code: message` items joined by `; `."""
+    return "; ".join(str(p) for p in problems)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One input row as text, trimmed and normalised, ready to be sent.
+
+    `row` is the row number as the sheet shows it, so a person can find it in Excel.
+    `password` may be empty when the run generates passwords.
+    """
+
+    row: int
+    userPrincipalName: str
+    firstName: str = ""
+    lastName: str = ""
+    displayName: str = ""
+    usageLocation: str = ""
+    immutableId: str = ""
+    password: str = field(default="", repr=False)
+    forceChangePassword: bool = True
+    customerTenantId: str = ""
+
+    @property
+    def upn_key(self) -> str:
+        """UPNs compare case-insensitively everywhere (file duplicates, the journal, the service)."""
+        return self.userPrincipalName.casefold()
+
+    @property
+    def domain(self) -> str:
+        return self.userPrincipalName.rpartition("@")[2].casefold()
+
+
+@dataclass(slots=True)
+class RowResult:
+    """A row's outcome: a value, never an exception, so one bad row cannot stop a worker or a run.
+
+    `display` carries the row's non-secret fields for the results workbook (never the password).
+    """
+
+    row: int
+    userPrincipalName: str
+    status: Status
+    userId: str | None = None
+    problems: tuple[Problem, ...] = ()
+    requestId: str | None = None
+    customerTenantId: str = ""
+    display: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def problems_text(self) -> str:
+        return join_problems(self.problems)
