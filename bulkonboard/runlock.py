@@ -45,14 +45,14 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
-        holder = {
+        me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "what": self.what,
         }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
