@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from bulkonboard.errors import InputError
+from bulkonboard.paths import default_journal, expand, state_dir
+
+
+def test_placeholders_expand_so_nightly_runs_never_overwrite_each_other() -> None:
+    now = datetime(2026, 11, 24, 23, 1, 5)
+    assert expand(Path("out/results-{date}.xlsx"), now=now) == Path("out/results-2026-11-24.xlsx")
+    assert expand(Path("r-{customer}-{datetime}.xlsx"), now=now, customer="c1") == Path("r-c1-2026-11-24T230105.xlsx")
+    assert expand(Path("plain.xlsx"), now=now) == Path("plain.xlsx")
+
+
+def test_unknown_placeholder_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="unknown placeholder"):
+        expand(Path("r-{day}.xlsx"), now=datetime(2026, 1, 1))
+
+
+def test_journal_is_per_service_and_customer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert state_dir() == tmp_path / "bulkonboard"
+    real = default_journal("https://api.partnercenter.microsoft.com", "3c9a")
+    sandbox = default_journal("http://127.0.0.1:8080", "3c9a")
+    assert real != sandbox
+    assert real == tmp_path / "bulkonboard/journals/api.partnercenter.microsoft.com/3c9a.sqlite"
+    assert default_journal("http://x", "../../etc").name == "_etc.sqlite"
