@@ -14,6 +14,10 @@ from typing import Protocol
 
 from .errors import InputError
 
+#: The customer an offline dry run (`--domains FILE`, no `--customer`) checks against: the file's domains serve
+#: every customer alike, so a sheet needs no customer to be checked offline. Never shown in a workbook.
+ANY_CUSTOMER = "*"
+
 MANAGED = "Managed"
 FEDERATED = "Federated"
 

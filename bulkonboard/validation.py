@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .facts import CustomerFacts
+from .facts import ANY_CUSTOMER, CustomerFacts
 from .model import FIELDS, Code, Problem, Status, UserRow
 
 # --- limits (Entra) -----------------------------------------------------------------------------------------
@@ -473,14 +473,16 @@ class Validation:
 
     def _unknown_domain_message(self, user: UserRow) -> str:
         facts = self._facts[user.customerTenantId]
-        names = sorted(d.name for d in facts.domains.values())
+        # Only the domains a user could be moved to: a federated one would be refused too.
+        names = sorted(d.name for d in facts.domains.values() if not d.federated)
         if not names:
-            known = "no domains are known for it"
+            known = "no managed domains are known for it"
         elif len(names) <= _DOMAINS_LISTED:
-            known = "its domains are " + ", ".join(names)
+            known = "its managed domains are " + ", ".join(names)
         else:
-            known = f"it has {len(names)} domains, such as " + ", ".join(names[:_DOMAINS_LISTED])
-        return f"{user.domain} is not a domain of customer {user.customerTenantId}: {known}"
+            known = f"it has {len(names)} managed domains, such as " + ", ".join(names[:_DOMAINS_LISTED])
+        whose = "the customer" if user.customerTenantId == ANY_CUSTOMER else f"customer {user.customerTenantId}"
+        return f"{user.domain} is not a domain of {whose}: {known}"
 
 
 def _too_long(field: str, value: str, limit: int) -> str:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
-from bulkonboard.facts import CustomerFacts, Domain
+from bulkonboard.facts import ANY_CUSTOMER, CustomerFacts, Domain
 from bulkonboard.model import FIELDS, Code, Status
 from bulkonboard.validation import (
     CheckedRow,
@@ -322,15 +322,24 @@ def test_unknown_domain_lists_the_customers_domains() -> None:
     assert codes(checked) == [Code.DOMAIN_UNKNOWN]
     text = message(checked, Code.DOMAIN_UNKNOWN)
     assert text.startswith("contoso.co is not a domain of customer " + CONTOSO)
-    for name in ("Contoso.com", "contoso.onmicrosoft.com", "fabrikam.com"):
+    for name in ("Contoso.com", "contoso.onmicrosoft.com"):
         assert name in text
+    assert "fabrikam.com" not in text  # federated: moving the user there would be refused too
+
+
+def test_unknown_domain_offline_does_not_name_a_placeholder_customer() -> None:
+    facts = contoso_facts()
+    facts.customer_id = ANY_CUSTOMER
+    checked = one(person(userPrincipalName="jane@contoso.co"), facts=facts, default_customer=ANY_CUSTOMER)
+    text = message(checked, Code.DOMAIN_UNKNOWN)
+    assert text.startswith("contoso.co is not a domain of the customer:")
 
 
 def test_unknown_domain_of_a_customer_with_many_domains_names_a_few() -> None:
     names = [f"brand{i:02}.com" for i in range(30)]
     facts = CustomerFacts(CONTOSO, {n: Domain(n, "Managed") for n in names}, existing_users=None)
     text = message(one(person(userPrincipalName="jane@contoso.com"), facts=facts), Code.DOMAIN_UNKNOWN)
-    assert "30 domains" in text
+    assert "30 managed domains" in text
     assert sum(n in text for n in names) == 5
 
 
