@@ -1,0 +1,73 @@
+"""Error codes and error bodies the sandbox answers with.
+
+Partner Center documents only a handful of codes (800001-800003, 60002, 60003). For the
+refusals it leaves undocumented the sandbox has to invent a code; those live in the 90000 block, a range no
+documented code uses, so nobody can mistake an invented code for Microsoft's. Clients should recognise a refusal
+by its HTTP status and text first, and use these codes only against the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Every Partner Center error body says where it came from; the front door is "PartnerFD".
+SOURCE = "PartnerFD"
+
+# Documented by Partner Center.
+TOKEN_MISSING_CODE = 800001  # 401: partner token missing (the sandbox also uses it for a wrong token)
+INVALID_INPUT_CODE = 800002  # 400: invalid request input
+UNEXPECTED_ERROR_CODE = 800003  # 500: unexpected service error
+USER_NOT_FOUND_CODE = 60002  # 404
+TENANT_NOT_FOUND_CODE = 60003  # 404
+
+# Sandbox's own: not documented. Partner Center publishes no code for these refusals.
+DUPLICATE_UPN_CODE = 90001  # 400, with Graph's duplicate text (Graph answers a duplicate UPN with 400)
+UPN_INVALID_CODE = 90002
+DOMAIN_UNKNOWN_CODE = 90003
+DOMAIN_FEDERATED_CODE = 90004
+USAGE_LOCATION_INVALID_CODE = 90005
+PASSWORD_WEAK_CODE = 90006
+IMMUTABLE_ID_INVALID_CODE = 90007
+SERVICE_UNAVAILABLE_CODE = 90503  # the --fail-rate fault
+ROUTE_NOT_FOUND_CODE = 90404  # a path or method the sandbox does not serve
+
+#: Graph's text for a duplicate UPN; clients recognise a duplicate by it (or by DUPLICATE_UPN_CODE).
+DUPLICATE_UPN_TEXT = "Another object with the same value for property userPrincipalName already exists."
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """A Partner Center refusal as a value: the rules return it, the routes turn it into a response."""
+
+    status: int
+    code: int
+    description: str
+    data: tuple[str, ...] = field(default=())
+
+    def body(self) -> dict[str, Any]:
+        # Partner Center caps descriptions at 1024 characters.
+        return {
+            "code": self.code,
+            "description": self.description[:1024],
+            "data": list(self.data),
+            "source": SOURCE,
+        }
+
+
+def rate_limit_body(retry_after: int) -> dict[str, Any]:
+    """Partner Center's 429 has its own body shape, unlike every other error."""
+    return {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."}
+
+
+def graph_error_body(
+    code: str, message: str, request_id: str, client_request_id: str, date: str
+) -> dict[str, Any]:
+    """Graph's error shape, which differs from Partner Center's."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {"date": date, "request-id": request_id, "client-request-id": client_request_id},
+        }
+    }

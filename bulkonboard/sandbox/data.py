@@ -1,0 +1,301 @@
+"""The sandbox's data file (TOML): customers, their domains and the users that already exist.
+
+A bad file must stop the sandbox with one line that says where the mistake is (`customers[0].domains[2]: ...`),
+never with a traceback or, worse, a sandbox that quietly serves something other than what the file meant. So keys
+are checked strictly (a misspelt `authenticationtype` is an error, not an ignored key).
+"""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from . import rules
+
+#: Where the sandbox looks when no data file is named: relative to the current directory, as the contract says.
+DEFAULT_DATA_PATH = Path("samples/sandbox.toml")
+
+MANAGED = "Managed"
+FEDERATED = "Federated"
+
+#: Namespace for the ids of users the file lists without one, so they keep the same id from run to run.
+USER_ID_NAMESPACE = uuid.UUID("6f1c2b9e-3d47-4a5e-9c81-0b7e4d2a6c35")
+
+_CUSTOMER_KEYS = ("id", "name", "domains", "users")
+_DOMAIN_KEYS = ("name", "authenticationType", "isDefault", "isInitial", "isVerified")
+_USER_KEYS = (
+    "id",
+    "userPrincipalName",
+    "firstName",
+    "lastName",
+    "displayName",
+    "usageLocation",
+    "immutableId",
+)
+
+
+class SandboxDataError(InputError):
+    """The data or state file cannot be used; exit code 2 like any unusable input."""
+
+
+@dataclass(frozen=True, slots=True)
+class DomainData:
+    name: str
+    authentication_type: str  # "Managed" or "Federated", as Graph spells it
+    is_default: bool = False
+    is_initial: bool = False
+    is_verified: bool = True
+
+    @property
+    def federated(self) -> bool:
+        return self.authentication_type == FEDERATED
+
+
+@dataclass(frozen=True, slots=True)
+class UserData:
+    """A user that exists before the sandbox starts. Field names are the API's, so it maps onto a record 1:1."""
+
+    id: str
+    userPrincipalName: str
+    displayName: str
+    firstName: str | None = None
+    lastName: str | None = None
+    usageLocation: str | None = None
+    immutableId: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerData:
+    id: str
+    name: str
+    domains: tuple[DomainData, ...]
+    users: tuple[UserData, ...] = field(default=())
+
+    @property
+    def initial_domain(self) -> DomainData:
+        """The `*.onmicrosoft.com` domain every tenant has; `companyProfile.domain` reports it."""
+        return next(d for d in self.domains if d.is_initial)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxData:
+    customers: tuple[CustomerData, ...]
+
+    def customer(self, customer_id: str) -> CustomerData | None:
+        key = customer_id.lower()
+        return next((c for c in self.customers if c.id.lower() == key), None)
+
+
+def stable_user_id(customer_id: str, upn: str) -> str:
+    """An id that depends only on customer and UPN, so a seeded user has the same id in every run."""
+    return str(uuid.uuid5(USER_ID_NAMESPACE, f"{customer_id.lower()}/{upn.casefold()}"))
+
+
+def load_data(source: Path | str | SandboxData | None = None) -> SandboxData:
+    """Data from a file, or as given; `None` means `samples/sandbox.toml` in the current directory."""
+    if isinstance(source, SandboxData):
+        return source
+    if source is None:
+        if not DEFAULT_DATA_PATH.is_file():
+            raise SandboxDataError(
+                f"no data file given and {DEFAULT_DATA_PATH} is not in the current directory; pass --data FILE"
+            )
+        source = DEFAULT_DATA_PATH
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SandboxDataError(f"{path}: cannot read the sandbox data file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise SandboxDataError(f"{path}: the sandbox data file is not UTF-8 text") from None
+    return parse_data(text, origin=str(path))
+
+
+def parse_data(text: str, origin: str = "sandbox data") -> SandboxData:
+    """Parse and check TOML text; every mistake is one SandboxDataError line naming the place."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SandboxDataError(f"{origin}: not valid TOML: {_one_line(str(exc))}") from None
+    try:
+        return _parse_document(document)
+    except _Bad as bad:
+        raise SandboxDataError(
+            f"{origin}: {bad.where}: {bad.message}" if bad.where else f"{origin}: {bad.message}"
+        ) from None
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+def _parse_document(document: Mapping[str, Any]) -> SandboxData:
+    unknown = sorted(set(document) - {"customers"})
+    if unknown:
+        raise _Bad("", f"unknown top-level key {unknown[0]!r} (expected [[customers]] tables)")
+    raw_customers = document.get("customers")
+    if not isinstance(raw_customers, list) or not raw_customers:
+        raise _Bad("", "no [[customers]] table: the sandbox needs at least one customer")
+    customers: list[CustomerData] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_customers):
+        where = f"customers[{index}]"
+        customer = _parse_customer(raw, where)
+        if customer.id.lower() in seen:
+            raise _Bad(where, f"customer id {customer.id} appears twice")
+        seen.add(customer.id.lower())
+        customers.append(customer)
+    return SandboxData(customers=tuple(customers))
+
+
+def _parse_customer(raw: Any, where: str) -> CustomerData:
+    table = _table(raw, where, _CUSTOMER_KEYS)
+    customer_id = _guid(table, "id", where, required=True)
+    assert customer_id is not None
+    name = _text(table, "name", where) or customer_id
+    raw_domains = table.get("domains")
+    if not isinstance(raw_domains, list) or not raw_domains:
+        raise _Bad(where, "domains must be a non-empty list of { name = ..., authenticationType = ... }")
+    domains = [_parse_domain(d, f"{where}.domains[{i}]") for i, d in enumerate(raw_domains)]
+    names = [d.name.casefold() for d in domains]
+    for i, key in enumerate(names):
+        if key in names[:i]:
+            raise _Bad(f"{where}.domains[{i}]", f"domain {domains[i].name} appears twice")
+    domains = _settle_initial_and_default(domains, where)
+    raw_users = table.get("users", [])
+    if not isinstance(raw_users, list):
+        raise _Bad(where, "users must be [[customers.users]] tables")
+    users: list[UserData] = []
+    upns: set[str] = set()
+    for i, raw_user in enumerate(raw_users):
+        user = _parse_user(
+            raw_user, f"{where}.users[{i}]", customer_id, {d.name.casefold(): d for d in domains}
+        )
+        if user.userPrincipalName.casefold() in upns:
+            raise _Bad(f"{where}.users[{i}]", f"userPrincipalName {user.userPrincipalName} appears twice")
+        upns.add(user.userPrincipalName.casefold())
+        users.append(user)
+    ids = [u.id.lower() for u in users]
+    for i, user_id in enumerate(ids):
+        if user_id in ids[:i]:
+            raise _Bad(f"{where}.users[{i}]", f"user id {users[i].id} appears twice")
+    return CustomerData(id=customer_id, name=name, domains=tuple(domains), users=tuple(users))
+
+
+def _parse_domain(raw: Any, where: str) -> DomainData:
+    table = _table(raw, where, _DOMAIN_KEYS)
+    name = _text(table, "name", where, required=True)
+    assert name is not None
+    if "@" in name or " " in name or "." not in name:
+        raise _Bad(where, f"{name!r} is not a domain name")
+    kind = _text(table, "authenticationType", where, required=True)
+    assert kind is not None
+    if kind.casefold() not in {MANAGED.casefold(), FEDERATED.casefold()}:
+        raise _Bad(where, f"authenticationType must be Managed or Federated, not {kind!r}")
+    return DomainData(
+        name=name,
+        authentication_type=MANAGED if kind.casefold() == MANAGED.casefold() else FEDERATED,
+        is_default=_flag(table, "isDefault", where, False),
+        is_initial=_flag(table, "isInitial", where, False),
+        is_verified=_flag(table, "isVerified", where, True),
+    )
+
+
+def _settle_initial_and_default(domains: list[DomainData], where: str) -> list[DomainData]:
+    """Every tenant has exactly one initial and one default domain; fill them in when the file leaves them out."""
+    initial = [i for i, d in enumerate(domains) if d.is_initial]
+    default = [i for i, d in enumerate(domains) if d.is_default]
+    if len(initial) > 1:
+        raise _Bad(where, "more than one domain has isInitial = true")
+    if len(default) > 1:
+        raise _Bad(where, "more than one domain has isDefault = true")
+    if not initial:
+        # The initial domain is the tenant's *.onmicrosoft.com one; fall back to the first domain listed.
+        pick = next((i for i, d in enumerate(domains) if d.name.casefold().endswith(".onmicrosoft.com")), 0)
+        domains[pick] = replace(domains[pick], is_initial=True)
+        initial = [pick]
+    if domains[initial[0]].federated:
+        raise _Bad(where, f"the initial domain {domains[initial[0]].name} cannot be Federated")
+    if not default:
+        domains[initial[0]] = replace(domains[initial[0]], is_default=True)
+    return domains
+
+
+def _parse_user(raw: Any, where: str, customer_id: str, domains: dict[str, DomainData]) -> UserData:
+    table = _table(raw, where, _USER_KEYS)
+    upn = _text(table, "userPrincipalName", where, required=True)
+    assert upn is not None
+    problem = rules.upn_problem(upn)
+    if problem:
+        raise _Bad(where, f"userPrincipalName {upn!r} is invalid: {problem}")
+    domain = upn.rpartition("@")[2].casefold()
+    if domain not in domains:
+        raise _Bad(where, f"userPrincipalName {upn}: {domain} is not one of this customer's domains")
+    display_name = _text(table, "displayName", where, required=True)
+    assert display_name is not None
+    usage_location = _text(table, "usageLocation", where)
+    if usage_location is not None and not rules.usage_location_ok(usage_location):
+        raise _Bad(
+            where, f"usageLocation {usage_location!r} is not a country or region Partner Center supports"
+        )
+    return UserData(
+        id=_guid(table, "id", where) or stable_user_id(customer_id, upn),
+        userPrincipalName=upn,
+        displayName=display_name,
+        firstName=_text(table, "firstName", where),
+        lastName=_text(table, "lastName", where),
+        usageLocation=usage_location,
+        immutableId=_text(table, "immutableId", where),
+    )
+
+
+def _table(raw: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _Bad(where, "expected a table")
+    unknown = [key for key in raw if key not in allowed]
+    if unknown:
+        raise _Bad(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    return raw
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise _Bad(where, f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise _Bad(where, f"{key} must be a string")
+    value = value.strip()
+    if not value and required:
+        raise _Bad(where, f"{key} is required")
+    return value
+
+
+def _flag(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise _Bad(where, f"{key} must be true or false")
+    return value
+
+
+def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = _text(table, key, where, required=required)
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _Bad(where, f"{key} {value!r} is not a GUID") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

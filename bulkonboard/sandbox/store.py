@@ -1,0 +1,444 @@
+"""The sandbox's state: customers, their users, the service's refusals, and the MS-RequestId replay cache.
+
+Users are records in the API's own shape (what `GET .../users/{id}` answers), so answering is a copy, not a
+translation. A record never holds a password: the password is checked, echoed once in the create answer (as the
+documented answer does) and forgotten. Records are replaced, never changed in place, so a snapshot for the state
+file can be serialised in a worker thread while the server goes on changing the store.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import rules
+from .codes import (
+    DOMAIN_FEDERATED_CODE,
+    DOMAIN_UNKNOWN_CODE,
+    DUPLICATE_UPN_CODE,
+    DUPLICATE_UPN_TEXT,
+    IMMUTABLE_ID_INVALID_CODE,
+    INVALID_INPUT_CODE,
+    PASSWORD_WEAK_CODE,
+    UPN_INVALID_CODE,
+    USAGE_LOCATION_INVALID_CODE,
+    USER_NOT_FOUND_CODE,
+    ApiError,
+)
+from .data import CustomerData, DomainData, SandboxData, UserData
+
+Record = dict[str, Any]
+
+ACTIVE = "active"
+INACTIVE = "inactive"
+
+#: The CustomerUser fields a create request may carry (besides passwordProfile and attributes), in the order the
+#: documented answer lists them. Unknown members of a request are ignored, as .NET services do.
+USER_FIELDS = ("usageLocation", "userPrincipalName", "firstName", "lastName", "displayName", "immutableId")
+REQUIRED_FIELDS = ("userPrincipalName", "displayName", "usageLocation")
+#: Fields a PATCH may change besides State (Partner Center's "update user accounts").
+PATCHABLE_FIELDS = ("usageLocation", "firstName", "lastName", "displayName")
+_LENGTH_LIMITS = {
+    "displayName": rules.DISPLAY_NAME_MAX,
+    "firstName": rules.NAME_MAX,
+    "lastName": rules.NAME_MAX,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A create request that passed every rule. The password is kept only long enough to echo it once."""
+
+    fields: dict[str, str]
+    password: str
+    force_change_password: bool | None
+    domain: DomainData
+
+    def __repr__(self) -> str:  # never show the password, even in a debugger or a failing assertion
+        return f"NewUser(fields={self.fields!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """The final answer an MS-RequestId got, kept to answer a replay of the same request (without a password)."""
+
+    status: int
+    body: Any
+
+
+class CustomerState:
+    """One customer's domains and users. Users are never purged (DELETE is a soft delete), so a user's position in
+    creation order is stable, which is what the continuation tokens of paging point at."""
+
+    def __init__(self, data: CustomerData) -> None:
+        self.id = data.id
+        self.name = data.name
+        self.domains: dict[str, DomainData] = {d.name.casefold(): d for d in data.domains}
+        self.initial_domain = data.initial_domain
+        self._order: list[str] = []  # user ids (lower-cased) in creation order
+        self._by_id: dict[str, Record] = {}
+        self._active_by_upn: dict[
+            str, str
+        ] = {}  # case-folded UPN -> user id (lower-cased), active users only
+        for user in data.users:
+            self.put(_seed_record(user, self.domains))
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def get(self, user_id: str) -> Record | None:
+        return self._by_id.get(user_id.lower())
+
+    def active_by_upn(self, upn: str) -> Record | None:
+        user_id = self._active_by_upn.get(upn.casefold())
+        return self._by_id[user_id] if user_id is not None else None
+
+    def records(self) -> Iterator[Record]:
+        return (self._by_id[user_id] for user_id in self._order)
+
+    def page(self, position: int, size: int) -> tuple[list[Record], int | None]:
+        """Up to `size` active users from `position` on, and where the next page starts (None: this was the last)."""
+        items: list[Record] = []
+        index = position
+        while index < len(self._order):
+            record = self._by_id[self._order[index]]
+            if record["state"] == ACTIVE:
+                if len(items) == size:
+                    return items, index
+                items.append(record)
+            index += 1
+        return items, None
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def put(self, record: Record) -> None:
+        """Add or replace a record, keeping the UPN index in step."""
+        key = record["id"].lower()
+        old = self._by_id.get(key)
+        if old is None:
+            self._order.append(key)
+        elif old["state"] == ACTIVE and self._active_by_upn.get(old["userPrincipalName"].casefold()) == key:
+            del self._active_by_upn[old["userPrincipalName"].casefold()]
+        self._by_id[key] = record
+        if record["state"] == ACTIVE:
+            self._active_by_upn[record["userPrincipalName"].casefold()] = key
+
+    def replace_all(self, records: list[Record]) -> None:
+        self._order.clear()
+        self._by_id.clear()
+        self._active_by_upn.clear()
+        for record in records:
+            self.put(record)
+
+
+class ReplayCache:
+    """Final answers by (method, path, MS-RequestId). Bounded, oldest first out, like any idempotency store."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._answers: OrderedDict[tuple[str, str, str], CachedAnswer] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> CachedAnswer | None:
+        return self._answers.get(key)
+
+    def put(self, key: tuple[str, str, str], status: int, body: Any) -> None:
+        self._answers[key] = CachedAnswer(status=status, body=without_password(body))
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.capacity:
+            self._answers.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
+class Store:
+    """All customers; the rules a create, delete or restore must pass; what tests inspect (`users`, `user_by_upn`)."""
+
+    def __init__(self, data: SandboxData, on_change: Callable[[], None] | None = None) -> None:
+        self._customers: dict[str, CustomerState] = {c.id.lower(): CustomerState(c) for c in data.customers}
+        self.replays = ReplayCache()
+        self.on_change = on_change
+
+    # -- for tests and the routes ---------------------------------------------------------------------------
+    def customer(self, customer_id: str) -> CustomerState | None:
+        return self._customers.get(customer_id.lower())
+
+    def customers(self) -> list[CustomerState]:
+        return list(self._customers.values())
+
+    def users(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every user of a customer (soft-deleted ones too, with `state` inactive), as copies; never a password."""
+        customer = self._require(customer_id)
+        return [copy.deepcopy(record) for record in customer.records()]
+
+    def user_by_upn(self, customer_id: str, upn: str) -> dict[str, Any] | None:
+        """The active user with this UPN (case-insensitive), else the latest soft-deleted one, else None."""
+        customer = self._require(customer_id)
+        record = customer.active_by_upn(upn)
+        if record is None:
+            key = upn.casefold()
+            matches = [r for r in customer.records() if r["userPrincipalName"].casefold() == key]
+            record = matches[-1] if matches else None
+        return copy.deepcopy(record) if record is not None else None
+
+    def _require(self, customer_id: str) -> CustomerState:
+        customer = self.customer(customer_id)
+        if customer is None:
+            raise KeyError(f"no customer {customer_id} in the sandbox")
+        return customer
+
+    # -- creating -------------------------------------------------------------------------------------------
+    def check_new_user(self, customer: CustomerState, body: Any) -> NewUser | ApiError:
+        """Apply the service's refusals in the order a service would: shape, required fields, syntax, domain,
+        usage location, password, immutableId, and last the directory itself (a duplicate UPN)."""
+        if not isinstance(body, dict):
+            return _invalid_input("The request body must be a JSON object describing the user.")
+        members = _case_insensitive(body)
+        fields: dict[str, str] = {}
+        for name in USER_FIELDS:
+            value = members.get(name.casefold())
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return _invalid_input(f"The field {name} must be a string.", name)
+            fields[name] = value
+        profile = members.get("passwordprofile")
+        if profile is not None and not isinstance(profile, dict):
+            return _invalid_input("The field passwordProfile must be an object.", "passwordProfile")
+        profile_members = _case_insensitive(profile or {})
+        password = profile_members.get("password")
+        if password is not None and not isinstance(password, str):
+            return _invalid_input(
+                "The field passwordProfile.password must be a string.", "passwordProfile.password"
+            )
+        force_change = profile_members.get("forcechangepassword")
+        if force_change is not None and not isinstance(force_change, bool):
+            return _invalid_input(
+                "The field passwordProfile.forceChangePassword must be true or false.",
+                "passwordProfile.forceChangePassword",
+            )
+
+        missing = [name for name in REQUIRED_FIELDS if not fields.get(name, "").strip()]
+        if not password:
+            missing.append("passwordProfile.password")
+        if missing:
+            return _invalid_input(f"The request is missing required fields: {', '.join(missing)}.", *missing)
+        for name, limit in _LENGTH_LIMITS.items():
+            if len(fields.get(name, "")) > limit:
+                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
+        assert password is not None
+
+        upn = fields["userPrincipalName"]
+        problem = rules.upn_problem(upn)
+        if problem:
+            return ApiError(
+                400,
+                UPN_INVALID_CODE,
+                f"Invalid value specified for property 'userPrincipalName' of resource 'User': {problem}.",
+                ("userPrincipalName",),
+            )
+        domain_name = upn.rpartition("@")[2]
+        domain = customer.domains.get(domain_name.casefold())
+        if domain is None or not domain.is_verified:
+            return ApiError(
+                400,
+                DOMAIN_UNKNOWN_CODE,
+                f"The domain portion of the userPrincipalName property is invalid: {domain_name} is not a verified "
+                "domain of this customer. You must use one of the verified domain names in the organization.",
+                ("userPrincipalName",),
+            )
+        if domain.federated:
+            return ApiError(
+                400,
+                DOMAIN_FEDERATED_CODE,
+                f"The domain {domain.name} is federated; users of a federated domain cannot be created through "
+                "Partner Center.",
+                ("userPrincipalName",),
+            )
+        if not rules.usage_location_ok(fields["usageLocation"]):
+            return ApiError(
+                400,
+                USAGE_LOCATION_INVALID_CODE,
+                f"Invalid value specified for property 'usageLocation' of resource 'User': "
+                f"{fields['usageLocation']!r} is not a country or region Partner Center supports.",
+                ("usageLocation",),
+            )
+        problem = rules.password_problem(password)
+        if problem:
+            return ApiError(
+                400,
+                PASSWORD_WEAK_CODE,
+                "The specified password does not comply with password complexity requirements. Please provide a "
+                f"different password ({problem}).",
+                ("passwordProfile.password",),
+            )
+        if not rules.immutable_id_ok(fields.get("immutableId", "")):
+            return ApiError(
+                400,
+                IMMUTABLE_ID_INVALID_CODE,
+                "Invalid value specified for property 'immutableId' of resource 'User': it may not contain $ or _.",
+                ("immutableId",),
+            )
+        if customer.active_by_upn(upn) is not None:
+            return duplicate_upn_error()
+        return NewUser(fields=fields, password=password, force_change_password=force_change, domain=domain)
+
+    def create(self, customer: CustomerState, new_user: NewUser, user_id: str) -> Record:
+        """Add the user; returns the stored record (no password). The caller builds the answer with `answer()`."""
+        record: Record = {"id": user_id}
+        for name in USER_FIELDS:
+            if name in new_user.fields:
+                record[name] = new_user.fields[name]
+        if new_user.force_change_password is not None:
+            record["passwordProfile"] = {"forceChangePassword": new_user.force_change_password}
+        record.update(_system_fields(new_user.domain))
+        customer.put(record)
+        self._changed()
+        return record
+
+    # -- deleting and restoring -----------------------------------------------------------------------------
+    def soft_delete(self, customer: CustomerState, user_id: str) -> ApiError | None:
+        record = customer.get(user_id)
+        # Sandbox's own: deleting a user that is already deleted answers "not found", as Entra's /users does.
+        if record is None or record["state"] != ACTIVE:
+            return user_not_found_error(user_id)
+        customer.put({**record, "state": INACTIVE, "softDeletionTime": _now()})
+        self._changed()
+        return None
+
+    def patch(self, customer: CustomerState, user_id: str, body: Any) -> Record | ApiError:
+        """Restore (`{"State": "active"}`) and/or update the patchable fields."""
+        record = customer.get(user_id)
+        if record is None:
+            return user_not_found_error(user_id)
+        if not isinstance(body, dict):
+            return _invalid_input("The request body must be a JSON object.")
+        members = _case_insensitive(body)
+        updated = dict(record)
+        state = members.get("state")
+        if state is not None:
+            if not isinstance(state, str) or state.casefold() != ACTIVE:
+                # Sandbox's own: PATCH only restores; deleting is DELETE.
+                return _invalid_input(
+                    "State can only be set to active (to restore a user); use DELETE to delete.", "State"
+                )
+            if record["state"] != ACTIVE:
+                if customer.active_by_upn(record["userPrincipalName"]) is not None:
+                    return duplicate_upn_error()  # Entra refuses a restore whose UPN a newer user holds
+                updated["state"] = ACTIVE
+                updated["softDeletionTime"] = None
+        for name in PATCHABLE_FIELDS:
+            value = members.get(name.casefold())
+            if value is None:
+                continue
+            if not isinstance(value, str) or (name in ("displayName", "usageLocation") and not value.strip()):
+                return _invalid_input(f"The field {name} must be a non-empty string.", name)
+            limit = _LENGTH_LIMITS.get(name)
+            if limit is not None and len(value) > limit:
+                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
+            if name == "usageLocation" and not rules.usage_location_ok(value):
+                return ApiError(
+                    400,
+                    USAGE_LOCATION_INVALID_CODE,
+                    f"Invalid value specified for property 'usageLocation' of resource 'User': {value!r} is not a "
+                    "country or region Partner Center supports.",
+                    ("usageLocation",),
+                )
+            updated[name] = value
+        if updated != record:
+            customer.put(updated)
+            self._changed()
+        return updated
+
+    # -- the state file -------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, list[Record]]:
+        """Customer id -> records in creation order. Cheap (list copies): records are never changed in place."""
+        return {c.id: list(c.records()) for c in self._customers.values()}
+
+    def load_snapshot(self, users_by_customer: Mapping[str, list[Record]]) -> None:
+        """Saved users win over the data file's; a user the data file gained since (a new id whose UPN nobody
+        active holds) is added after them. Customers no longer in the data file are left out."""
+        for customer_id, records in users_by_customer.items():
+            customer = self.customer(customer_id)
+            if customer is None:
+                continue
+            seeded = list(customer.records())
+            customer.replace_all([without_password(r) for r in records])
+            for record in seeded:
+                if (
+                    customer.get(record["id"]) is None
+                    and customer.active_by_upn(record["userPrincipalName"]) is None
+                ):
+                    customer.put(record)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+
+def answer(record: Record, new_user: NewUser) -> Record:
+    """The create answer as documented: the stored user plus the password echoed. Sent once, never stored."""
+    profile = dict(record.get("passwordProfile", {}))
+    profile["password"] = new_user.password
+    return {**record, "passwordProfile": profile}
+
+
+def public(record: Record) -> Record:
+    return copy.deepcopy(record)
+
+
+def without_password(value: Any) -> Any:
+    """A deep copy with every `passwordProfile.password` removed (for the replay cache and the state file)."""
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            if isinstance(item, dict) and key.casefold() == "passwordprofile":
+                item = {k: v for k, v in item.items() if k.casefold() != "password"}
+            cleaned[key] = without_password(item)
+        return cleaned
+    if isinstance(value, list):
+        return [without_password(item) for item in value]
+    return value
+
+
+def duplicate_upn_error() -> ApiError:
+    # Sandbox's own code; status and text are Graph's documented answer to a duplicate UPN.
+    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName",))
+
+
+def user_not_found_error(user_id: str) -> ApiError:
+    return ApiError(404, USER_NOT_FOUND_CODE, f"User {user_id} was not found.")
+
+
+def _invalid_input(description: str, *fields: str) -> ApiError:
+    return ApiError(400, INVALID_INPUT_CODE, description, tuple(fields))
+
+
+def _case_insensitive(members: Mapping[str, Any]) -> dict[str, Any]:
+    """Partner Center is a .NET service: it binds JSON members case-insensitively (`State` and `state` alike)."""
+    return {str(key).casefold(): value for key, value in members.items()}
+
+
+def _system_fields(domain: DomainData | None) -> Record:
+    return {
+        "lastDirectorySyncTime": None,
+        "userDomainType": "none" if domain is None else ("federated" if domain.federated else "managed"),
+        "state": ACTIVE,
+        "softDeletionTime": None,
+        "attributes": {"objectType": "CustomerUser"},
+    }
+
+
+def _seed_record(user: UserData, domains: Mapping[str, DomainData]) -> Record:
+    record: Record = {"id": user.id}
+    for name in USER_FIELDS:
+        value = getattr(user, name)
+        if value is not None:
+            record[name] = value
+    record.update(_system_fields(domains.get(user.userPrincipalName.rpartition("@")[2].casefold())))
+    return record
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
