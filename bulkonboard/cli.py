@@ -1,0 +1,371 @@
+"""The `bulkonboard` command: wires concrete parts together. Nothing imports this module.
+
+Every failure that stops a command becomes one line on stderr and the contract's exit code, never a traceback
+(set BULKONBOARD_DEBUG=1 to see one for a bug).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .console import Output
+from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
+from .facts import DomainsFile, FactsSource
+from .model import Status
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SANDBOX_DATA = Path("samples/sandbox.toml")
+PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
+GRAPH_URL = "https://graph.microsoft.com"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# options shared by validate and run, so the same command line can be rehearsed by swapping the verb
+
+
+def output_options(func: F) -> F:
+    func = click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table; errors only.")(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per log line on stderr, for schedulers and log collectors.",
+    )(func)
+    return func
+
+
+def sheet_options(func: F) -> F:
+    func = click.option("--sheet", metavar="NAME", help="The xlsx sheet to read (default: the first).")(func)
+    func = click.option(
+        "--usage-location",
+        metavar="CODE",
+        help="Usage location for rows that have none (the Microsoft 365 template has no such column).",
+    )(func)
+    func = click.option(
+        "--generate-passwords",
+        "generate_passwords",
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="PATH.xlsx",
+        help="Generate a strong password for each row without one. `run` keeps them in this workbook (mode 0600); "
+        "`validate` accepts the option so the same command line can be rehearsed, and writes nothing.",
+    )(func)
+    func = click.option(
+        "--customer",
+        metavar="ID",
+        default="",
+        help="The customer's tenant id. May be left out when the sheet has a customerTenantId column.",
+    )(func)
+    return func
+
+
+def source_options(func: F) -> F:
+    options = [
+        click.option(
+            "--domains",
+            type=click.Path(exists=False, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Domain facts offline, from a CSV with columns domain,authenticationType (Managed or Federated).",
+        ),
+        click.option("--sandbox", is_flag=True, help="Use an embedded sandbox (a local Partner Center emulator)."),
+        click.option(
+            "--sandbox-data",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help=f"The embedded sandbox's data file (default: {DEFAULT_SANDBOX_DATA}).",
+        ),
+        click.option("--sandbox-url", metavar="URL", help="A standalone sandbox started with `bulkonboard sandbox`."),
+        click.option(
+            "--access-token",
+            metavar="TOKEN",
+            envvar="BULKONBOARD_ACCESS_TOKEN",
+            show_envvar=True,
+            help="A Partner Center token acquired elsewhere. Prefer the environment variable: a command-line "
+            "argument is visible to other users of the machine.",
+        ),
+        click.option(
+            "--base-url", default=PARTNER_CENTER_URL, show_default=True, metavar="URL", help="Partner Center's URL."
+        ),
+        click.option(
+            "--graph-url",
+            default=GRAPH_URL,
+            show_default=True,
+            metavar="URL",
+            help="Microsoft Graph's URL (may contain {tenant}).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    domains: Path | None
+    sandbox: bool
+    sandbox_data: Path | None
+    sandbox_url: str | None
+    access_token: str | None
+    base_url: str
+    graph_url: str
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> SourceChoice:
+        choice = cls(
+            domains=kwargs.pop("domains"),
+            sandbox=kwargs.pop("sandbox"),
+            sandbox_data=kwargs.pop("sandbox_data"),
+            sandbox_url=kwargs.pop("sandbox_url"),
+            access_token=kwargs.pop("access_token"),
+            base_url=kwargs.pop("base_url"),
+            graph_url=kwargs.pop("graph_url"),
+        )
+        if choice.sandbox and choice.sandbox_url:
+            raise InputError("give either --sandbox or --sandbox-url, not both")
+        if choice.sandbox_data and not choice.sandbox:
+            raise InputError("--sandbox-data goes with --sandbox")
+        return choice
+
+    @property
+    def name(self) -> str:
+        if self.sandbox:
+            return "embedded sandbox"
+        if self.sandbox_url:
+            return f"sandbox at {self.sandbox_url}"
+        if self.domains and not self.access_token:
+            return f"domains file {self.domains}"
+        return f"Partner Center at {self.base_url}"
+
+
+@dataclass
+class Connection:
+    """What a command talks to: a facts source, and (for a run) the Partner Center client."""
+
+    facts: FactsSource
+    source_name: str
+    partner_center: Any = None
+    graph: Any = None
+
+
+@asynccontextmanager
+async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator[Connection]:
+    """Open what the choice names; an embedded sandbox lives exactly as long as the command."""
+    domains_file = DomainsFile(choice.domains) if choice.domains else None
+    if domains_file and not (choice.sandbox or choice.sandbox_url or choice.access_token):
+        yield Connection(facts=domains_file, source_name=choice.name)
+        return
+
+    import aiohttp
+
+    from .partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
+
+    async with AsyncExitStack() as stack:
+        token = choice.access_token or "sandbox"
+        graph_token: str | None = None  # the sandbox's token serves Graph too
+        graph_url: str | None
+        if choice.sandbox:
+            from .sandbox import Sandbox
+
+            data = choice.sandbox_data or DEFAULT_SANDBOX_DATA
+            if not data.exists():
+                raise InputError(f"{data}: no such sandbox data file (give --sandbox-data FILE)")
+            box = await stack.enter_async_context(Sandbox(data=data))
+            base_url, graph_url, token = box.url, f"{box.url}/graph/{{tenant}}", "sandbox"
+        elif choice.sandbox_url:
+            base_url = choice.sandbox_url.rstrip("/")
+            graph_url = f"{base_url}/graph/{{tenant}}"
+        else:
+            if not choice.access_token:
+                raise AuthError(
+                    "no credentials for Partner Center: set BULKONBOARD_ACCESS_TOKEN, or rehearse with --sandbox, "
+                    "or validate offline with --domains FILE"
+                )
+            graph_token = os.environ.get("BULKONBOARD_GRAPH_TOKEN") or None
+            if not domains_file and not graph_token:
+                raise AuthError(
+                    "Graph needs its own token for the customer's tenant to list domains: set "
+                    "BULKONBOARD_GRAPH_TOKEN, or give --domains FILE"
+                )
+            base_url, graph_url = choice.base_url, (choice.graph_url if graph_token else None)
+        tokens = StaticTokens(token, graph_token)
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
+        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+        pc = PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id)
+        graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
+        facts = ServiceFacts(pc, graph, domains_file=domains_file)
+        yield Connection(facts=facts, source_name=choice.name, partner_center=pc, graph=graph)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running a command
+
+
+def run_command(output: Output, work: Callable[[], Coroutine[Any, Any, int]]) -> None:
+    """Run `work` in a fresh loop; turn every stopping failure into one line and its exit code."""
+    try:
+        code = asyncio.run(work())
+    except BulkOnboardError as exc:
+        output.error(exc.message)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line, unless the user asks for the traceback
+        if os.environ.get("BULKONBOARD_DEBUG"):
+            raise
+        output.error(f"unexpected {type(exc).__name__}: {exc} (set BULKONBOARD_DEBUG=1 for details)")
+        code = 1
+    sys.exit(code)
+
+
+def default_output_path(input_path: Path, suffix: str) -> Path:
+    """Beside the input, never over it."""
+    candidate = input_path.with_name(f"{input_path.stem}.{suffix}.xlsx")
+    if candidate.resolve() == input_path.resolve():
+        candidate = input_path.with_name(f"{input_path.stem}.{suffix}-1.xlsx")
+    return candidate
+
+
+def guard_output_path(path: Path, input_path: Path) -> Path:
+    if path.suffix.lower() != ".xlsx":
+        raise InputError(f"{path}: the output workbook must be an .xlsx file")
+    if path.exists() and path.resolve() == input_path.resolve():
+        raise InputError(f"{path}: refusing to write the output over the input sheet")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def with_errors(func: F) -> F:
+    """Errors raised while parsing options (before the loop) get the same one-line treatment."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BulkOnboardError as exc:
+            Output(quiet=kwargs.get("quiet", False), log_format=kwargs.get("log_format", "text")).error(exc.message)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="bulkonboard")
+def main() -> None:
+    """Onboard new hires into a CSP customer's tenant in bulk, through Partner Center.
+
+    \b
+    Typical session:
+      bulkonboard template new_hires.xlsx                 # a sheet HR can fill in
+      bulkonboard validate new_hires.xlsx --customer ID   # dry run: a report of what is wrong, nothing created
+      bulkonboard run new_hires.xlsx --customer ID        # create the users, write a results workbook
+
+    Rehearse anything against the built-in sandbox with --sandbox (see `bulkonboard sandbox --help`).
+
+    \b
+    Exit codes: 0 every row valid/created/skipped; 1 some row invalid or failed; 2 unusable input or
+    arguments; 3 auth, connection or permission problem, or another run holds the journal; 130 interrupted.
+    """
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def template(path: Path, force: bool) -> None:
+    """Write an input template HR can fill in: the columns, a note on each header, an example row, and drop-downs
+    for the usage location and forceChangePassword."""
+    from .workbook import write_template
+
+    output = Output()
+    if path.suffix.lower() != ".xlsx":
+        output.error(f"{path}: the template must be an .xlsx file")
+        sys.exit(2)
+    if path.exists() and not force:
+        output.error(f"{path} exists; pass --force to overwrite it")
+        sys.exit(2)
+    write_template(path)
+    output.info(f"template written to {path}")
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@sheet_options
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH.xlsx",
+    help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
+)
+@source_options
+@output_options
+@with_errors
+def validate(input_path: Path, **kwargs: Any) -> None:
+    """Dry run: read INPUT (xlsx, csv, tsv, txt), check every row, write a report; nothing is created.
+
+    Customer facts (domains, whether they are federated, users that already exist) come from the service, the
+    sandbox (--sandbox, --sandbox-url) or, offline, a domains file (--domains).
+    """
+    from .dryrun import ANY_CUSTOMER, DryRunOptions, check_sheet, gather_facts, run_validation, write_report
+    from .reader import read_sheet
+
+    quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
+    output = Output(quiet=quiet, log_format=log_format)
+    choice = SourceChoice.from_kwargs(kwargs)
+    customer = kwargs["customer"].strip()
+    offline = choice.domains is not None and not (choice.sandbox or choice.sandbox_url or choice.access_token)
+    options = DryRunOptions(
+        customer=customer or (ANY_CUSTOMER if offline else ""),
+        generate_passwords=kwargs["generate_passwords"] is not None,
+        default_usage_location=kwargs["usage_location"],
+    )
+    report = guard_output_path(kwargs["report"] or default_output_path(input_path, "report"), input_path)
+
+    async def work() -> int:
+        started = datetime.now(UTC)
+        sheet = read_sheet(input_path, sheet=kwargs["sheet"])
+        check_sheet(sheet, options)
+        async with connect(choice, correlation_id=str(uuid.uuid4())) as connection:
+            facts = await gather_facts(sheet, connection.facts, options.customer)
+        validation = run_validation(sheet, facts, options)
+        summary = write_report(
+            validation,
+            sheet,
+            report,
+            customer=customer,
+            started=started,
+            source_name=connection.source_name,
+            progress=output.progress(),
+        )
+        output.summary(
+            f"Validation of {input_path.name}",
+            summary.counts,
+            {"report": str(report), "source": connection.source_name},
+        )
+        bad = summary.counts.get(Status.INVALID.value, 0)
+        return 1 if bad else 0
+
+    run_command(output, work)
+
+
+from .sandbox.cli import sandbox_command  # noqa: E402  (the CLI is the one place that wires the sandbox in)
+
+main.add_command(sandbox_command)
