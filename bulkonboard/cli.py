@@ -369,3 +369,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
 from .sandbox.cli import sandbox_command  # noqa: E402  (the CLI is the one place that wires the sandbox in)
 
 main.add_command(sandbox_command)
+
+
+if __name__ == "__main__":  # `python -m bulkonboard.cli`, for tests that run the command as a process
+    main()

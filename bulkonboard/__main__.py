@@ -1,0 +1,5 @@
+"""`python -m bulkonboard` is the `bulkonboard` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The command as a person runs it: real files in, real workbooks out, exit codes, one line per failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
+
+
+def bulkonboard(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULKONBOARD_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bulkonboard.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def rows_of(path: Path) -> list[dict[str, object]]:
+    book = openpyxl.load_workbook(path, read_only=True)
+    values = list(book["Rows"].iter_rows(values_only=True))
+    header = [str(h) for h in values[0]]
+    return [dict(zip(header, row, strict=False)) for row in values[1:]]
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+
+
+def test_offline_dry_run_of_the_sample_writes_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.xlsx"
+    result = bulkonboard("validate", SAMPLES / "new_hires.xlsx", "--domains", SAMPLES / "domains.csv", "--report", report)
+    assert result.returncode == 1, result.stderr  # the sample has deliberate mistakes
+    rows = rows_of(report)
+    assert len(rows) == 35
+    by_upn = {str(r["userPrincipalName"]).casefold(): r for r in rows}
+    assert by_upn["olivia.brown@fabrikam.com"]["status"] == "invalid"
+    assert "domain.federated" in str(by_upn["olivia.brown@fabrikam.com"]["problems"])
+    assert by_upn["jane.doe@contoso.com"]["status"] == "valid"  # offline: nobody is known to exist
+    statuses = {r["status"] for r in rows}
+    assert statuses == {"valid", "invalid"}
+
+
+def test_dry_run_against_the_embedded_sandbox_marks_existing_users(tmp_path: Path) -> None:
+    report = tmp_path / "report.xlsx"
+    result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--sandbox", "--customer", CONTOSO, "--report", report)
+    assert result.returncode == 1, result.stderr
+    jane = next(r for r in rows_of(report) if r["userPrincipalName"] == "jane.doe@contoso.com")
+    assert jane["status"] == "skipped" and jane["userId"]
+    assert str(jane["problems"]).startswith("user.exists")
+
+
+def test_a_clean_sheet_exits_zero_and_the_default_report_lands_beside_it(tmp_path: Path) -> None:
+    sheet = tmp_path / "hires.csv"
+    sheet.write_text(
+        "userPrincipalName,displayName,usageLocation,password\nana@contoso.com,Ana,na,Str0ng-Passw0rd\n",
+        encoding="utf-8",
+    )
+    result = bulkonboard("validate", sheet, "--domains", SAMPLES / "domains.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # --quiet: nothing but errors
+    (row,) = rows_of(tmp_path / "hires.report.xlsx")
+    assert row["status"] == "valid" and row["usageLocation"] == "NA"  # Namibia, upper-cased
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "fragment"),
+    [
+        (b"", "empty.csv", "empty.csv"),
+        (b"foo,bar\n1,2\n", "nocols.csv", "nocols.csv"),
+        (b"userPrincipalName,displayName\na@contoso.com,A\n", "missing.csv", "missing required columns"),
+        (b"not really a workbook", "fake.xlsx", "fake.xlsx"),
+        (b"%PDF-1.4", "doc.pdf", "doc.pdf"),
+    ],
+)
+def test_bad_inputs_get_one_line_and_exit_2(tmp_path: Path, content: bytes, name: str, fragment: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = bulkonboard("validate", path, "--domains", SAMPLES / "domains.csv")
+    assert_one_clear_line(result, 2, fragment)
+    assert not list(tmp_path.glob("*.report.xlsx"))
+
+
+def test_missing_file_and_bad_arguments_exit_2(tmp_path: Path) -> None:
+    assert_one_clear_line(bulkonboard("validate", tmp_path / "nope.csv", "--domains", SAMPLES / "domains.csv"), 2, "nope.csv")
+    result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--sandbox", "--sandbox-url", "http://x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--report", tmp_path / "r.csv")
+    assert_one_clear_line(result, 2, ".xlsx")
+
+
+def test_no_credentials_and_unreachable_service_exit_3(tmp_path: Path) -> None:
+    result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--customer", CONTOSO, "--report", tmp_path / "r.xlsx")
+    assert_one_clear_line(result, 3, "no credentials")
+    result = bulkonboard(
+        "validate", SAMPLES / "new_hires.csv", "--customer", CONTOSO, "--sandbox-url", "http://127.0.0.1:9",
+        "--report", tmp_path / "r.xlsx",
+    )
+    assert_one_clear_line(result, 3, "127.0.0.1:9")
+
+
+def test_template_round_trips_through_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "template.xlsx"
+    result = bulkonboard("template", path)
+    assert result.returncode == 0, result.stderr
+    assert bulkonboard("template", path).returncode == 2  # never overwrites without --force
+    report = tmp_path / "report.xlsx"
+    result = bulkonboard("validate", path, "--domains", SAMPLES / "domains.csv", "--report", report)
+    (example,) = rows_of(report)
+    assert example["status"] == "valid", example["problems"]
+    assert result.returncode == 0
+
+
+def test_help_explains_itself() -> None:
+    result = bulkonboard("--help")
+    assert result.returncode == 0
+    for command in ("template", "validate", "sandbox"):
+        assert command in result.stdout
+    assert "Exit codes" in result.stdout
+    assert "--domains" in bulkonboard("validate", "--help").stdout
