@@ -1,0 +1,757 @@
+"""Creates the valid rows through Partner Center with a pool of workers; results stream out in input order.
+
+Shape of a run:
+
+    rows (validation's iterator) ──► feeder ──► bounded queue ──► N workers ──► reorder buffer ──► sink
+                                        └── invalid / skipped rows: straight to the reorder buffer ──┘
+
+- Memory stays flat however long the sheet: the feeder takes a row from the input only when fewer than
+  `window` rows are between the input and the sink (queued, in flight, or finished but waiting for an earlier
+  row), so a slow row holds up at most `window` results, never the whole run.
+- `concurrency` workers bound the requests in flight; a limiter (aiolimiter) holds the rate; a 429 closes a
+  gate every worker waits on before sending (`retry.PauseGate`).
+- Each row has one MS-RequestId, kept across all of its retries: it is the service's idempotency key. A
+  retry, or a replay after an answer that never came, that is refused as a duplicate UPN is most likely our
+  own earlier success, so the user is looked up and the row is `created` with the id found.
+- Every row's outcome is a `RowResult` value; only a bug (or the sink failing) stops the run with an exception.
+- `stop()` (Ctrl-C, SIGTERM) takes no new row and sends nothing new; a request in flight gets its answer,
+  but a retry it would need is abandoned. Every row taken from the input still gets a result, those left
+  unfinished a `run.interrupted` problem saying whether they may exist, so nobody has to guess.
+
+Waiting goes through the injected `clock` and `sleep`; the limiter keeps the loop's own time (aiolimiter
+takes no clock), so tests that fake time run with `rate=math.inf`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from aiolimiter import AsyncLimiter
+
+from .console import NullProgress, Progress
+from .errors import BulkOnboardError
+from .model import Code, Problem, RowResult, Status, UserRow, api_code
+from .partnercenter import (
+    ApiError,
+    Audience,
+    CreatedUser,
+    Refused,
+    RequestError,
+    Throttled,
+    TokenProvider,
+    TransportError,
+    Unauthorized,
+)
+from .retry import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_RATE,
+    AdaptiveRate,
+    Backoff,
+    Clock,
+    FixedRate,
+    PauseGate,
+    RateController,
+    RetryPolicy,
+    Sleep,
+)
+
+DEFAULT_CONCURRENCY = 16
+#: The feeder hands the loop over at least this often, whatever the input.
+_FEED_TURN = 256
+#: A row throttled this many times is not going to get through this run (429s do not use up attempts).
+DEFAULT_MAX_THROTTLED = 50
+
+#: Problem codes the pipeline adds to the contract's list (the lead adds them to CONTRACT.md):
+#: no usable answer came back, however often it was asked (connection failures, timeouts, unreadable answers).
+API_UNREACHABLE = "api.unreachable"
+#: the run was stopped (Ctrl-C, SIGTERM) before this row was finished.
+RUN_INTERRUPTED = "run.interrupted"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what the pipeline depends on: protocols, so tests hand in fakes and the client can change underneath
+
+
+class UserService(Protocol):
+    """Partner Center as the pipeline uses it (`partnercenter.PartnerCenterClient`)."""
+
+    async def preflight(self, customer_id: str) -> dict[str, Any]: ...
+
+    async def create_user(self, customer_id: str, user: UserRow, *, request_id: str) -> CreatedUser: ...
+
+    async def find_user_by_upn(self, customer_id: str, upn: str) -> dict[str, Any] | None: ...
+
+
+class UserDirectory(Protocol):
+    """Graph's user lookup (`partnercenter.GraphClient`): one GET instead of paging through every user."""
+
+    async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None: ...
+
+
+class CheckedRowLike(Protocol):
+    """What validation hands over per row (`validation.CheckedRow`)."""
+
+    @property
+    def user(self) -> UserRow: ...
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def problems(self) -> tuple[Problem, ...]: ...
+
+    @property
+    def existing_user_id(self) -> str | None: ...
+
+
+class PriorOutcome(StrEnum):
+    CREATED = "created"  # an earlier run saw this user created
+    IN_DOUBT = "in_doubt"  # an earlier run sent it and never learnt the outcome (killed, no answer)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorState:
+    """What the journal remembers of a user from an earlier run. A row refused outright earlier has no prior
+    state: it is sent afresh, with a new request id (the service's answer to the old one was final)."""
+
+    outcome: PriorOutcome
+    request_id: str
+    user_id: str | None = None
+
+
+class Journal(Protocol):
+    """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
+
+    Called from the event loop, so each call must be quick. `sending` should be durable by the time it returns
+    (the request goes out right after); `finished` may be batched until `flush`. No password is ever passed.
+    """
+
+    def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
+
+    def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
+
+    def finished(self, customer: str, upn_key: str, result: RowResult) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class NullJournal:
+    """No memory: every run starts from the sheet alone."""
+
+    def prior(self, customer: str, upn_key: str) -> PriorState | None:
+        return None
+
+    def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+        pass
+
+    def finished(self, customer: str, upn_key: str, result: RowResult) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# options and figures
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most
+    # users/s; None: start at retry.DEFAULT_RATE and follow the 429s; math.inf: no pacing at all
+    rate: float | None = None
+    attempts: int = DEFAULT_ATTEMPTS  # per row, for failures that count (5xx, no answer)
+    max_throttled: int = DEFAULT_MAX_THROTTLED  # 429s per row before giving up on it
+    backoff: Backoff = Backoff()
+    queue_size: int | None = None  # rows waiting for a worker; default 2 x concurrency
+    window: int | None = None  # rows between input and sink; default max(256, 4 x concurrency)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("the rate must be a positive number of users per second")
+
+    @property
+    def effective_queue_size(self) -> int:
+        return self.queue_size or 2 * self.concurrency
+
+    @property
+    def effective_window(self) -> int:
+        # At least one row per worker plus a full queue, or the workers would starve behind the window.
+        floor = self.concurrency + self.effective_queue_size + 1
+        return max(self.window or max(256, 4 * self.concurrency), floor)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Figures for the summary; times are the pipeline's clock."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
+    problem_counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0  # taken from the input (each got a result)
+    sent_rows: int = 0  # rows with at least one create request
+    requests: int = 0  # create requests sent
+    throttled: int = 0  # 429 answers
+    retries: int = 0  # create requests that repeated an earlier one of the same row
+    lookups: int = 0  # users looked up after a duplicate refusal or an unknown outcome
+    not_finished: int = 0  # rows left unfinished by stop()
+    max_pending: int = 0  # most rows between input and sink at once (bounded by the window)
+    first_send: float | None = None
+    last_answer: float | None = None
+    rate_settled: float = 0.0  # users/s the rate controller ended at
+    interrupted: bool = False
+
+    @property
+    def sending_seconds(self) -> float:
+        if self.first_send is None or self.last_answer is None:
+            return 0.0
+        return max(0.0, self.last_answer - self.first_send)
+
+    @property
+    def achieved_rate(self) -> float | None:
+        """Created users per second over the sending phase (first request to last answer)."""
+        seconds = self.sending_seconds
+        created = self.counts.get(Status.CREATED.value, 0)
+        return created / seconds if seconds > 0 and created else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class _Stopped(Exception):
+    """A wait was cut short by stop(): the row is left unfinished."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One row on its way: what is needed to retry it and to say honestly what happened."""
+
+    customer: str
+    user: UserRow
+    request_id: str
+    maybe_created: bool = False  # an earlier request of this row may have created the user
+    sends: int = 0
+    failures: int = 0  # counted against the attempts
+    throttles: int = 0
+    refreshed: bool = False
+    last_failure: RequestError | None = None
+
+
+class _Pacer:
+    """The limiter behind the rate controller: a bucket of one (no bursts: the service's windows slide).
+
+    aiolimiter has no way to change a limiter's rate, so a new rate gets a new limiter; a worker that was
+    queued on the old one queues again on the new one, so nobody keeps the old pace.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = math.nan
+        self._limiter: AsyncLimiter | None = None
+        self.set_rate(rate)
+
+    def set_rate(self, rate: float) -> None:
+        if rate == self.rate:
+            return
+        self.rate = rate
+        self._limiter = None if math.isinf(rate) else AsyncLimiter(1, 1.0 / rate)
+
+    def ready(self) -> bool:
+        return self._limiter is None or self._limiter.has_capacity()
+
+    async def acquire(self) -> None:
+        while True:
+            limiter = self._limiter
+            if limiter is None:
+                return
+            await limiter.acquire()
+            if limiter is self._limiter:
+                return
+
+
+class Pipeline:
+    """One run's worker pool. Build it anywhere; the loop-bound parts are made inside `run()`."""
+
+    def __init__(
+        self,
+        client: UserService,
+        *,
+        options: PipelineOptions | None = None,
+        customer: str = "",
+        graph: UserDirectory | None = None,
+        tokens: TokenProvider | None = None,
+        journal: Journal | None = None,
+        progress: Progress | None = None,
+        to_result: Callable[[CheckedRowLike], RowResult] | None = None,
+        rate_controller: RateController | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.options = options or PipelineOptions()
+        self._client = client
+        self._customer = customer
+        self._graph = graph
+        self._tokens = tokens
+        self._journal: Journal = journal or NullJournal()
+        self._progress: Progress = progress or NullProgress()
+        self._to_result = to_result or _plain_result
+        self._clock: Clock = clock or _loop_time
+        self._controller: RateController = rate_controller or (
+            FixedRate(self.options.rate)
+            if self.options.rate is not None
+            else AdaptiveRate(DEFAULT_RATE, clock=self._clock)
+        )
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._policy = RetryPolicy(
+            attempts=self.options.attempts, backoff=self.options.backoff, rng=rng or random.Random(0)
+        )
+        self.stats = PipelineStats()
+        self._stopping = False
+        self._started = False
+        # made inside run(), in the running loop
+        self._stop_event: asyncio.Event | None = None
+        self._token_lock: asyncio.Lock | None = None
+        self._token_generation = 0
+
+    # -- control
+
+    def stop(self) -> None:
+        """Take no new row and send nothing new; requests in flight get their answers. Safe from a signal
+        handler (in the loop's thread) and before `run()`."""
+        self._stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def rate_controller(self) -> RateController:
+        return self._controller
+
+    async def preflight(self, customers: Iterable[str]) -> None:
+        """Ask the service once per customer before any row is sent; its errors (errors.AuthError,
+        CustomerNotFound, ServiceUnavailable: exit 3) stop the run right here."""
+        for customer in dict.fromkeys(c for c in customers if c):
+            await self._client.preflight(customer)
+
+    # -- the run
+
+    async def run(
+        self,
+        rows: Iterable[CheckedRowLike],
+        sink: Callable[[RowResult], None],
+        *,
+        total: int | None = None,
+    ) -> PipelineStats:
+        """Send the valid rows; hand every row's result to `sink` in input order. Runs once."""
+        if self._started:
+            raise RuntimeError("a pipeline runs once")
+        self._started = True
+        self._gate = PauseGate(self._clock)
+        self._pacer = _Pacer(self._controller.current_rate)
+        self._stop_event = asyncio.Event()
+        if self._stopping:
+            self._stop_event.set()
+        self._token_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[tuple[int, CheckedRowLike] | None] = asyncio.Queue(
+            self.options.effective_queue_size
+        )
+        self._window = asyncio.Semaphore(self.options.effective_window)
+        self._buffer: dict[int, RowResult] = {}
+        self._next_out = 0
+        self._sink = sink
+
+        self._progress.start(total, "creating users")
+        try:
+            async with asyncio.TaskGroup() as group:
+                workers = [group.create_task(self._work()) for _ in range(self.options.concurrency)]
+                group.create_task(self._feed(rows, len(workers)))
+        except BaseExceptionGroup as failures:  # a bug or a failing sink: show it as itself
+            raise _first_leaf(failures) from None
+        finally:
+            self._progress.stop()
+            self._journal.flush()
+            self.stats.rate_settled = self._controller.current_rate
+            self.stats.interrupted = self._stopping
+        return self.stats
+
+    async def _feed(self, rows: Iterable[CheckedRowLike], workers: int) -> None:
+        position = 0
+        for checked in rows:
+            if self._stopping:
+                break
+            await self._window.acquire()
+            if self._stopping:
+                self._window.release()
+                break
+            pending = position + 1 - self._next_out
+            self.stats.max_pending = max(self.stats.max_pending, pending)
+            self.stats.rows += 1
+            if checked.status is Status.VALID:
+                await self._queue.put((position, checked))
+            else:
+                self._complete(position, self._passed_through(checked))
+            position += 1
+            if position % _FEED_TURN == 0:
+                # A long stretch of invalid rows never blocks: let signal handlers and workers have the loop.
+                await asyncio.sleep(0)
+        # Not in a `finally`: when the run is failing, the workers are cancelled and would never take these.
+        for _ in range(workers):
+            await self._queue.put(None)
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            if job is None:
+                return
+            position, checked = job
+            self._complete(position, await self._process(checked))
+
+    def _complete(self, position: int, result: RowResult) -> None:
+        """Count the row, then hand over every result that is next in input order."""
+        status = result.status.value
+        self.stats.counts[status] = self.stats.counts.get(status, 0) + 1
+        for problem in result.problems:
+            self.stats.problem_counts[problem.code] = self.stats.problem_counts.get(problem.code, 0) + 1
+        self._progress.advance(1, failed=int(result.status in (Status.FAILED, Status.INVALID)))
+        self._buffer[position] = result
+        while self._next_out in self._buffer:
+            self._sink(self._buffer.pop(self._next_out))
+            self._next_out += 1
+            self._window.release()
+
+    # -- one row
+
+    def _base(self, checked: CheckedRowLike) -> RowResult:
+        """The row as validation left it; sending fills in the rest."""
+        return self._to_result(checked)
+
+    def _passed_through(self, checked: CheckedRowLike) -> RowResult:
+        return self._base(checked)
+
+    async def _process(self, checked: CheckedRowLike) -> RowResult:
+        user = checked.user
+        result = self._base(checked)
+        customer = user.customerTenantId or self._customer
+        if self._stopping:
+            return self._not_finished(result, None)
+        prior = self._journal.prior(customer, user.upn_key)
+        if prior is not None and prior.outcome is PriorOutcome.CREATED:
+            result.status = Status.SKIPPED
+            result.userId = prior.user_id
+            result.requestId = prior.request_id
+            result.problems = (
+                Problem(
+                    Code.USER_EXISTS, "created by an earlier run (its journal says so)", "userPrincipalName"
+                ),
+            )
+            return result
+        in_doubt = prior is not None and prior.outcome is PriorOutcome.IN_DOUBT
+        attempt = _Attempt(
+            customer=customer,
+            user=user,
+            request_id=prior.request_id if prior is not None and in_doubt else str(uuid.uuid4()),
+            maybe_created=in_doubt,
+        )
+        result.requestId = attempt.request_id
+        try:
+            await self._send(attempt, result)
+        except _Stopped:
+            return self._not_finished(result, attempt)
+        finally:
+            result.attempts = attempt.sends
+        self._journal.finished(customer, user.upn_key, result)
+        return result
+
+    async def _send(self, attempt: _Attempt, result: RowResult) -> None:
+        """Send until the row has a final outcome, written into `result`."""
+        while True:
+            if self._stopping and attempt.sends:
+                raise _Stopped  # a retry after stop() is abandoned
+            await self._clear_to_send()
+            if attempt.sends == 0:  # recorded only once it really goes out: a stop before this sent nothing
+                self._journal.sending(
+                    attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
+                )
+            generation = self._token_generation
+            sent_at = self._clock()
+            if self.stats.first_send is None:
+                self.stats.first_send = sent_at
+            if attempt.sends == 0:
+                self.stats.sent_rows += 1
+            else:
+                self.stats.retries += 1
+            attempt.sends += 1
+            self.stats.requests += 1
+            try:
+                created = await self._client.create_user(
+                    attempt.customer, attempt.user, request_id=attempt.request_id
+                )
+            except Throttled as failure:
+                self._answered()
+                attempt.throttles += 1
+                attempt.last_failure = failure
+                self.stats.throttled += 1
+                self._controller.on_throttle(failure.retry_after, sent_at=sent_at)
+                self._pacer.set_rate(self._controller.current_rate)
+                if attempt.throttles >= self.options.max_throttled:
+                    self._fail(
+                        result, api_code(429), f"still throttled after {attempt.throttles} tries", failure
+                    )
+                    return
+                retry_after = failure.retry_after
+                if retry_after is None or retry_after <= 0:
+                    retry_after = self._policy.backoff.delay(attempt.throttles, self._policy.rng)
+                self._gate.pause_for(retry_after)
+                continue
+            except Unauthorized as failure:
+                self._answered()
+                attempt.last_failure = failure
+                if attempt.refreshed or self._tokens is None:
+                    what = (
+                        "the token was refused, also after a refresh"
+                        if attempt.refreshed
+                        else ("the token was refused, and this run has no way to refresh it")
+                    )
+                    self._fail(result, api_code(401), what, failure)
+                    return
+                attempt.refreshed = True
+                problem = await self._refresh_token(generation)
+                if problem is not None:
+                    result.status, result.problems = Status.FAILED, (problem,)
+                    return
+                continue
+            except Refused as failure:
+                self._answered()
+                attempt.last_failure = failure
+                if failure.is_duplicate_upn:
+                    await self._after_duplicate(attempt, result, failure)
+                else:
+                    self._fail(result, api_code(failure.status), "the service refused it", failure)
+                return
+            except RequestError as failure:
+                self._answered()
+                attempt.last_failure = failure
+                if _may_have_created(failure):
+                    attempt.maybe_created = True
+                attempt.failures += 1
+                wait = self._policy.wait_before_retry(failure, attempt.failures)
+                if wait is None:
+                    await self._give_up(attempt, result, failure)
+                    return
+                await self._wait(wait)
+                continue
+            self._answered()
+            self._controller.on_success()
+            self._pacer.set_rate(self._controller.current_rate)
+            result.status, result.userId, result.problems = Status.CREATED, created.id, ()
+            return
+
+    def _answered(self) -> None:
+        self.stats.last_answer = self._clock()
+
+    async def _clear_to_send(self) -> None:
+        """Wait for the 429 gate to open and for the limiter; `_Stopped` if stop() comes first."""
+        while True:
+            if self._stopping:
+                raise _Stopped
+            paused = self._gate.remaining()
+            if paused > 0:
+                await self._wait(paused)
+                continue
+            if self._pacer.ready():
+                await self._pacer.acquire()  # capacity is there: no wait
+            else:
+                await self._until_stopped(self._pacer.acquire())
+            if self._gate.remaining() <= 0:
+                if self._stopping:
+                    raise _Stopped
+                return
+
+    async def _wait(self, seconds: float) -> None:
+        if self._stopping:
+            raise _Stopped
+        if seconds > 0:
+            await self._until_stopped(self._sleep(seconds))
+
+    async def _until_stopped(self, waiting: Awaitable[None]) -> None:
+        assert self._stop_event is not None
+        task = asyncio.ensure_future(waiting)
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stopper):
+                if not pending.done():
+                    pending.cancel()
+        if task.done() and not task.cancelled():
+            task.result()  # an exception in the wait itself is a bug: let it show
+            return
+        raise _Stopped
+
+    async def _refresh_token(self, generation: int) -> Problem | None:
+        """One refresh for all the workers that saw the same token refused; None when a fresh token is there."""
+        assert self._token_lock is not None and self._tokens is not None
+        async with self._token_lock:
+            if self._token_generation != generation:
+                return None  # another worker refreshed it since this request went out
+            try:
+                await self._tokens.token(Audience.PARTNER_CENTER, force_refresh=True)
+            except BulkOnboardError as exc:
+                return Problem(
+                    api_code(401), f"the token was refused and could not be refreshed: {exc.message}"
+                )
+            self._token_generation += 1
+        return None
+
+    async def _after_duplicate(self, attempt: _Attempt, result: RowResult, refusal: Refused) -> None:
+        """The UPN is taken. After an attempt that may have created the user, that is most likely our own
+        success; on a clean first attempt, someone created the user since validation."""
+        try:
+            user_id = await self._lookup(attempt)
+        except RequestError as failure:
+            self._fail(
+                result,
+                api_code(refusal.status),
+                "the service says the UPN is taken, and looking the user up failed "
+                f"({_describe(failure)}); check the tenant",
+                refusal,
+            )
+            return
+        if user_id is not None and attempt.maybe_created:
+            result.status, result.userId, result.problems = Status.CREATED, user_id, ()
+        elif user_id is not None:
+            result.status, result.userId = Status.SKIPPED, user_id
+            result.problems = (
+                Problem(
+                    Code.USER_EXISTS,
+                    "the user was created by someone else after validation; left as it is",
+                    "userPrincipalName",
+                ),
+            )
+        else:
+            self._fail(
+                result,
+                api_code(refusal.status),
+                "the service says the UPN is taken, but no user has it (a deleted user keeps its UPN for "
+                "30 days; restore or purge it)",
+                refusal,
+            )
+
+    async def _give_up(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> None:
+        """Out of attempts (or not retryable). When an attempt may have created the user, ask before saying so."""
+        if attempt.maybe_created:
+            try:
+                user_id = await self._lookup(attempt)
+            except RequestError:
+                user_id = None
+            if user_id is not None:
+                result.status, result.userId, result.problems = Status.CREATED, user_id, ()
+                return
+        code = _failure_code(failure)
+        tries = f"{attempt.sends} attempt{'s' if attempt.sends != 1 else ''}"
+        what = f"gave up after {tries}" if self._policy.on(failure) is not False else "the service failed it"
+        if attempt.maybe_created:
+            what += "; the user may have been created: check the tenant before sending it again"
+        self._fail(result, code, what, failure)
+
+    async def _lookup(self, attempt: _Attempt) -> str | None:
+        """The id of the user with this UPN (Graph when we have it: one GET instead of paging the whole list)."""
+        self.stats.lookups += 1
+        customer, upn = attempt.customer, attempt.user.userPrincipalName
+
+        async def ask() -> dict[str, Any] | None:
+            if self._graph is not None:
+                return await self._graph.get_user(customer, upn)
+            return await self._client.find_user_by_upn(customer, upn)
+
+        found = await self._policy.call(ask, sleep=self._wait)
+        user_id = found.get("id") if found else None
+        return user_id if isinstance(user_id, str) and user_id else None
+
+    def _fail(self, result: RowResult, code: str, what: str, failure: RequestError | None) -> None:
+        message = what if failure is None else f"{what}: {_describe(failure)}"
+        result.status, result.userId, result.problems = Status.FAILED, None, (Problem(code, message),)
+
+    def _not_finished(self, result: RowResult, attempt: _Attempt | None) -> RowResult:
+        self.stats.not_finished += 1
+        if attempt is not None and attempt.maybe_created:
+            last = _describe(attempt.last_failure) if attempt.last_failure else "an earlier run got no answer"
+            message = (
+                f"the run was stopped before this row was finished, after an answer that leaves its outcome "
+                f"open ({last}), so the user may exist: run again with the same journal, or check the tenant"
+            )
+        elif attempt is None or attempt.sends == 0:
+            result.requestId = None  # never sent: no request to look for in the service's logs
+            message = "not sent: the run was stopped first; run again to create it"
+        else:
+            last = f" (last answer: {_describe(attempt.last_failure)})" if attempt.last_failure else ""
+            message = (
+                f"not created: the run was stopped before it could be retried{last}; run again to create it"
+            )
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
+        return result
+
+
+def _plain_result(checked: CheckedRowLike) -> RowResult:
+    """A result without the row's other fields (`display`): the runner hands in the workbook's own builder."""
+    user = checked.user
+    return RowResult(
+        row=user.row,
+        userPrincipalName=user.userPrincipalName,
+        status=checked.status,
+        userId=checked.existing_user_id,
+        problems=checked.problems,
+        customerTenantId=user.customerTenantId,
+    )
+
+
+def _loop_time() -> float:
+    """The running loop's clock: the one asyncio.sleep and the limiter count in."""
+    return asyncio.get_running_loop().time()
+
+
+def _may_have_created(failure: RequestError) -> bool:
+    """No answer, an unreadable one, or a server error: the service may have done the work before failing."""
+    if isinstance(failure, TransportError):
+        return failure.maybe_processed
+    return not isinstance(failure, Refused | Throttled)
+
+
+def _failure_code(failure: RequestError) -> str:
+    """`api.<status>` for an error status; `api.unreachable` for no answer or an unreadable 2xx/3xx one."""
+    if isinstance(failure, ApiError) and failure.status >= 400:
+        return api_code(failure.status)
+    return API_UNREACHABLE
+
+
+def _describe(failure: RequestError) -> str:
+    """The service's words for a problem cell: status, code and description; never a raw answer (the
+    client keeps none) and never the URL (the requestId column finds the call in the service's logs)."""
+    if isinstance(failure, TransportError):
+        return failure.reason
+    if isinstance(failure, ApiError):
+        code = f" {failure.code}" if failure.code not in (None, "") else ""
+        text = failure.description or "no description"
+        return f"HTTP {failure.status}{code}: {text}"
+    return failure.message
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

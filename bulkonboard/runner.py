@@ -1,0 +1,259 @@
+"""`bulkonboard run` as a library call: validate as the dry run does, then create, then write the results.
+
+The CLI chooses the parts (the client, the facts source, the journal, the progress) and wires Ctrl-C to
+`SheetRun.stop()`; the steps live here so that a test, a script or a scheduler runs exactly what the command
+runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the real thing
+(`run`) can never disagree about a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from .console import NullProgress, Progress
+from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
+from .facts import CustomerFacts, FactsSource
+from .model import RowResult, Status
+from .partnercenter import TokenProvider
+from .pipeline import (
+    DEFAULT_CONCURRENCY,
+    CheckedRowLike,
+    Journal,
+    Pipeline,
+    PipelineOptions,
+    PipelineStats,
+    UserDirectory,
+    UserService,
+)
+from .reader import read_sheet
+from .retry import DEFAULT_ATTEMPTS, DEFAULT_RATE, Backoff, Clock, RateController, Sleep
+from .validation import CheckedRow, Validation
+from .workbook import ReportWriter, Summary, example_password, read_passwords, write_passwords
+
+#: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
+RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    customer: str = ""  # --customer; may be empty when the sheet has a customerTenantId column
+    sheet: str | None = None  # --sheet NAME (xlsx)
+    default_usage_location: str | None = None  # --usage-location
+    generated_passwords: Path | None = None  # --generate-passwords PATH.xlsx
+    rate: float | None = None  # --rate (users/s); None: adaptive from retry.DEFAULT_RATE
+    concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff: Backoff = Backoff()
+
+    def dry_run(self) -> DryRunOptions:
+        return DryRunOptions(
+            customer=self.customer,
+            generate_passwords=self.generated_passwords is not None,
+            default_usage_location=self.default_usage_location,
+        )
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    exit_code: int  # per the contract: 0, 1 or 130 (errors that stop the run earlier are raised instead)
+    counts: dict[str, int]  # per status value, the statuses of a results workbook
+    results_path: Path
+    interrupted: bool
+    correlation_id: str
+    not_reached: int  # rows never taken from the sheet because the run was stopped
+    stats: PipelineStats
+    summary: Summary
+
+
+class SheetRun:
+    """One run of one sheet. Build it, hand `stop` to the signal handlers, then `await run()`.
+
+    Errors that make going on pointless are raised before any row is sent (errors.py: unreadable input,
+    exit 2; refused token, unknown customer, unreachable service, exit 3); after that, every row's outcome is
+    in the results workbook and the outcome's exit code.
+    """
+
+    def __init__(
+        self,
+        input_path: Path,
+        *,
+        results: Path,
+        facts: FactsSource,
+        client: UserService,
+        correlation_id: str,
+        graph: UserDirectory | None = None,
+        tokens: TokenProvider | None = None,
+        options: RunOptions | None = None,
+        journal: Journal | None = None,
+        progress: Progress | None = None,
+        source_name: str = "",
+        rate_controller: RateController | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.input_path = Path(input_path)
+        self.results = Path(results)
+        self.options = options or RunOptions()
+        self.correlation_id = correlation_id
+        self.source_name = source_name
+        self._facts = facts
+        self.pipeline = Pipeline(
+            client,
+            options=PipelineOptions(
+                concurrency=self.options.concurrency,
+                rate=self.options.rate,
+                attempts=self.options.attempts,
+                backoff=self.options.backoff,
+            ),
+            customer=self.options.customer,
+            graph=graph,
+            tokens=tokens,
+            journal=journal,
+            progress=progress or NullProgress(),
+            to_result=_to_result,
+            rate_controller=rate_controller,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+
+    def stop(self) -> None:
+        """Ctrl-C / SIGTERM: no new row is sent; what finished is written and the run exits 130."""
+        self.pipeline.stop()
+
+    async def run(self) -> RunOutcome:
+        started = datetime.now(UTC)
+        phase_start = time.monotonic()
+        dry = self.options.dry_run()
+        sheet = read_sheet(self.input_path, sheet=self.options.sheet)
+        check_sheet(sheet, dry)
+        facts = await gather_facts(sheet, self._facts, dry.customer)
+        validation = run_validation(sheet, facts, dry)
+        validation_seconds = time.monotonic() - phase_start
+
+        to_send = validation.counts.get(Status.VALID, 0)
+        if to_send and not self.pipeline.stopping:
+            await self.pipeline.preflight(facts)
+        rows: Iterable[CheckedRow] = validation
+        if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
+            rows = self._with_generated_passwords(validation, self.options.generated_passwords)
+
+        sending_start = time.monotonic()
+        with ReportWriter(self.results, kind="results") as writer:
+            stats = await self.pipeline.run(rows, writer.add, total=len(validation))
+            sending_seconds = time.monotonic() - sending_start
+            counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+            not_reached = len(validation) - stats.rows
+            summary = Summary(
+                kind="results",
+                input_path=sheet.path,
+                customer=self.options.customer or ", ".join(facts),
+                started=started,
+                finished=datetime.now(UTC),
+                counts=counts,
+                correlation_id=self.correlation_id,
+                problem_counts=dict(stats.problem_counts),
+                extra=self._details(stats, facts, validation_seconds, sending_seconds, not_reached),
+            )
+            writer.close(summary)
+
+        if stats.interrupted:
+            code = EXIT_INTERRUPTED
+        elif counts[Status.INVALID.value] or counts[Status.FAILED.value]:
+            code = EXIT_ROWS_FAILED
+        else:
+            code = EXIT_OK
+        return RunOutcome(
+            exit_code=code,
+            counts=counts,
+            results_path=self.results,
+            interrupted=stats.interrupted,
+            correlation_id=self.correlation_id,
+            not_reached=not_reached,
+            stats=stats,
+            summary=summary,
+        )
+
+    def _details(
+        self,
+        stats: PipelineStats,
+        facts: Mapping[str, CustomerFacts],
+        validation_seconds: float,
+        sending_seconds: float,
+        not_reached: int,
+    ) -> dict[str, str | int | float]:
+        rate = (
+            f"{self.options.rate:g} users/s (--rate)"
+            if self.options.rate is not None
+            else f"adaptive, from {DEFAULT_RATE:g} users/s"
+        )
+        details: dict[str, str | int | float] = {
+            "source": self.source_name,
+            "rate": rate,
+            "concurrency": self.options.concurrency,
+            "validation (s)": round(validation_seconds, 3),
+            "sending (s)": round(sending_seconds, 3),
+            "rows sent": stats.sent_rows,
+            "create requests": stats.requests,
+            "retries": stats.retries,
+            "throttled (429)": stats.throttled,
+            "users looked up": stats.lookups,
+            "achieved rate (created/s)": round(stats.achieved_rate, 3) if stats.achieved_rate else 0.0,
+            "rate settled at (users/s)": round(stats.rate_settled, 3),
+            "interrupted": "yes" if stats.interrupted else "no",
+        }
+        if stats.interrupted:
+            details["rows not finished"] = stats.not_finished
+            details["rows not reached"] = not_reached
+        if self.options.generated_passwords is not None:
+            details["generated passwords"] = str(self.options.generated_passwords)
+        return details
+
+    def _with_generated_passwords(self, validation: Validation, path: Path) -> Iterator[CheckedRow]:
+        """A strong password for each row to send that has none, saved (0600) before any of them is sent.
+
+        Passwords already in `path` (an earlier run of the same sheet) are reused for the same UPN: a user an
+        earlier run created has that password, and a replayed request must carry the same body.
+        """
+        earlier = read_passwords(path) if path.exists() else {}
+        chosen: dict[str, str] = {}
+        entries: list[tuple[int, str, str]] = []
+        for checked in validation:
+            user = checked.user
+            if checked.status is not Status.VALID or user.password:
+                continue
+            password = earlier.get(user.upn_key) or example_password(16)
+            chosen[user.upn_key] = password
+            entries.append((user.row, user.userPrincipalName, password))
+        # Keep the earlier run's passwords for users not in this sheet: they may be the only copy.
+        kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
+        write_passwords(path, entries + kept)
+        return _fill_passwords(validation, chosen)
+
+
+def _to_result(checked: CheckedRowLike) -> RowResult:
+    """The dry run's own row result (its columns, never the password); the pipeline only ever hands back the
+    CheckedRows this module gave it."""
+    return checked_to_result(cast(CheckedRow, checked))
+
+
+def _fill_passwords(rows: Iterable[CheckedRow], chosen: dict[str, str]) -> Iterator[CheckedRow]:
+    for checked in rows:
+        password = chosen.get(checked.user.upn_key) if checked.status is Status.VALID else None
+        if password and not checked.user.password:
+            checked = dataclasses.replace(checked, user=dataclasses.replace(checked.user, password=password))
+        yield checked
+
+
+async def run_sheet(input_path: Path, **kwargs: Any) -> RunOutcome:
+    """`SheetRun(input_path, **kwargs).run()`, for callers that need no stop switch."""
+    return await SheetRun(input_path, **kwargs).run()

@@ -1,0 +1,420 @@
+"""`run_sheet` end to end: the real client against the real in-process sandbox over loopback.
+
+The sandbox is the judge: every created row's userId must be the id the sandbox holds for that UPN, and the
+fields must have arrived exactly as typed. Tests about throttling share one fake clock between the sandbox's
+rate window and the pipeline's waits, so a Retry-After of a second costs no real second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openpyxl
+import pytest
+
+from bulkonboard.errors import AuthError
+from bulkonboard.facts import CustomerFacts, Domain, DomainsFile
+from bulkonboard.model import UserRow
+from bulkonboard.partnercenter import (
+    CreatedUser,
+    GraphClient,
+    PartnerCenterClient,
+    ServiceFacts,
+    StaticTokens,
+)
+from bulkonboard.pipeline import RUN_INTERRUPTED
+from bulkonboard.retry import Backoff
+from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
+from bulkonboard.sandbox import Sandbox, SandboxOptions
+
+SANDBOX_DATA = Path(__file__).resolve().parent.parent / "samples" / "sandbox.toml"
+CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
+HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
+FAST_BACKOFF = Backoff(initial=0.01, maximum=0.05)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeTime:
+    """One clock for the sandbox's rate window and the pipeline's waits; it moves only when the pipeline sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Service:
+    sandbox: Sandbox
+    client: PartnerCenterClient
+    graph: GraphClient
+    facts: ServiceFacts
+    tokens: StaticTokens
+    correlation_id: str
+
+
+@asynccontextmanager
+async def service(
+    options: SandboxOptions | None = None, *, token: str = "sandbox", clock: Any = None
+) -> AsyncIterator[Service]:
+    extra = {"clock": clock} if clock is not None else {}
+    async with Sandbox(data=SANDBOX_DATA, options=options or SandboxOptions(), **extra) as sandbox:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            tokens = StaticTokens(token)
+            correlation_id = str(uuid.uuid4())
+            client = PartnerCenterClient(session, tokens, base_url=sandbox.url, correlation_id=correlation_id)
+            graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
+            yield Service(sandbox, client, graph, ServiceFacts(client, graph), tokens, correlation_id)
+
+
+def write_sheet(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def person(n: int, domain: str = "contoso.com", **overrides: str) -> list[str]:
+    values = {
+        "userPrincipalName": f"new.hire{n}@{domain}",
+        "firstName": f"New{n}",
+        "lastName": "Hire",
+        "displayName": f"New{n} Hire",
+        "usageLocation": "US",
+        "password": f"Str0ng!Pass{n:03d}",
+    }
+    values.update(overrides)
+    return [values[name] for name in HEADER]
+
+
+async def run(svc: Service, sheet: Path, tmp_path: Path, **kwargs: Any) -> RunOutcome:
+    options = kwargs.pop("options", None) or RunOptions(
+        customer=CONTOSO, backoff=FAST_BACKOFF, **kwargs.pop("run", {})
+    )
+    return await run_sheet(
+        sheet,
+        results=tmp_path / "results.xlsx",
+        facts=kwargs.pop("facts", svc.facts),
+        client=kwargs.pop("client", svc.client),
+        graph=svc.graph,
+        tokens=svc.tokens,
+        correlation_id=svc.correlation_id,
+        options=options,
+        source_name="sandbox",
+        **kwargs,
+    )
+
+
+def results_rows(path: Path) -> list[dict[str, str]]:
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        rows = book["Rows"].iter_rows(values_only=True)
+        header = [str(cell) for cell in next(rows)]
+        return [
+            {name: ("" if value is None else str(value)) for name, value in zip(header, values, strict=False)}
+            for values in rows
+        ]
+    finally:
+        book.close()
+
+
+def summary_items(path: Path) -> dict[str, str]:
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return {str(a): str(b) for a, b, *_ in book["Summary"].iter_rows(values_only=True) if a is not None}
+    finally:
+        book.close()
+
+
+def every_cell(path: Path) -> str:
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return "\n".join(
+            str(value)
+            for sheet in book.worksheets
+            for line in sheet.iter_rows(values_only=True)
+            for value in line
+            if value is not None
+        )
+    finally:
+        book.close()
+
+
+def assert_agrees_with_sandbox(svc: Service, rows: list[dict[str, str]]) -> None:
+    for result in rows:
+        if result["status"] == "created":
+            held = svc.sandbox.store.user_by_upn(CONTOSO, result["userPrincipalName"])
+            assert held is not None and result["userId"] == held["id"]
+            assert result["requestId"]
+
+
+def created_once(svc: Service, upns: list[str]) -> None:
+    users = svc.sandbox.store.users(CONTOSO)
+    for upn in upns:
+        assert sum(u["userPrincipalName"].casefold() == upn.casefold() for u in users) == 1, upn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+async def test_happy_path_results_agree_with_the_sandbox(tmp_path: Path) -> None:
+    sheet = write_sheet(
+        tmp_path / "hires.csv",
+        [
+            person(1),
+            person(2, firstName="  Zoë ", displayName=" Zoë Müller ", usageLocation="de"),
+            person(
+                3,
+                "contoso.co.uk",
+                firstName="愛子",
+                lastName="田中",
+                displayName="田中 愛子",
+                usageLocation="jp",
+            ),
+            person(4, usageLocation="NA", lastName="000123"),
+            # Already in the tenant: skipped with its id, never sent.
+            ["jane.doe@contoso.com", "Jane", "Doe", "Jane Doe", "US", "An0ther!Passw0rd"],
+        ],
+    )
+    async with service() as svc:
+        outcome = await run(svc, sheet, tmp_path)
+
+        assert outcome.exit_code == 0 and not outcome.interrupted
+        assert outcome.counts == {"created": 4, "skipped": 1, "invalid": 0, "failed": 0}
+        assert svc.sandbox.stats.creations == 4
+        rows = results_rows(outcome.results_path)
+        assert [r["row"] for r in rows] == ["2", "3", "4", "5", "6"]
+        assert_agrees_with_sandbox(svc, rows)
+        held = {u["userPrincipalName"]: u for u in svc.sandbox.store.users(CONTOSO)}
+        # As typed, trimmed, usage location upper-cased.
+        assert held["new.hire2@contoso.com"]["firstName"] == "Zoë"
+        assert held["new.hire2@contoso.com"]["displayName"] == "Zoë Müller"
+        assert held["new.hire2@contoso.com"]["usageLocation"] == "DE"
+        assert held["new.hire3@contoso.co.uk"]["displayName"] == "田中 愛子"
+        assert held["new.hire3@contoso.co.uk"]["usageLocation"] == "JP"
+        assert held["new.hire4@contoso.com"]["usageLocation"] == "NA"
+        assert held["new.hire4@contoso.com"]["lastName"] == "000123"
+        # The workbook shows each row's fields as they were sent.
+        assert rows[1]["displayName"] == "Zoë Müller" and rows[1]["usageLocation"] == "DE"
+        jane = rows[4]
+        assert jane["status"] == "skipped" and jane["userId"] == held["jane.doe@contoso.com"]["id"]
+        assert jane["requestId"] == ""
+        # The workbook says what ran, and never holds a password.
+        summary = summary_items(outcome.results_path)
+        assert summary["correlation id"] == svc.correlation_id
+        assert float(summary["rate settled at (users/s)"]) > 0
+        text = every_cell(outcome.results_path)
+        for line in sheet.read_text(encoding="utf-8").splitlines()[1:]:
+            assert line.split(",")[-1] not in text
+
+
+async def test_every_refusal_is_a_row_with_a_reason(tmp_path: Path) -> None:
+    sheet = write_sheet(
+        tmp_path / "hires.csv",
+        [
+            person(1),
+            person(2, "fabrikam.com"),  # federated: invalid, never sent
+            person(3, password="welcome2026"),  # weak: invalid, never sent
+            person(4, "example.org"),  # validation is told this domain exists; the service refuses it
+            person(5),  # someone creates this user between validation and sending
+            person(1),  # a duplicate of row 2 in the file
+        ],
+    )
+
+    class Lying:
+        """Facts that claim a domain the tenant lacks, then create a user behind the run's back."""
+
+        def __init__(self, svc: Service) -> None:
+            self.svc = svc
+
+        async def customer_facts(self, customer_id: str) -> CustomerFacts:
+            facts = await self.svc.facts.customer_facts(customer_id)
+            domains = dict(facts.domains) | {"example.org": Domain("example.org", "Managed")}
+            user = UserRow(
+                row=0,
+                userPrincipalName="new.hire5@contoso.com",
+                displayName="Someone Else",
+                usageLocation="US",
+                password="0ther!Passw0rd",
+            )
+            await self.svc.client.create_user(customer_id, user, request_id=str(uuid.uuid4()))
+            return CustomerFacts(customer_id, domains, dict(facts.existing_users or {}))
+
+    async with service() as svc:
+        outcome = await run(svc, sheet, tmp_path, facts=Lying(svc))
+        rows = {r["row"]: r for r in results_rows(outcome.results_path)}
+        assert outcome.exit_code == 1
+        assert rows["2"]["status"] == "created"
+        assert rows["3"]["status"] == "invalid" and "domain.federated" in rows["3"]["problems"]
+        assert rows["4"]["status"] == "invalid" and "password.weak" in rows["4"]["problems"]
+        assert rows["7"]["status"] == "invalid" and "upn.duplicate" in rows["7"]["problems"]
+        for invalid in ("3", "4", "7"):
+            assert rows[invalid]["requestId"] == "" and rows[invalid]["userId"] == ""
+        # The service's own refusal: its status, code and words.
+        assert rows["5"]["status"] == "failed" and rows["5"]["problems"].startswith("api.400:")
+        assert "90003" in rows["5"]["problems"] and rows["5"]["requestId"]
+        # Appeared since validation: not ours, so skipped, with the id the tenant has.
+        someone = svc.sandbox.store.user_by_upn(CONTOSO, "new.hire5@contoso.com")
+        assert someone is not None and someone["displayName"] == "Someone Else"
+        assert rows["6"]["status"] == "skipped" and rows["6"]["userId"] == someone["id"]
+        assert "user.exists" in rows["6"]["problems"]
+        # Only the rows validation let through reached the service: 1, example.org, new.hire5 (+ the one made behind our back).
+        assert svc.sandbox.stats.creations == 2 and svc.sandbox.stats.refused == 2
+        for upn in ("new.hire2@fabrikam.com", "new.hire3@contoso.com", "new.hire4@example.org"):
+            assert svc.sandbox.store.user_by_upn(CONTOSO, upn) is None
+        assert_agrees_with_sandbox(svc, list(rows.values()))
+
+
+async def test_a_429_storm_pauses_and_every_user_is_created_once(tmp_path: Path) -> None:
+    time = FakeTime()
+    upns = [f"new.hire{n}@contoso.com" for n in range(1, 13)]
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 13)])
+    async with service(SandboxOptions(rate_limit=(5, 1.0)), clock=time.clock) as svc:
+        outcome = await run(
+            svc, sheet, tmp_path, run={"rate": math.inf, "concurrency": 4}, clock=time.clock, sleep=time.sleep
+        )
+        assert outcome.exit_code == 0 and outcome.counts["created"] == 12
+        assert svc.sandbox.stats.throttled > 0
+        assert outcome.stats.throttled == svc.sandbox.stats.throttled
+        assert 1.0 in time.slept  # the sandbox's Retry-After, honoured
+        assert time.now - 1000.0 >= 2.0  # 12 creations at 5 a second need at least two full pauses
+        created_once(svc, upns)
+        assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
+
+
+async def test_server_errors_are_retried_until_every_user_exists_once(tmp_path: Path) -> None:
+    upns = [f"new.hire{n}@contoso.com" for n in range(1, 11)]
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 11)])
+    async with service(SandboxOptions(fail_rate=0.3, seed=7)) as svc:
+        outcome = await run(svc, sheet, tmp_path, run={"rate": math.inf})
+        assert svc.sandbox.stats.failed > 0
+        assert outcome.counts["created"] == 10 and outcome.exit_code == 0
+        assert outcome.stats.retries >= svc.sandbox.stats.failed
+        created_once(svc, upns)
+        assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
+
+
+async def test_dropped_answers_are_replayed_and_each_user_is_created_once(tmp_path: Path) -> None:
+    upns = [f"new.hire{n}@contoso.com" for n in range(1, 11)]
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 11)])
+    async with service(SandboxOptions(drop_rate=0.4, seed=3)) as svc:
+        outcome = await run(svc, sheet, tmp_path, run={"rate": math.inf})
+        assert svc.sandbox.stats.dropped > 0
+        assert svc.sandbox.stats.creations == 10  # a replay with the same MS-RequestId created nothing new
+        # Each lost answer was asked for again under the same MS-RequestId, and the sandbox replayed it.
+        assert svc.sandbox.stats.replays == svc.sandbox.stats.dropped and outcome.stats.lookups == 0
+        assert outcome.counts["created"] == 10 and outcome.exit_code == 0
+        created_once(svc, upns)
+        assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
+
+
+async def test_a_refused_token_stops_the_run_before_any_creation(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(1), person(2)])
+    domains = tmp_path / "domains.csv"
+    domains.write_text("domain,authenticationType\ncontoso.com,Managed\n", encoding="utf-8")
+    async with service(token="sandbox") as svc:
+        async with aiohttp.ClientSession() as session:
+            wrong = PartnerCenterClient(
+                session,
+                StaticTokens("not-the-token"),
+                base_url=svc.sandbox.url,
+                correlation_id=svc.correlation_id,
+            )
+            with pytest.raises(AuthError) as raised:
+                await run(svc, sheet, tmp_path, facts=DomainsFile(domains), client=wrong)
+        assert raised.value.exit_code == 3
+        assert "not-the-token" not in raised.value.message
+        assert svc.sandbox.stats.creations == 0
+        assert not (tmp_path / "results.xlsx").exists()
+
+
+async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 41)])
+    async with service() as svc:
+
+        class StopAfterThree:
+            """The client, but the run is stopped (as Ctrl-C would) once three users exist."""
+
+            def __init__(self) -> None:
+                self.job: SheetRun | None = None
+
+            async def preflight(self, customer_id: str) -> dict[str, Any]:
+                return await svc.client.preflight(customer_id)
+
+            async def find_user_by_upn(self, customer_id: str, upn: str) -> dict[str, Any] | None:
+                return await svc.client.find_user_by_upn(customer_id, upn)
+
+            async def create_user(self, customer_id: str, user: UserRow, *, request_id: str) -> CreatedUser:
+                created = await svc.client.create_user(customer_id, user, request_id=request_id)
+                if svc.sandbox.stats.creations >= 3 and self.job is not None:
+                    self.job.stop()
+                return created
+
+        client = StopAfterThree()
+        job = SheetRun(
+            sheet,
+            results=tmp_path / "results.xlsx",
+            facts=svc.facts,
+            client=client,
+            graph=svc.graph,
+            tokens=svc.tokens,
+            correlation_id=svc.correlation_id,
+            options=RunOptions(customer=CONTOSO, rate=math.inf, concurrency=2),
+        )
+        client.job = job
+        outcome = await job.run()
+
+        assert outcome.exit_code == 130 and outcome.interrupted
+        rows = results_rows(outcome.results_path)
+        created = [r for r in rows if r["status"] == "created"]
+        assert len(created) == svc.sandbox.stats.creations >= 3
+        assert svc.sandbox.stats.creations <= 4  # the stopping request and at most one other in flight
+        assert outcome.not_reached > 0 and len(rows) + outcome.not_reached == 40
+        for result in rows:
+            if result["status"] != "created":
+                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
+        assert [int(r["row"]) for r in rows] == list(range(2, 2 + len(rows)))
+        assert summary_items(outcome.results_path)["interrupted"] == "yes"
+        assert_agrees_with_sandbox(svc, rows)
+
+
+async def test_generated_passwords_are_saved_privately_before_sending(tmp_path: Path) -> None:
+    header = [name for name in HEADER if name != "password"]
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n)[:-1] for n in (1, 2)], header=header)
+    passwords = tmp_path / "passwords.xlsx"
+    async with service() as svc:
+        outcome = await run(
+            svc,
+            sheet,
+            tmp_path,
+            options=RunOptions(customer=CONTOSO, rate=math.inf, generated_passwords=passwords),
+        )
+        assert outcome.counts["created"] == 2
+        assert stat.S_IMODE(os.stat(passwords).st_mode) == 0o600
+        book = openpyxl.load_workbook(passwords, read_only=True)
+        saved = {str(upn): str(pw) for _, upn, pw in list(book["Passwords"].iter_rows(values_only=True))[1:]}
+        book.close()
+        assert set(saved) == {"new.hire1@contoso.com", "new.hire2@contoso.com"}
+        text = every_cell(outcome.results_path)
+        assert all(pw not in text for pw in saved.values())
+        assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
