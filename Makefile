@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The sample sheet has deliberate mistakes, so its dry run exits 1 (rows to fix): that is the demo working.
+# The sample sheet has deliberate mistakes, so the run exits 1 (rows to fix): that is the demo working.
 demo: install
 	mkdir -p out
-	$(BIN)/bulkonboard validate samples/new_hires.xlsx --sandbox --customer $(DEMO_CUSTOMER) \
-		--report out/demo-report.xlsx || test $$? -eq 1
-	@echo "The validation report is in out/demo-report.xlsx"
+	$(BIN)/bulkonboard run samples/new_hires.xlsx --sandbox --customer $(DEMO_CUSTOMER) \
+		--results out/demo-results.xlsx || test $$? -eq 1
+	@echo "The results workbook is out/demo-results.xlsx: the new user IDs, and a reason for every row that failed."
 
 test: install
 	$(BIN)/python -m pytest

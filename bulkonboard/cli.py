@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,9 @@ from .console import Output
 from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
 from .facts import DomainsFile, FactsSource
 from .model import Status
+from .paths import expand
+from .pipeline import DEFAULT_CONCURRENCY
+from .retry import DEFAULT_RATE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,6 +163,7 @@ class Connection:
     source_name: str
     partner_center: Any = None
     graph: Any = None
+    tokens: Any = None
 
 
 @asynccontextmanager
@@ -207,7 +212,7 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
         pc = PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id)
         graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
         facts = ServiceFacts(pc, graph, domains_file=domains_file)
-        yield Connection(facts=facts, source_name=choice.name, partner_center=pc, graph=graph)
+        yield Connection(facts=facts, source_name=choice.name, partner_center=pc, graph=graph, tokens=tokens)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,9 +371,137 @@ def validate(input_path: Path, **kwargs: Any) -> None:
     run_command(output, work)
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@sheet_options
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH.xlsx",
+    help="Where the results workbook goes (default: beside INPUT, as NAME.results.xlsx). May contain {date}, "
+    "{time}, {datetime} and {customer}, so nightly runs never overwrite each other.",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="The run's memory (SQLite): rows created by an earlier run are skipped, a crashed run is finished "
+    "without duplicates. Default: one per customer and service under ~/.local/state/bulkonboard; a throwaway "
+    "one for an embedded --sandbox.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help=f"User creations per second. Without it the run starts at {DEFAULT_RATE:g}/s and adapts to the "
+    "service's 429 answers.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=256),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    metavar="N",
+    help="Requests in flight at most. At 20 users/s and 250 ms answers, five are in flight.",
+)
+@source_options
+@output_options
+@with_errors
+def run(input_path: Path, **kwargs: Any) -> None:
+    """Create the users of INPUT through Partner Center and write a results workbook.
+
+    Every row is validated first, as `validate` does; only valid rows are sent. Each row gets one MS-RequestId
+    kept across its retries, so a retried request never creates a second user. 429 answers pause the whole run
+    for their Retry-After. Ctrl-C (or SIGTERM) stops taking rows, lets requests in flight finish, writes the
+    results and exits 130; a second Ctrl-C stops at once.
+    """
+    from .runner import RunOptions, SheetRun
+
+    quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
+    output = Output(quiet=quiet, log_format=log_format)
+    choice = SourceChoice.from_kwargs(kwargs)
+    customer = kwargs["customer"].strip()
+    now = datetime.now().astimezone()
+    results = expand(kwargs["results"] or default_output_path(input_path, "results"), now=now, customer=customer)
+    results = guard_output_path(results, input_path)
+    passwords = kwargs["generate_passwords"]
+    if passwords is not None:
+        passwords = guard_output_path(expand(passwords, now=now, customer=customer), input_path)
+    if choice.domains and not (choice.sandbox or choice.sandbox_url or choice.access_token):
+        raise InputError("--domains alone cannot create users: add a source (--sandbox, --sandbox-url, or credentials)")
+    options = RunOptions(
+        customer=customer,
+        sheet=kwargs["sheet"],
+        default_usage_location=kwargs["usage_location"],
+        generated_passwords=passwords,
+        rate=kwargs["rate"],
+        concurrency=kwargs["concurrency"],
+    )
+    correlation_id = str(uuid.uuid4())
+
+    async def work() -> int:
+        async with connect(choice, correlation_id=correlation_id) as connection:
+            job = SheetRun(
+                input_path,
+                results=results,
+                facts=connection.facts,
+                client=connection.partner_center,
+                graph=connection.graph,
+                tokens=connection.tokens,
+                correlation_id=correlation_id,
+                options=options,
+                progress=output.progress(),
+                source_name=connection.source_name,
+            )
+            with stop_on_signals(job.stop, output):
+                outcome = await job.run()
+        details: dict[str, Any] = {"results": str(results), "correlation id": correlation_id}
+        if passwords is not None:
+            details["generated passwords"] = str(passwords)
+        if outcome.interrupted:
+            details["interrupted"] = "run the same command again to finish the rest"
+        output.summary(f"Run of {input_path.name}", outcome.counts, details)
+        return outcome.exit_code
+
+    run_command(output, work)
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None], output: Output) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: stop taking rows and finish what is in flight. Second: stop at once (the current
+    task is cancelled; the journal's transactions keep it consistent)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    count = 0
+
+    def handle() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            output.warn("stopping: letting the requests in flight finish (signal again to stop at once)")
+            stop()
+        elif task is not None:
+            task.cancel()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, handle)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if count >= 2:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+from .auth_cli import auth_command  # noqa: E402
 from .sandbox.cli import sandbox_command  # noqa: E402  (the CLI is the one place that wires the sandbox in)
 
 main.add_command(sandbox_command)
+main.add_command(auth_command)
 
 
 if __name__ == "__main__":  # `python -m bulkonboard.cli`, for tests that run the command as a process

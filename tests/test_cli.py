@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -135,3 +136,30 @@ def test_help_explains_itself() -> None:
         assert command in result.stdout
     assert "Exit codes" in result.stdout
     assert "--domains" in bulkonboard("validate", "--help").stdout
+
+
+def test_run_against_the_embedded_sandbox_creates_the_valid_rows(tmp_path: Path) -> None:
+    results = tmp_path / "results-{date}.xlsx"
+    result = bulkonboard(
+        "run", SAMPLES / "new_hires.csv", "--sandbox", "--customer", CONTOSO, "--results", results, "--rate", "50",
+        "--log-format", "json",
+    )
+    assert result.returncode == 1, result.stderr  # the sample's deliberate mistakes
+    (written,) = list(tmp_path.glob("results-*.xlsx"))
+    assert "{date}" not in written.name
+    rows = rows_of(written)
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("created") == 26 and statuses.count("skipped") == 1 and statuses.count("invalid") == 8
+    for row in rows:
+        if row["status"] == "created":
+            assert row["userId"] and row["requestId"]
+        if row["status"] == "invalid":
+            assert not row["requestId"]  # never sent
+    with (SAMPLES / "new_hires.csv").open(encoding="utf-8", newline="") as handle:
+        passwords = [r["password"] for r in csv.DictReader(handle) if len(r["password"]) >= 8]
+    assert passwords
+    book = openpyxl.load_workbook(written)
+    cells = [str(c) for ws in book.worksheets for line in ws.iter_rows(values_only=True) for c in line if c]
+    for password in passwords:
+        assert password not in result.stderr
+        assert not any(password in cell for cell in cells)
