@@ -10,6 +10,7 @@ import asyncio
 import functools
 import os
 import signal
+import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -102,6 +103,14 @@ def source_options(func: F) -> F:
             "argument is visible to other users of the machine.",
         ),
         click.option(
+            "--ca-bundle",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="BULKONBOARD_CA_BUNDLE",
+            show_envvar=True,
+            metavar="PEM",
+            help="Extra CA certificates to trust (a corporate proxy's, or `bulkonboard sandbox --tls`'s test CA).",
+        ),
+        click.option(
             "--base-url", default=PARTNER_CENTER_URL, show_default=True, metavar="URL", help="Partner Center's URL."
         ),
         click.option(
@@ -124,6 +133,7 @@ class SourceChoice:
     sandbox_data: Path | None
     sandbox_url: str | None
     access_token: str | None
+    ca_bundle: Path | None
     base_url: str
     graph_url: str
 
@@ -135,6 +145,7 @@ class SourceChoice:
             sandbox_data=kwargs.pop("sandbox_data"),
             sandbox_url=kwargs.pop("sandbox_url"),
             access_token=kwargs.pop("access_token"),
+            ca_bundle=kwargs.pop("ca_bundle"),
             base_url=kwargs.pop("base_url"),
             graph_url=kwargs.pop("graph_url"),
         )
@@ -179,8 +190,8 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
     from .partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
 
     async with AsyncExitStack() as stack:
-        token = choice.access_token or "sandbox"
-        graph_token: str | None = None  # the sandbox's token serves Graph too
+        tokens: Any
+        ca_bundle: Path | None = choice.ca_bundle
         graph_url: str | None
         if choice.sandbox:
             from .sandbox import Sandbox
@@ -189,16 +200,13 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
             if not data.exists():
                 raise InputError(f"{data}: no such sandbox data file (give --sandbox-data FILE)")
             box = await stack.enter_async_context(Sandbox(data=data))
-            base_url, graph_url, token = box.url, f"{box.url}/graph/{{tenant}}", "sandbox"
+            base_url, graph_url = box.url, f"{box.url}/graph/{{tenant}}"
+            tokens = StaticTokens("sandbox")
         elif choice.sandbox_url:
             base_url = choice.sandbox_url.rstrip("/")
             graph_url = f"{base_url}/graph/{{tenant}}"
-        else:
-            if not choice.access_token:
-                raise AuthError(
-                    "no credentials for Partner Center: set BULKONBOARD_ACCESS_TOKEN, or rehearse with --sandbox, "
-                    "or validate offline with --domains FILE"
-                )
+            tokens = StaticTokens(choice.access_token or "sandbox")  # the sandbox's token serves Graph too
+        elif choice.access_token:
             graph_token = os.environ.get("BULKONBOARD_GRAPH_TOKEN") or None
             if not domains_file and not graph_token:
                 raise AuthError(
@@ -206,13 +214,36 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
                     "BULKONBOARD_GRAPH_TOKEN, or give --domains FILE"
                 )
             base_url, graph_url = choice.base_url, (choice.graph_url if graph_token else None)
-        tokens = StaticTokens(token, graph_token)
+            tokens = StaticTokens(choice.access_token, graph_token)
+        else:
+            # The secure application model: MSAL, from the configuration file or the environment.
+            from .auth import MsalTokens
+            from .config import load_config
+
+            config = load_config()
+            tokens = MsalTokens(config)
+            stack.callback(tokens.close)
+            ca_bundle = ca_bundle or config.ca_bundle
+            base_url, graph_url = choice.base_url, (None if domains_file else choice.graph_url)
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
-        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+        connector = aiohttp.TCPConnector(ssl=_ssl_context(ca_bundle)) if ca_bundle else None
+        session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout, connector=connector))
         pc = PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id)
         graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
         facts = ServiceFacts(pc, graph, domains_file=domains_file)
         yield Connection(facts=facts, source_name=choice.name, partner_center=pc, graph=graph, tokens=tokens)
+
+
+def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
+    """Trust the system's CAs and this bundle too (a corporate proxy's CA, or the sandbox's test CA)."""
+    if not ca_bundle.is_file():
+        raise InputError(f"{ca_bundle}: no such CA bundle (--ca-bundle / BULKONBOARD_CA_BUNDLE)")
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    except (ssl.SSLError, ValueError) as exc:
+        raise InputError(f"{ca_bundle}: not a PEM bundle of CA certificates ({exc})") from None
+    return context
 
 
 # ---------------------------------------------------------------------------------------------------------------

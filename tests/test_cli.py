@@ -108,8 +108,11 @@ def test_missing_file_and_bad_arguments_exit_2(tmp_path: Path) -> None:
 
 
 def test_no_credentials_and_unreachable_service_exit_3(tmp_path: Path) -> None:
-    result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--customer", CONTOSO, "--report", tmp_path / "r.xlsx")
-    assert_one_clear_line(result, 3, "no credentials")
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    result = bulkonboard(
+        "validate", SAMPLES / "new_hires.csv", "--customer", CONTOSO, "--report", tmp_path / "r.xlsx", cwd=tmp_path, env=env
+    )
+    assert_one_clear_line(result, 3, "sign-in is not configured")
     result = bulkonboard(
         "validate", SAMPLES / "new_hires.csv", "--customer", CONTOSO, "--sandbox-url", "http://127.0.0.1:9",
         "--report", tmp_path / "r.xlsx",

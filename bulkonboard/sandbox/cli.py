@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..errors import EXIT_AUTH_OR_CONNECTION, EXIT_BAD_INPUT, EXIT_OK
-from .data import DEFAULT_DATA_PATH, SandboxDataError
+from .data import DEFAULT_DATA_PATH, SandboxDataError, load_data
 from .options import DEFAULT_PAGE_SIZE, DEFAULT_TOKEN, SandboxOptions, parse_rate_limit
 from .server import Sandbox, serve
 
 DEFAULT_PORT = 8765
+#: The sign-in authority's app and partner tenant under --tls (sandbox's own: nothing here is a real secret).
+DEFAULT_CLIENT_ID = "bulkonboard-sandbox-app"
+DEFAULT_CLIENT_SECRET = "sandbox-client-secret"
+PARTNER_TENANT = "partner.onmicrosoft.com"
 
 
 class _RateLimit(click.ParamType):
@@ -111,6 +118,23 @@ class _RateLimit(click.ParamType):
     is_flag=True,
     help="Send Graph's x-ms-throttle-limit-percentage header on creation answers past 80 % of --rate-limit (sandbox's own extension).",
 )
+@click.option(
+    "--tls",
+    "tls_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Serve HTTPS with a generated test CA (DIR/ca.pem: give it to clients with --ca-bundle) and an "
+    "MSAL-compatible sign-in authority at URL/{tenant}, for rehearsing the real sign-in. A refresh token for "
+    "--client-id is written to DIR/refresh_token (mode 0600).",
+)
+@click.option(
+    "--client-id",
+    default=DEFAULT_CLIENT_ID,
+    show_default=True,
+    help="With --tls: the app the authority knows (its secret: BULKONBOARD_SANDBOX_CLIENT_SECRET, default "
+    f"{DEFAULT_CLIENT_SECRET!r}).",
+)
 def sandbox_command(
     data_path: Path | None,
     host: str,
@@ -124,6 +148,8 @@ def sandbox_command(
     state_path: Path | None,
     page_size: int,
     throttle_warnings: bool,
+    tls_dir: Path | None,
+    client_id: str,
 ) -> None:
     """Serve a local emulator of Partner Center and Graph until SIGINT or SIGTERM.
 
@@ -142,15 +168,69 @@ def sandbox_command(
             page_size=page_size,
             throttle_warnings=throttle_warnings,
         )
-        sandbox = Sandbox(data_path, options, host=host, port=port, state_path=state_path)
+        notes = None
+        if tls_dir is None:
+            sandbox = Sandbox(data_path, options, host=host, port=port, state_path=state_path)
+        else:
+            sandbox, notes = _with_authority(data_path, options, host, port, state_path, tls_dir, client_id)
     except (SandboxDataError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     try:
-        asyncio.run(serve(sandbox))
+        asyncio.run(serve(sandbox, notes=notes))
     except KeyboardInterrupt:  # where the loop cannot install signal handlers, Ctrl-C arrives this way
         pass
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_AUTH_OR_CONNECTION)
     sys.exit(EXIT_OK)
+
+
+def _with_authority(
+    data_path: Path | None,
+    options: SandboxOptions,
+    host: str,
+    port: int,
+    state_path: Path | None,
+    tls_dir: Path,
+    client_id: str,
+) -> tuple[Sandbox, Callable[[str], list[str]]]:
+    """The sandbox over HTTPS, with a sign-in authority whose tokens its routes accept (and the static token)."""
+    from .authority import AuthorityState, add_authority_routes, make_tls
+
+    secret = os.environ.get("BULKONBOARD_SANDBOX_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET
+    data = load_data(data_path)
+    authority = AuthorityState(clients={client_id: secret})
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    tls = make_tls(tls_dir)
+    refresh_token = authority.issue_refresh_token(client_id, PARTNER_TENANT)
+    token_file = tls_dir / "refresh_token"
+    token_file.unlink(missing_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(refresh_token + "\n")
+    expected = options.token.encode("utf-8")
+
+    def verify(token: str, tenant: str | None, audience: str) -> bool:
+        static = hmac.compare_digest(token.encode("utf-8"), expected)
+        return static or authority.token_verifier(token, tenant, audience)
+
+    sandbox = Sandbox(
+        data,
+        options,
+        host=host,
+        port=port,
+        state_path=state_path,
+        verifier=verify,
+        setup_app=lambda app: add_authority_routes(app, authority),
+        ssl_context=tls.server_context,
+    )
+
+    def notes(url: str) -> list[str]:
+        return [
+            f"test CA: {tls.ca_path} (clients: --ca-bundle {tls.ca_path})",
+            f"sign-in authority: {url} (tenant {PARTNER_TENANT}, client id {client_id})",
+            f"refresh token for the rehearsal: {token_file}",
+        ]
+
+    return sandbox, notes

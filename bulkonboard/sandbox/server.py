@@ -146,8 +146,12 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(sandbox: Sandbox, out: TextIO | None = None) -> None:
-    """Start, print `listening on URL` as the first line (flushed at once), serve until SIGINT/SIGTERM, stop."""
+async def serve(
+    sandbox: Sandbox, out: TextIO | None = None, notes: Callable[[str], Iterable[str]] | None = None
+) -> None:
+    """Start, print `listening on URL` as the first line (flushed at once), serve until SIGINT/SIGTERM, stop.
+
+    `notes(url)` gives further lines for a person (e.g. where the TLS test CA is), printed after the first."""
     out = out if out is not None else sys.stdout
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -160,6 +164,8 @@ async def serve(sandbox: Sandbox, out: TextIO | None = None) -> None:
     try:
         async with sandbox:
             print(f"listening on {sandbox.url}", file=out, flush=True)
+            for line in notes(sandbox.url) if notes else ():
+                print(line, file=out, flush=True)
             await stop.wait()
     finally:
         for signum in installed:
