@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -27,7 +28,7 @@ from .console import Output
 from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
 from .facts import DomainsFile, FactsSource
 from .model import Status
-from .paths import expand
+from .paths import default_journal, expand
 from .pipeline import DEFAULT_CONCURRENCY
 from .retry import DEFAULT_RATE
 
@@ -175,6 +176,8 @@ class Connection:
     partner_center: Any = None
     graph: Any = None
     tokens: Any = None
+    service_url: str = ""  # Partner Center's base URL: a journal belongs to one service
+    embedded: bool = False  # an embedded sandbox lives and dies with the command, and so does its journal
 
 
 @asynccontextmanager
@@ -231,7 +234,15 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
         pc = PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id)
         graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
         facts = ServiceFacts(pc, graph, domains_file=domains_file)
-        yield Connection(facts=facts, source_name=choice.name, partner_center=pc, graph=graph, tokens=tokens)
+        yield Connection(
+            facts=facts,
+            source_name=choice.name,
+            partner_center=pc,
+            graph=graph,
+            tokens=tokens,
+            service_url=base_url,
+            embedded=choice.sandbox,
+        )
 
 
 def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
@@ -446,6 +457,8 @@ def run(input_path: Path, **kwargs: Any) -> None:
     for their Retry-After. Ctrl-C (or SIGTERM) stops taking rows, lets requests in flight finish, writes the
     results and exits 130; a second Ctrl-C stops at once.
     """
+    from .journal import open_journal
+    from .runlock import RunLock
     from .runner import RunOptions, SheetRun
 
     quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
@@ -471,7 +484,16 @@ def run(input_path: Path, **kwargs: Any) -> None:
     correlation_id = str(uuid.uuid4())
 
     async def work() -> int:
-        async with connect(choice, correlation_id=correlation_id) as connection:
+        async with connect(choice, correlation_id=correlation_id) as connection, AsyncExitStack() as stack:
+            journal_path = kwargs["journal"]
+            if journal_path is None and connection.embedded:
+                # A fresh embedded sandbox knows none of an earlier demo's users: a throwaway journal, so a second
+                # `make demo` creates them again instead of skipping them.
+                journal_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bulkonboard-"))) / "j.sqlite"
+            elif journal_path is None:
+                journal_path = default_journal(connection.service_url, customer)
+            stack.enter_context(RunLock(journal_path, what=f"run {input_path}"))
+            journal = stack.enter_context(open_journal(journal_path, service=connection.service_url))
             job = SheetRun(
                 input_path,
                 results=results,
@@ -481,6 +503,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
                 tokens=connection.tokens,
                 correlation_id=correlation_id,
                 options=options,
+                journal=journal,
                 progress=output.progress(),
                 source_name=connection.source_name,
             )
@@ -529,10 +552,12 @@ def stop_on_signals(stop: Callable[[], None], output: Output) -> Iterator[None]:
 
 
 from .auth_cli import auth_command  # noqa: E402
+from .journal_cli import journal_command  # noqa: E402
 from .sandbox.cli import sandbox_command  # noqa: E402  (the CLI is the one place that wires the sandbox in)
 
 main.add_command(sandbox_command)
 main.add_command(auth_command)
+main.add_command(journal_command)
 
 
 if __name__ == "__main__":  # `python -m bulkonboard.cli`, for tests that run the command as a process

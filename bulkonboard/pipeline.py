@@ -13,6 +13,11 @@ Shape of a run:
 - Each row has one MS-RequestId, kept across all of its retries: it is the service's idempotency key. A
   retry, or a replay after an answer that never came, that is refused as a duplicate UPN is most likely our
   own earlier success, so the user is looked up and the row is `created` with the id found.
+- With a journal, a row is recorded as sent with its request id, durably, before the request leaves. A row an
+  earlier run created is skipped and never sent again; one an earlier run sent without learning the outcome
+  (killed, answer lost) is sent again with the SAME request id, and a row found in the tenant that the journal
+  knows as ours is said to be ours. Only an outcome known for sure is recorded: a row that may exist and could
+  not be confirmed stays "sent" for the next run.
 - Every row's outcome is a `RowResult` value; only a bug (or the sink failing) stops the run with an exception.
 - `stop()` (Ctrl-C, SIGTERM) takes no new row and sends nothing new; a request in flight gets its answer,
   but a retry it would need is abandoned. Every row taken from the input still gets a result, those left
@@ -25,11 +30,13 @@ takes no clock), so tests that fake time run with `rate=math.inf`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -119,23 +126,30 @@ class PriorOutcome(StrEnum):
 @dataclass(frozen=True, slots=True)
 class PriorState:
     """What the journal remembers of a user from an earlier run. A row refused outright earlier has no prior
-    state: it is sent afresh, with a new request id (the service's answer to the old one was final)."""
+    state: it is sent afresh, with a new request id (the service's answer to the old one was final).
+    `recorded_at`: when the earlier run saw it created (CREATED) or sent it (IN_DOUBT), for the results."""
 
     outcome: PriorOutcome
     request_id: str
     user_id: str | None = None
+    recorded_at: datetime | None = None
 
 
 class Journal(Protocol):
     """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
 
-    Called from the event loop, so each call must be quick. `sending` should be durable by the time it returns
-    (the request goes out right after); `finished` may be batched until `flush`. No password is ever passed.
+    Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
+    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `pending`
+    and `finished` may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
+    of: a row that may have been created but could not be confirmed is left as sent, for the next run to
+    reconcile with the same request id. No password is ever passed.
     """
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
 
-    def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
+    def pending(self, customer: str, upn_key: str, row: int) -> None: ...
+
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
 
     def finished(self, customer: str, upn_key: str, result: RowResult) -> None: ...
 
@@ -148,7 +162,10 @@ class NullJournal:
     def prior(self, customer: str, upn_key: str) -> PriorState | None:
         return None
 
-    def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+    def pending(self, customer: str, upn_key: str, row: int) -> None:
+        pass
+
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
         pass
 
     def finished(self, customer: str, upn_key: str, result: RowResult) -> None:
@@ -239,6 +256,7 @@ class _Attempt:
     user: UserRow
     request_id: str
     maybe_created: bool = False  # an earlier request of this row may have created the user
+    refused: bool = False  # finally refused (not as a duplicate): the service created nothing
     sends: int = 0
     failures: int = 0  # counted against the attempts
     throttles: int = 0
@@ -438,7 +456,41 @@ class Pipeline:
         return self._to_result(checked)
 
     def _passed_through(self, checked: CheckedRowLike) -> RowResult:
-        return self._base(checked)
+        result = self._base(checked)
+        if checked.status is Status.SKIPPED and checked.existing_user_id:
+            self._explain_existing(checked, result)
+        return result
+
+    def _explain_existing(self, checked: CheckedRowLike, result: RowResult) -> None:
+        """Validation found the user in the tenant; the journal may know that it is ours. Then the results say so
+        (nightly runs over a growing sheet), and a row an earlier run sent without learning the outcome (killed,
+        answer lost) is settled here as created, without sending anything."""
+        user = checked.user
+        customer = user.customerTenantId or self._customer
+        prior = self._journal.prior(customer, user.upn_key)
+        if prior is None or (prior.user_id and prior.user_id != checked.existing_user_id):
+            return  # not ours, or ours was replaced since: validation's words stand
+        if prior.outcome is PriorOutcome.CREATED:
+            what = f"created by an earlier run{_on(prior.recorded_at)}"
+        else:
+            what = (
+                f"created by an earlier run{_on(prior.recorded_at)} that was stopped before its answer came"
+            )
+            settled = dataclasses.replace(
+                result,
+                status=Status.CREATED,
+                userId=checked.existing_user_id,
+                problems=(),
+                requestId=prior.request_id,
+            )
+            self._journal.finished(customer, user.upn_key, settled)
+        result.requestId = prior.request_id or None
+        message = (
+            f"{user.userPrincipalName} already exists in the tenant (id {checked.existing_user_id}): {what}"
+        )
+        result.problems = tuple(
+            Problem(p.code, message, p.field) if p.code == Code.USER_EXISTS else p for p in result.problems
+        )
 
     async def _process(self, checked: CheckedRowLike) -> RowResult:
         user = checked.user
@@ -453,11 +505,15 @@ class Pipeline:
             result.requestId = prior.request_id
             result.problems = (
                 Problem(
-                    Code.USER_EXISTS, "created by an earlier run (its journal says so)", "userPrincipalName"
+                    Code.USER_EXISTS,
+                    f"created by an earlier run{_on(prior.recorded_at)} (its journal says so); not sent again",
+                    "userPrincipalName",
                 ),
             )
             return result
         in_doubt = prior is not None and prior.outcome is PriorOutcome.IN_DOUBT
+        if prior is None:
+            self._journal.pending(customer, user.upn_key, user.row)
         attempt = _Attempt(
             customer=customer,
             user=user,
@@ -471,6 +527,10 @@ class Pipeline:
             return self._not_finished(result, attempt)
         finally:
             result.attempts = attempt.sends
+        if result.status is Status.FAILED and attempt.maybe_created and not attempt.refused:
+            # The user may exist and nobody could confirm it: the journal keeps the row as sent (in doubt), so the
+            # next run reconciles it with the same request id instead of creating a second account.
+            return result
         self._journal.finished(customer, user.upn_key, result)
         return result
 
@@ -481,7 +541,8 @@ class Pipeline:
                 raise _Stopped  # a retry after stop() is abandoned
             await self._clear_to_send()
             if attempt.sends == 0:  # recorded only once it really goes out: a stop before this sent nothing
-                self._journal.sending(
+                # Durable before the request leaves: a run killed from here on leaves "sent" behind.
+                await self._journal.sending(
                     attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
                 )
             generation = self._token_generation
@@ -537,7 +598,10 @@ class Pipeline:
                 attempt.last_failure = failure
                 if failure.is_duplicate_upn:
                     await self._after_duplicate(attempt, result, failure)
+                elif attempt.maybe_created:
+                    await self._after_refusal(attempt, result, failure)
                 else:
+                    attempt.refused = True
                     self._fail(result, api_code(failure.status), "the service refused it", failure)
                 return
             except RequestError as failure:
@@ -649,6 +713,26 @@ class Pipeline:
                 refusal,
             )
 
+    async def _after_refusal(self, attempt: _Attempt, result: RowResult, refusal: Refused) -> None:
+        """A refusal now says nothing of an earlier request of this row that may have created the user (its
+        answer never came, or an earlier run was stopped before it did): ask before calling the row failed."""
+        try:
+            user_id = await self._lookup(attempt)
+        except RequestError as failure:
+            self._fail(
+                result,
+                api_code(refusal.status),
+                "the service refused it; an earlier attempt may have created the user, and looking it up failed "
+                f"({_describe(failure)}): run again with the same journal, or check the tenant",
+                refusal,
+            )
+            return
+        if user_id is not None:
+            result.status, result.userId, result.problems = Status.CREATED, user_id, ()
+            return
+        attempt.refused = True
+        self._fail(result, api_code(refusal.status), "the service refused it", refusal)
+
     async def _give_up(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> None:
         """Out of attempts (or not retryable). When an attempt may have created the user, ask before saying so."""
         if attempt.maybe_created:
@@ -706,6 +790,10 @@ class Pipeline:
             (Problem(RUN_INTERRUPTED, message),),
         )
         return result
+
+
+def _on(moment: datetime | None) -> str:
+    return f" on {moment.date().isoformat()}" if moment is not None else ""
 
 
 def _plain_result(checked: CheckedRowLike) -> RowResult:

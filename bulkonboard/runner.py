@@ -8,18 +8,21 @@ runs. The dry run's own helpers do the reading and the checking, so a rehearsal 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import hashlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .console import NullProgress, Progress
 from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, BulkOnboardError
 from .facts import CustomerFacts, FactsSource
 from .model import RowResult, Status
 from .partnercenter import TokenProvider
@@ -33,13 +36,30 @@ from .pipeline import (
     UserDirectory,
     UserService,
 )
-from .reader import read_sheet
+from .reader import Sheet, read_sheet
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_RATE, Backoff, Clock, RateController, Sleep
 from .validation import CheckedRow, Validation
 from .workbook import ReportWriter, Summary, example_password, read_passwords, write_passwords
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
+
+
+@runtime_checkable
+class RunRecorder(Protocol):
+    """A journal that also keeps a record of each run (`journal.Journal`), for `journal show`."""
+
+    def begin_run(
+        self,
+        *,
+        input_path: Path | str,
+        input_sha256: str,
+        customer: str,
+        correlation_id: str,
+        command: str = "",
+    ) -> int: ...
+
+    def end_run(self, *, counts: Mapping[str, int] | None, exit_code: int | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +126,8 @@ class SheetRun:
         self.correlation_id = correlation_id
         self.source_name = source_name
         self._facts = facts
+        self._recorder = journal if isinstance(journal, RunRecorder) else None
+        self._journal_run: int | None = None
         self.pipeline = Pipeline(
             client,
             options=PipelineOptions(
@@ -137,6 +159,35 @@ class SheetRun:
         sheet = read_sheet(self.input_path, sheet=self.options.sheet)
         check_sheet(sheet, dry)
         facts = await gather_facts(sheet, self._facts, dry.customer)
+        if self._recorder is None:
+            return await self._run(sheet, facts, started, phase_start)
+        self._journal_run = self._recorder.begin_run(
+            input_path=sheet.path.resolve(),
+            input_sha256=_sha256(sheet.path),
+            customer=self.options.customer or ", ".join(facts),
+            correlation_id=self.correlation_id,
+            command="run",
+        )
+        try:
+            outcome = await self._run(sheet, facts, started, phase_start)
+        except BaseException as exc:
+            if isinstance(exc, BulkOnboardError):
+                code: int | None = exc.exit_code
+            elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+                code = EXIT_INTERRUPTED
+            else:
+                code = None  # a bug: `journal show` says the run ended without an exit code
+            # Recording the end of a failed run must never hide why it failed (the journal may be the cause).
+            with contextlib.suppress(Exception):
+                self._recorder.end_run(counts=None, exit_code=code)
+            raise
+        self._recorder.end_run(counts=outcome.counts, exit_code=outcome.exit_code)
+        return outcome
+
+    async def _run(
+        self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
+    ) -> RunOutcome:
+        dry = self.options.dry_run()
         validation = run_validation(sheet, facts, dry)
         validation_seconds = time.monotonic() - phase_start
 
@@ -214,6 +265,8 @@ class SheetRun:
         if stats.interrupted:
             details["rows not finished"] = stats.not_finished
             details["rows not reached"] = not_reached
+        if self._journal_run is not None:
+            details["journal run"] = self._journal_run
         if self.options.generated_passwords is not None:
             details["generated passwords"] = str(self.options.generated_passwords)
         return details
@@ -238,6 +291,11 @@ class SheetRun:
         kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
         write_passwords(path, entries + kept)
         return _fill_passwords(validation, chosen)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _to_result(checked: CheckedRowLike) -> RowResult:

@@ -202,7 +202,7 @@ class RecordingJournal(NullJournal):
         self.log.append(("prior", customer, upn_key))
         return self._prior.get(upn_key)
 
-    def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
         self.log.append(("sending", customer, upn_key, row, request_id))
 
     def finished(self, customer: str, upn_key: str, result: RowResult) -> None:

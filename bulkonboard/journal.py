@@ -1,0 +1,838 @@
+"""The run's memory across runs, in SQLite: what was sent, what exists, what failed, per customer and UPN.
+
+Why it exists: a run may be killed at any moment, the network may drop after Partner Center created a user, and
+tomorrow's sheet repeats today's rows. Whatever happens, each person gets exactly one account. The journal makes
+that possible by knowing, for every row ever sent:
+
+    (none) ──► pending ──► sent(request id) ──► created(user id)
+                              │         ▲  └──► failed(reason)      a final refusal: next run sends afresh
+                              │         │  └──► skipped(user id)    the user was someone else's
+                              └─────────┘ sent again, same request id, by a run that resumes it
+
+- `sent` is written DURABLY before the request leaves (group commit: every row waiting to be sent shares one
+  commit), so a run killed with the request in flight leaves "sent with request id X" behind, and the next run
+  reconciles it (same MS-RequestId again; a duplicate-UPN answer then a lookup) instead of creating a second user.
+- Outcomes (`created`, `failed`, `skipped`) and `pending` are written lazily, in batches: a lost `created` leaves
+  the row `sent`, which reconciliation recovers. A row whose outcome is still unknown at the end of a run (no
+  answer, lookups failed) is never marked `failed`: it stays `sent`, in doubt, for the next run to settle.
+- WAL with synchronous=NORMAL: a commit survives kill -9 of the process (not a power cut, which the next run's
+  reconciliation still covers). Commits run on the journal's own thread, so the event loop never waits for disk.
+- Never a password, a token or a raw service answer: rows hold the UPN, ids, and the problem text the results
+  workbook shows. The file is mode 0600 (SQLite gives its -wal and -shm files the same mode).
+
+Keys are the customer (case-folded tenant id) and the case-folded UPN, as everywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import os
+import socket
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .errors import InputError
+from .model import RowResult, Status
+from .pipeline import PriorOutcome, PriorState
+
+FORMAT = "bulkonboard-journal"
+SCHEMA_VERSION = 1
+
+PENDING = "pending"  # taken by a run, not yet sent (an admin reads it as "never left")
+SENT = "sent"  # the request left (or was about to): outcome unknown until an answer is recorded
+CREATED = "created"
+FAILED = "failed"  # the service refused it for good, or retries gave up with the user certainly not created
+SKIPPED = "skipped"  # the UPN belongs to a user this journal did not create
+STATES: tuple[str, ...] = (PENDING, SENT, CREATED, FAILED, SKIPPED)
+
+#: Lazily written records are committed at the latest this long after the first of them was queued...
+DEFAULT_LAZY_DELAY = 0.05
+#: ...or as soon as this many are waiting (whichever comes first; a `sending` commits them all at once).
+DEFAULT_LAZY_BATCH = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started TEXT NOT NULL,
+    finished TEXT,
+    input_path TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL DEFAULT '',
+    counts TEXT,
+    exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS rows (
+    customer TEXT NOT NULL,
+    upn_key TEXT NOT NULL,
+    upn TEXT NOT NULL,
+    row INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'created', 'failed', 'skipped')),
+    request_id TEXT,
+    user_id TEXT,
+    reason TEXT,
+    run_id INTEGER,
+    sent_at TEXT,
+    created_at TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (customer, upn_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rows_by_run ON rows (run_id);
+CREATE INDEX IF NOT EXISTS rows_by_state ON rows (state);
+"""
+
+_COLUMNS = (
+    "customer, upn_key, upn, row, state, request_id, user_id, reason, run_id, sent_at, created_at, updated_at"
+)
+
+# Each statement takes (customer, upn_key, upn, row, request_id, user_id, reason, run_id, now).
+_PENDING_SQL = f"""
+INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'pending', NULL, NULL, NULL, ?8, NULL, NULL, ?9)
+ON CONFLICT (customer, upn_key) DO UPDATE SET
+    state = 'pending', row = excluded.row, request_id = NULL, user_id = NULL, reason = NULL,
+    run_id = excluded.run_id, sent_at = NULL, updated_at = excluded.updated_at
+WHERE rows.state NOT IN ('sent', 'created')
+"""
+_SENT_SQL = f"""
+INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'sent', ?5, NULL, NULL, ?8, ?9, NULL, ?9)
+ON CONFLICT (customer, upn_key) DO UPDATE SET
+    state = 'sent', row = excluded.row, user_id = NULL, reason = NULL, run_id = excluded.run_id,
+    sent_at = CASE WHEN rows.state = 'sent' AND rows.request_id = excluded.request_id
+                   THEN rows.sent_at ELSE excluded.sent_at END,
+    request_id = excluded.request_id, updated_at = excluded.updated_at
+"""
+_CREATED_SQL = f"""
+INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'created', ?5, ?6, NULL, ?8, NULL, ?9, ?9)
+ON CONFLICT (customer, upn_key) DO UPDATE SET
+    upn = excluded.upn, row = excluded.row, user_id = excluded.user_id, reason = NULL, run_id = excluded.run_id,
+    request_id = COALESCE(excluded.request_id, rows.request_id),
+    created_at = CASE WHEN rows.state = 'created' THEN rows.created_at ELSE excluded.created_at END,
+    state = 'created', updated_at = excluded.updated_at
+"""
+_FAILED_SQL = f"""
+INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', ?5, NULL, ?7, ?8, NULL, NULL, ?9)
+ON CONFLICT (customer, upn_key) DO UPDATE SET
+    state = 'failed', upn = excluded.upn, row = excluded.row, user_id = NULL, reason = excluded.reason,
+    request_id = COALESCE(excluded.request_id, rows.request_id), run_id = excluded.run_id,
+    updated_at = excluded.updated_at
+"""
+_SKIPPED_SQL = f"""
+INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'skipped', ?5, ?6, ?7, ?8, NULL, NULL, ?9)
+ON CONFLICT (customer, upn_key) DO UPDATE SET
+    state = 'skipped', upn = excluded.upn, row = excluded.row, user_id = excluded.user_id,
+    reason = excluded.reason, request_id = COALESCE(excluded.request_id, rows.request_id),
+    run_id = excluded.run_id, updated_at = excluded.updated_at
+"""
+_OUTCOME_SQL = {Status.CREATED: _CREATED_SQL, Status.FAILED: _FAILED_SQL, Status.SKIPPED: _SKIPPED_SQL}
+
+
+class JournalError(InputError):
+    """The journal cannot be used: not a journal, another service's, a newer format, or it cannot be written.
+
+    Exit 2, like any other unusable path given on the command line."""
+
+
+class JournalClosed(JournalError):
+    """A call on a journal that was closed (or abandoned): nothing can be recorded, so nothing may be sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as `journal show` lists it. `counts` and `exit_code` are None for a run that never finished."""
+
+    id: int
+    started: str
+    finished: str | None
+    input_path: str
+    input_sha256: str
+    customer: str
+    correlation_id: str
+    pid: int
+    host: str
+    command: str
+    counts: dict[str, int] | None
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RowRecord:
+    customer: str
+    upn: str
+    upn_key: str
+    row: int | None
+    state: str
+    request_id: str | None
+    user_id: str | None
+    reason: str | None
+    run_id: int | None
+    sent_at: str | None
+    created_at: str | None
+    updated_at: str
+
+
+@dataclass(slots=True)
+class JournalStats:
+    """How the group commit is doing: `records / commits` is the batching achieved."""
+
+    commits: int = 0
+    records: int = 0
+    largest_batch: int = 0
+
+
+@dataclass(slots=True)
+class _Write:
+    sql: str
+    params: tuple[Any, ...]
+    waiter: asyncio.Future[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """Which rows `rows()` and `forget()` touch; every given condition must hold (None: any)."""
+
+    customer: str | None = None
+    upns: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    run_id: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.customer is not None:
+            clauses.append("customer = ?")
+            params.append(self.customer.casefold())
+        if self.upns is not None:
+            keys = sorted({upn.strip().casefold() for upn in self.upns})
+            clauses.append(f"upn_key IN ({', '.join('?' for _ in keys)})" if keys else "0")
+            params.extend(keys)
+        if self.states is not None:
+            unknown = set(self.states) - set(STATES)
+            if unknown:
+                raise ValueError(f"unknown state(s) {', '.join(sorted(unknown))}; known: {', '.join(STATES)}")
+            clauses.append(f"state IN ({', '.join('?' for _ in self.states)})" if self.states else "0")
+            params.extend(self.states)
+        if self.run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(self.run_id)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_journal(
+    path: Path,
+    *,
+    service: str,
+    lazy_delay: float = DEFAULT_LAZY_DELAY,
+    lazy_batch: int = DEFAULT_LAZY_BATCH,
+    clock: Callable[[], datetime] = _utc_now,
+) -> Journal:
+    """Open (creating if needed, mode 0600) the journal at `path` for `service` (the Partner Center base URL).
+
+    A journal remembers what ONE service holds: opening it for another service raises `JournalError` (exit 2),
+    because its "created" rows would be skipped against a service that never saw them. Close it when the run
+    ends (`with open_journal(...) as journal:` or `journal.close()`); the caller holds the run lock.
+    """
+    return Journal(Path(path), service=service, lazy_delay=lazy_delay, lazy_batch=lazy_batch, clock=clock)
+
+
+class Journal:
+    """The SQLite journal. Implements `pipeline.Journal` (row states) and the runner's run records.
+
+    Thread use: the pipeline calls (`prior`, `pending`, `sending`, `finished`, `flush`) come from the event
+    loop's thread; commits run on the journal's own writer thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        service: str,
+        lazy_delay: float = DEFAULT_LAZY_DELAY,
+        lazy_batch: int = DEFAULT_LAZY_BATCH,
+        clock: Callable[[], datetime] = _utc_now,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.service = _normal_service(service)
+        self.run_id: int | None = None
+        self.stats = JournalStats()
+        self._lazy_delay = lazy_delay
+        self._lazy_batch = max(1, lazy_batch)
+        self._clock = clock
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()  # held only to append or swap the queue: never while writing
+        self._write_lock = threading.Lock()  # held while committing: batches land in queue order
+        self._closed = False
+        # loop-bound, made on first use inside a running loop (and again if a later run brings a new loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer, self._reader = _connect(self.path, create=create)
+        try:
+            self._check_or_init(service_given=bool(service))
+        except BaseException:
+            self._writer.close()
+            self._reader.close()
+            raise
+
+    # -- opening
+
+    def _check_or_init(self, *, service_given: bool) -> None:
+        try:
+            with self._write_lock:
+                self._writer.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._writer.execute(statement)
+                meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+                if not meta and not service_given:
+                    _rollback(self._writer)
+                    raise JournalError(f"{self.path}: is not a bulkonboard journal (it is empty)")
+                if not meta:
+                    now = self._stamp()
+                    self._writer.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            ("format", FORMAT),
+                            ("version", str(SCHEMA_VERSION)),
+                            ("service", self.service),
+                            ("created", now),
+                        ],
+                    )
+                    meta = {"format": FORMAT, "version": str(SCHEMA_VERSION), "service": self.service}
+                self._writer.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            _rollback(self._writer)
+            raise JournalError(f"{self.path}: is not a bulkonboard journal ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise JournalError(f"{self.path}: is not a bulkonboard journal")
+        if meta.get("version") != str(SCHEMA_VERSION):
+            raise JournalError(
+                f"{self.path}: journal format version {meta.get('version')} is not supported by this bulkonboard "
+                f"(it reads version {SCHEMA_VERSION}); use the bulkonboard that wrote it"
+            )
+        recorded = meta.get("service", "")
+        if service_given and recorded != self.service:
+            raise JournalError(
+                f"{self.path}: this journal belongs to {recorded}, and this run talks to {self.service}; "
+                "a journal only knows what one service holds: give another --journal"
+            )
+        self.service = recorded
+
+    # -- the pipeline's calls (pipeline.Journal)
+
+    def prior(self, customer: str, upn_key: str) -> PriorState | None:
+        """What an earlier run left: CREATED (never send again), IN_DOUBT (sent, outcome unknown: reconcile with
+        the same request id), or None (never sent, refused for good, or someone else's user: send afresh)."""
+        self._check_open()
+        found = self._reader.execute(
+            "SELECT state, request_id, user_id, sent_at, created_at FROM rows WHERE customer = ? AND upn_key = ?",
+            (customer.casefold(), upn_key.casefold()),
+        ).fetchone()
+        if found is None:
+            return None
+        state, request_id, user_id, sent_at, created_at = found
+        if state == CREATED:
+            return PriorState(
+                PriorOutcome.CREATED, request_id or "", user_id, recorded_at=_parse_stamp(created_at)
+            )
+        if state == SENT and request_id:
+            return PriorState(PriorOutcome.IN_DOUBT, request_id, recorded_at=_parse_stamp(sent_at))
+        return None
+
+    def pending(self, customer: str, upn_key: str, row: int) -> None:
+        """The run took the row to send it (lazy; never replaces `sent` or `created`)."""
+        key = upn_key.casefold()
+        self._enqueue(
+            _Write(
+                _PENDING_SQL,
+                (customer.casefold(), key, key, row, None, None, None, self.run_id, self._stamp()),
+            )
+        )
+
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+        """Record "sent with request_id" and return once it is committed: only then may the request leave."""
+        key = upn_key.casefold()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        write = _Write(
+            _SENT_SQL,
+            (customer.casefold(), key, key, row, request_id, None, None, self.run_id, self._stamp()),
+            waiter,
+        )
+        self._enqueue(write, urgent=True)
+        await waiter
+
+    def finished(self, customer: str, upn_key: str, result: RowResult) -> None:
+        """The row's final outcome in this run (lazy). The pipeline calls it only when the outcome is known: a
+        row that may have been created but was not found stays `sent`."""
+        sql = _OUTCOME_SQL.get(result.status)
+        if sql is None:
+            return  # invalid / valid rows never reach the service: nothing to remember
+        reason = (result.problems_text or None) if result.status is not Status.CREATED else None
+        self._enqueue(
+            _Write(
+                sql,
+                (
+                    customer.casefold(),
+                    upn_key.casefold(),
+                    result.userPrincipalName or upn_key,
+                    result.row,
+                    result.requestId,
+                    result.userId,
+                    reason,
+                    self.run_id,
+                    self._stamp(),
+                ),
+            )
+        )
+
+    def flush(self) -> None:
+        """Commit everything queued, now (blocking). The pipeline calls it when a run ends."""
+        if self._closed:
+            return
+        error = self._drain()
+        if error is not None:
+            raise JournalError(f"{self.path}: cannot write the journal ({error})") from error
+
+    # -- run records (the runner's calls)
+
+    def begin_run(
+        self,
+        *,
+        input_path: Path | str,
+        input_sha256: str,
+        customer: str,
+        correlation_id: str,
+        command: str = "",
+    ) -> int:
+        """A new run: recorded (and committed) before any of its rows is sent; rows it touches carry its id."""
+        self.flush()
+        with self._write_lock:
+            self._check_open()
+            with _transaction(self._writer):
+                cursor = self._writer.execute(
+                    "INSERT INTO runs (started, input_path, input_sha256, customer, correlation_id, pid, host, "
+                    "command) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self._stamp(),
+                        str(input_path),
+                        input_sha256,
+                        customer,
+                        correlation_id,
+                        os.getpid(),
+                        socket.gethostname(),
+                        command,
+                    ),
+                )
+            run_id = cursor.lastrowid
+        assert run_id is not None
+        self.run_id = run_id
+        return run_id
+
+    def end_run(self, *, counts: Mapping[str, int] | None, exit_code: int | None) -> None:
+        """The run's end: its counts per status and its exit code, after every row it recorded."""
+        if self.run_id is None:
+            return
+        self.flush()
+        with self._write_lock:
+            self._check_open()
+            with _transaction(self._writer):
+                self._writer.execute(
+                    "UPDATE runs SET finished = ?, counts = ?, exit_code = ? WHERE id = ?",
+                    (
+                        self._stamp(),
+                        json.dumps(dict(counts)) if counts is not None else None,
+                        exit_code,
+                        self.run_id,
+                    ),
+                )
+
+    # -- reading and forgetting (journal show / forget, tests)
+
+    def runs(self, *, customer: str | None = None, run_id: int | None = None) -> list[RunRecord]:
+        self.flush()
+        sql = "SELECT * FROM runs"
+        clauses: list[str] = []
+        params: list[Any] = []
+        if customer is not None:
+            clauses.append(
+                "(instr(lower(customer), ?) > 0 OR id IN (SELECT run_id FROM rows WHERE customer = ?))"
+            )
+            params += [customer.casefold(), customer.casefold()]
+        if run_id is not None:
+            clauses.append("id = ?")
+            params.append(run_id)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        cursor = self._reader.execute(sql + " ORDER BY id", params)
+        names = [d[0] for d in cursor.description]
+        records = []
+        for values in cursor.fetchall():
+            raw = dict(zip(names, values, strict=True))
+            raw["counts"] = json.loads(raw["counts"]) if raw["counts"] else None
+            records.append(RunRecord(**raw))
+        return records
+
+    def rows(self, where: RowFilter | None = None, *, limit: int | None = None) -> list[RowRecord]:
+        self.flush()
+        clause, params = (where or RowFilter()).where()
+        sql = f"SELECT {_COLUMNS} FROM rows{clause} ORDER BY run_id, row, upn_key"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cursor = self._reader.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [RowRecord(**dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
+
+    def count_rows(self, where: RowFilter | None = None) -> dict[str, int]:
+        """Rows per state."""
+        self.flush()
+        clause, params = (where or RowFilter()).where()
+        found = self._reader.execute(
+            f"SELECT state, count(*) FROM rows{clause} GROUP BY state", params
+        ).fetchall()
+        return {state: count for state, count in found}
+
+    def forget(self, where: RowFilter) -> int:
+        """Delete the matching rows, so the next run treats them as new; returns how many. The caller holds the run
+        lock (never forget under a running run) and has asked the person first."""
+        clause, params = where.where()
+        if not clause:
+            raise ValueError("forget needs a filter: refusing to forget the whole journal by accident")
+        self.flush()
+        with self._write_lock:
+            self._check_open()
+            with _transaction(self._writer):
+                cursor = self._writer.execute(f"DELETE FROM rows{clause}", params)
+        return cursor.rowcount
+
+    # -- life
+
+    def close(self) -> None:
+        """Commit what is queued and close. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._shut()
+
+    def abandon(self) -> None:
+        """Close WITHOUT committing what is queued: exactly what kill -9 leaves behind. The resume tests crash a
+        run in-process with it; nothing else should call it."""
+        self._shut()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _shut(self) -> None:
+        with self._queue_lock:
+            dropped, self._queue = self._queue, []
+            self._closed = True
+        _settle(
+            [w.waiter for w in dropped if w.waiter is not None], JournalClosed(f"{self.path}: journal closed")
+        )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done() and not flusher.get_loop().is_closed():
+            flusher.cancel()
+        with self._write_lock:  # a commit under way on the writer thread finishes first
+            self._writer.close()
+            self._reader.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # -- group commit
+
+    def _stamp(self) -> str:
+        return self._clock().astimezone(UTC).isoformat(timespec="milliseconds")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalClosed(f"{self.path}: the journal is closed")
+
+    def _enqueue(self, write: _Write, *, urgent: bool = False) -> None:
+        with self._queue_lock:
+            if self._closed:
+                raise JournalClosed(f"{self.path}: the journal is closed")
+            self._queue.append(write)
+            waiting = len(self._queue)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if urgent:  # no loop, nobody to run the flusher: commit right here
+                self.flush()
+            return  # lazy writes outside a loop wait for flush()/close()
+        self._ensure_flusher(loop)
+        assert self._wake is not None
+        if urgent or waiting >= self._lazy_batch:
+            self._wake.set()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._lazy_delay, self._wake.set)
+
+    def _ensure_flusher(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop and self._flusher is not None and not self._flusher.done():
+            return
+        self._loop = loop
+        self._wake = asyncio.Event()
+        self._timer = None
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="journal"
+            )
+        self._flusher = loop.create_task(self._flush_forever(self._wake), name="journal-flusher")
+
+    async def _flush_forever(self, wake: asyncio.Event) -> None:
+        """Commit whatever is queued whenever a `sending` (or a full or old lazy batch) asks. While one commit
+        runs, new records pile up and go together in the next one: that is the group commit."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                executor = self._executor
+                if executor is None:
+                    return
+                # The writer thread settles the batch's waiters itself, so a flusher cancelled while a commit is
+                # under way strands nobody.
+                await loop.run_in_executor(executor, self._drain)
+        finally:
+            # Whatever ends the flusher (close, the loop's end, a bug), nobody may wait forever for a commit:
+            # what is still queued is committed right here.
+            if not self._closed and any(w.waiter is not None for w in self._queue):
+                self._drain()
+
+    def _drain(self) -> BaseException | None:
+        """Swap the queue out, commit it, and tell its waiters (on the writer thread, or the caller's for
+        `flush`). Returns the failure, if the commit failed."""
+        with self._write_lock:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            waiters = [w.waiter for w in batch if w.waiter is not None]
+            if self._closed:
+                _settle(waiters, JournalClosed(f"{self.path}: the journal is closed"))
+                return None
+            if not batch:
+                return None
+            try:
+                with _transaction(self._writer):
+                    for sql, group in itertools.groupby(batch, key=lambda w: w.sql):
+                        self._writer.executemany(sql, [w.params for w in group])
+            except sqlite3.Error as exc:
+                _settle(waiters, exc)
+                return exc
+            self.stats.commits += 1
+            self.stats.records += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        _settle(waiters, None)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _normal_service(service: str) -> str:
+    return service.strip().rstrip("/")
+
+
+def _connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """Two connections (the writer thread's, and the loop's for reads) to a file only its owner may read."""
+    if path.exists() and not path.is_file():
+        raise JournalError(f"{path}: the journal path is not a file")
+    if not path.exists():
+        if not create:
+            raise JournalError(f"{path}: no such journal")
+        _make_private_dir(path.parent)
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot create the journal ({exc.strerror or exc})") from None
+    try:
+        info = path.stat()
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, 0o600)  # rows hold people's names: owner only, and its -wal/-shm inherit it
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot open the journal ({exc.strerror or exc})") from None
+    try:
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{path}: cannot open the journal ({exc})") from None
+    try:
+        for connection in (writer, reader):
+            connection.execute("PRAGMA busy_timeout = 10000")
+        mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(
+                f"{path}: the journal needs SQLite's WAL mode, and this file system refused it"
+            )
+        for connection in (writer, reader):
+            connection.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.DatabaseError as exc:
+        writer.close()
+        reader.close()
+        raise JournalError(f"{path}: is not a bulkonboard journal ({exc})") from None
+    except BaseException:
+        writer.close()
+        reader.close()
+        raise
+    return writer, reader
+
+
+def _make_private_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(
+            f"{directory}: cannot create the journal's directory ({exc.strerror or exc})"
+        ) from None
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure (autocommit connections)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.connection.execute("COMMIT")
+        else:
+            _rollback(self.connection)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    try:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _settle(waiters: Iterable[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done() or waiter.get_loop().is_closed():
+            continue
+        if error is None:
+            _call_soon_safe(waiter, waiter.set_result, None)
+        else:
+            failure = (
+                error
+                if isinstance(error, JournalError)
+                else JournalError(f"cannot write the journal ({error})")
+            )
+            _call_soon_safe(waiter, waiter.set_exception, failure)
+
+
+def _call_soon_safe(waiter: asyncio.Future[None], method: Callable[..., None], value: Any) -> None:
+    """Futures are resolved on their own loop's thread: the writer thread hands them over."""
+    loop = waiter.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        method(value)
+        return
+    try:
+        loop.call_soon_threadsafe(lambda: None if waiter.done() else method(value))
+    except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+        pass
+
+
+def _parse_stamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def journals_under(directory: Path) -> list[Path]:
+    """The journals `paths.default_journal` placed under `directory` (one folder per service)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*/*.sqlite") if p.is_file())
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """A journal's meta table, read without creating or changing anything (for listing journals)."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        return dict(connection.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error:
+        return {}
+    finally:
+        connection.close()
+
+
+def open_existing(path: Path) -> Journal:
+    """An existing journal, whatever its service (journal show / forget)."""
+    return Journal(Path(path), service="", create=False)
+
+
+__all__: Sequence[str] = (
+    "CREATED",
+    "FAILED",
+    "PENDING",
+    "SENT",
+    "SKIPPED",
+    "STATES",
+    "Journal",
+    "JournalClosed",
+    "JournalError",
+    "JournalStats",
+    "RowFilter",
+    "RowRecord",
+    "RunRecord",
+    "journals_under",
+    "open_existing",
+    "open_journal",
+    "read_meta",
+)
