@@ -506,10 +506,14 @@ def run(input_path: Path, **kwargs: Any) -> None:
                 journal=journal,
                 progress=output.progress(),
                 source_name=connection.source_name,
+                on_result=(lambda result: output.row(result, correlation_id=correlation_id)) if output.json else None,
             )
             with stop_on_signals(job.stop, output):
                 outcome = await job.run()
         details: dict[str, Any] = {"results": str(results), "correlation id": correlation_id}
+        if output.json:
+            details["exit code"] = outcome.exit_code
+            details["not reached"] = outcome.not_reached
         if passwords is not None:
             details["generated passwords"] = str(passwords)
         if outcome.interrupted:

@@ -30,6 +30,8 @@ from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .model import RowResult
+
 LOGGER_NAME = "bulkonboard"
 log = logging.getLogger(LOGGER_NAME)
 
@@ -165,10 +167,33 @@ class Output:
         elif not self.quiet:
             self.console.print(message)
 
+    def row(self, result: RowResult, *, correlation_id: str) -> None:
+        """One JSON line per row outcome (JSON logs only): what a log collector alerts on. Never a password:
+        a RowResult holds none, and the problems' messages never quote one."""
+        if not self.json:
+            return
+        fields: dict[str, Any] = {
+            "event": "row",
+            "correlation_id": correlation_id,
+            "row": result.row,
+            "upn": result.userPrincipalName,
+            "status": result.status.value,
+        }
+        if result.userId:
+            fields["user_id"] = result.userId
+        if result.requestId:
+            fields["request_id"] = result.requestId
+        if result.problems:
+            fields["problems"] = [{"code": p.code, "message": p.message} for p in result.problems]
+        level = logging.WARNING if result.status.value in ("invalid", "failed") else logging.INFO
+        log.log(level, f"row {result.row} {result.status.value}", extra={"fields": fields})
+
     def summary(self, title: str, counts: Mapping[str, int], details: Mapping[str, Any]) -> None:
         """The closing table for a person, or one summary log line for a collector."""
         if self.json:
-            log.info(title, extra={"fields": {"event": "summary", "counts": dict(counts), **details}})
+            fields = {"event": "summary", "counts": dict(counts)}
+            fields.update({key.replace(" ", "_"): value for key, value in details.items()})
+            log.info(title, extra={"fields": fields})
             return
         if self.quiet:
             return

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +114,7 @@ class SheetRun:
         options: RunOptions | None = None,
         journal: Journal | None = None,
         progress: Progress | None = None,
+        on_result: Callable[[RowResult], None] | None = None,
         source_name: str = "",
         rate_controller: RateController | None = None,
         clock: Clock | None = None,
@@ -125,6 +126,7 @@ class SheetRun:
         self.options = options or RunOptions()
         self.correlation_id = correlation_id
         self.source_name = source_name
+        self._on_result = on_result  # e.g. one JSON log line per row outcome, for a log collector
         self._facts = facts
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
@@ -200,7 +202,15 @@ class SheetRun:
 
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results") as writer:
-            stats = await self.pipeline.run(rows, writer.add, total=len(validation))
+            sink = writer.add
+            if self._on_result is not None:
+                observe = self._on_result
+
+                def sink(result: RowResult) -> None:
+                    writer.add(result)
+                    observe(result)
+
+            stats = await self.pipeline.run(rows, sink, total=len(validation))
             sending_seconds = time.monotonic() - sending_start
             counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
             not_reached = len(validation) - stats.rows

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
 import math
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -45,6 +42,9 @@ from bulkonboard.runner import RunOptions, RunOutcome, SheetRun
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.sandbox.data import DomainData
 from bulkonboard.workbook import read_passwords
+
+from .support import StandaloneSandbox
+from .support import standalone_sandbox as start_standalone_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_DATA = ROOT / "samples" / "sandbox.toml"
@@ -410,63 +410,12 @@ async def test_a_run_killed_in_process_is_finished_by_the_next_without_duplicate
 # (b) kill -9: the CLI as a process, the sandbox as another
 
 
-@dataclass
-class StandaloneSandbox:
-    process: subprocess.Popen[str]
-    url: str
-
-    def users(self) -> list[dict[str, Any]]:
-        """Every user of Contoso, as the service lists them (one page: the sandbox was started with a big one)."""
-        request = urllib.request.Request(
-            f"{self.url}/v1/customers/{CONTOSO}/users", headers={"Authorization": "Bearer sandbox"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            page = json.load(answer)
-        assert "next" not in page["links"], "the users did not fit on one page"
-        return list(page["items"])
-
-
 @pytest.fixture
 def standalone_sandbox(request: pytest.FixtureRequest) -> Iterator[StandaloneSandbox]:
     seed = getattr(request, "param", 0)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulkonboard.sandbox",
-            "--port",
-            "0",
-            "--data",
-            str(SANDBOX_DATA),
-            "--latency-ms",
-            "20",
-            "--page-size",
-            "1000",
-            "--seed",
-            str(seed),
-            "--fail-rate",
-            "0.05",
-            "--drop-rate",
-            "0.05",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()  # printed and flushed before it serves
-        match = re.fullmatch(r"listening on (\S+)\n", first)
-        assert match, f"the sandbox said {first!r}; stderr: {process.stderr.read() if process.stderr else ''}"
-        yield StandaloneSandbox(process, match.group(1))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    faults = ("--latency-ms", "20", "--seed", str(seed), "--fail-rate", "0.05", "--drop-rate", "0.05")
+    with start_standalone_sandbox(*faults) as sandbox:
+        yield sandbox
 
 
 PEOPLE = 200
