@@ -10,7 +10,6 @@ The group is attached to the main command by cli.py (`main.add_command(auth_comm
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,8 +19,8 @@ import click
 
 from .auth import REFRESH_TOKEN_LIFETIME_DAYS, DeviceCodePrompt, TokenStore, check_sign_in, device_login
 from .config import AuthConfig, load_config
-from .console import Output
-from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError
+from .console import Output, one_line_errors
+from .errors import AuthError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,21 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 WARN_AFTER_DAYS = 75
 
 
-def _one_line_errors(func: F) -> F:
-    """Every failure is one line on stderr and the contract's exit code, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BulkOnboardError as exc:
-            Output().error(exc.message)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            Output().error("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group("auth")
@@ -60,7 +44,7 @@ def auth_command() -> None:
 
 
 @auth_command.command("login")
-@_one_line_errors
+@one_line_errors
 def login() -> None:
     """Sign in with a device code: open the URL shown, enter the code, sign in as a partner admin.
 
@@ -95,7 +79,7 @@ def _stdin_is_terminal() -> bool:
 @click.option(
     "--check", is_flag=True, help="Also get a Partner Center token now, to prove the sign-in works."
 )
-@_one_line_errors
+@one_line_errors
 def status(check: bool) -> None:
     """Who is signed in, for which tenant and app, and when the refresh token was last used.
 

@@ -7,7 +7,6 @@ Every failure that stops a command becomes one line on stderr and the contract's
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import ssl
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .console import Output
+from .console import Output, one_line_errors
 from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
 from .facts import DomainsFile, FactsSource
 from .model import Status
@@ -297,18 +296,6 @@ def guard_output_path(path: Path, input_path: Path) -> Path:
     return path
 
 
-def with_errors(func: F) -> F:
-    """Errors raised while parsing options (before the loop) get the same one-line treatment."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BulkOnboardError as exc:
-            Output(quiet=kwargs.get("quiet", False), log_format=kwargs.get("log_format", "text")).error(exc.message)
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -364,7 +351,7 @@ def template(path: Path, force: bool) -> None:
 )
 @source_options
 @output_options
-@with_errors
+@one_line_errors
 def validate(input_path: Path, **kwargs: Any) -> None:
     """Dry run: read INPUT (xlsx, csv, tsv, txt), check every row, write a report; nothing is created.
 
@@ -448,7 +435,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
 )
 @source_options
 @output_options
-@with_errors
+@one_line_errors
 def run(input_path: Path, **kwargs: Any) -> None:
     """Create the users of INPUT through Partner Center and write a results workbook.
 

@@ -6,13 +6,14 @@ sqlite-utils habit). Rich only ever writes to stderr, so stdout stays clean for 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -30,6 +31,7 @@ from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .errors import EXIT_INTERRUPTED, BulkOnboardError
 from .model import RowResult
 
 LOGGER_NAME = "bulkonboard"
@@ -207,3 +209,25 @@ class Output:
         self.console.print(table)
         for key, value in details.items():
             self.console.print(f"{key}: {value}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """A click command's failures become one line on stderr and the contract's exit code, never a traceback
+    (for errors raised outside the event loop: argument checks, files opened before a run starts)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        output = lambda: Output(quiet=kwargs.get("quiet", False), log_format=kwargs.get("log_format", "text"))  # noqa: E731
+        try:
+            return func(*args, **kwargs)
+        except BulkOnboardError as exc:
+            output().error(exc.message)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            output().error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]

@@ -10,7 +10,6 @@ The group is attached to the main command by cli.py (`main.add_command(journal_c
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
@@ -26,8 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import paths
-from .console import Output
-from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, BulkOnboardError, InputError
+from .console import Output, one_line_errors
+from .errors import EXIT_BAD_INPUT, BulkOnboardError, InputError
 from .journal import (
     CREATED,
     SENT,
@@ -49,21 +48,6 @@ NAMED_IN_PLAN = 5
 RESULT_COLUMNS = ("created", "skipped", "invalid", "failed")
 
 
-def _one_line_errors(func: F) -> F:
-    """Every failure is one line on stderr and the contract's exit code, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BulkOnboardError as exc:
-            Output().error(exc.message)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            Output().error("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group("journal")
@@ -109,7 +93,7 @@ def journal_command() -> None:
     show_default=True,
     help="json: one document on stdout, for scripts.",
 )
-@_one_line_errors
+@one_line_errors
 def show(
     journal_path: Path | None,
     customer: str | None,
@@ -352,7 +336,7 @@ def _list_journals(found: list[Path], directory: Path, output_format: str) -> No
 )
 @click.option("--customer", metavar="ID", help="Only this customer's rows.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask (for scripts).")
-@_one_line_errors
+@one_line_errors
 def forget(
     journal_path: Path,
     upns: tuple[str, ...],

@@ -50,6 +50,9 @@ class Code:
     PASSWORD_WEAK = "password.weak"
     IMMUTABLE_ID_INVALID = "immutableId.invalid"
     USER_EXISTS = "user.exists"
+    # ours, added to the contract (docs/CONTRACT-ADDITIONS.md):
+    API_UNREACHABLE = "api.unreachable"  # no usable answer came back for the row, however often it was asked
+    RUN_INTERRUPTED = "run.interrupted"  # the run was stopped before this row finished
 
 
 def api_code(http_status: int) -> str:

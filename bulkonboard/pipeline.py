@@ -75,11 +75,9 @@ _FEED_TURN = 256
 #: A row throttled this many times is not going to get through this run (429s do not use up attempts).
 DEFAULT_MAX_THROTTLED = 50
 
-#: Problem codes the pipeline adds to the contract's list (the lead adds them to CONTRACT.md):
-#: no usable answer came back, however often it was asked (connection failures, timeouts, unreadable answers).
-API_UNREACHABLE = "api.unreachable"
-#: the run was stopped (Ctrl-C, SIGTERM) before this row was finished.
-RUN_INTERRUPTED = "run.interrupted"
+#: The pipeline's own problem codes (docs/CONTRACT-ADDITIONS.md), named here for its callers and tests.
+API_UNREACHABLE = Code.API_UNREACHABLE
+RUN_INTERRUPTED = Code.RUN_INTERRUPTED
 
 
 # ---------------------------------------------------------------------------------------------------------------
