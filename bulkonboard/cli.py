@@ -155,6 +155,12 @@ class SourceChoice:
             raise InputError("--sandbox-data goes with --sandbox")
         return choice
 
+    def warn_about_argv_token(self, output: Output) -> None:
+        """A token on the command line is readable by every user of the machine (ps): say so, for the real
+        service. (The contract keeps --access-token; the environment variable is the safe way to give it.)"""
+        if self.access_token and not (self.sandbox or self.sandbox_url) and "--access-token" in " ".join(sys.argv):
+            output.warn("a token given as --access-token is visible to other users; set BULKONBOARD_ACCESS_TOKEN instead")
+
     @property
     def name(self) -> str:
         if self.sandbox:
@@ -291,8 +297,10 @@ def guard_output_path(path: Path, input_path: Path) -> Path:
         raise InputError(f"{path}: the output workbook must be an .xlsx file")
     if path.exists() and path.resolve() == input_path.resolve():
         raise InputError(f"{path}: refusing to write the output over the input sheet")
-    if not path.parent.exists():
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
     return path
 
 
@@ -364,6 +372,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
     quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
     output = Output(quiet=quiet, log_format=log_format)
     choice = SourceChoice.from_kwargs(kwargs)
+    choice.warn_about_argv_token(output)
     customer = kwargs["customer"].strip()
     offline = choice.domains is not None and not (choice.sandbox or choice.sandbox_url or choice.access_token)
     options = DryRunOptions(
@@ -451,6 +460,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
     quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
     output = Output(quiet=quiet, log_format=log_format)
     choice = SourceChoice.from_kwargs(kwargs)
+    choice.warn_about_argv_token(output)
     customer = kwargs["customer"].strip()
     now = datetime.now().astimezone()
     results = expand(kwargs["results"] or default_output_path(input_path, "results"), now=now, customer=customer)
@@ -458,6 +468,10 @@ def run(input_path: Path, **kwargs: Any) -> None:
     passwords = kwargs["generate_passwords"]
     if passwords is not None:
         passwords = guard_output_path(expand(passwords, now=now, customer=customer), input_path)
+        if passwords.resolve() == results.resolve():
+            raise InputError(f"{passwords}: the passwords workbook and the results workbook must be two files")
+    if kwargs["journal"] is not None and kwargs["journal"].resolve() in {results.resolve(), input_path.resolve()}:
+        raise InputError(f"{kwargs['journal']}: the journal must be a file of its own")
     if choice.domains and not (choice.sandbox or choice.sandbox_url or choice.access_token):
         raise InputError("--domains alone cannot create users: add a source (--sandbox, --sandbox-url, or credentials)")
     options = RunOptions(

@@ -367,8 +367,11 @@ def _load_json(answer: _Answer) -> Any:
 def _clean(text: str, secrets: Iterable[str]) -> str:
     """One line, at most `MAX_DESCRIPTION` characters, with any secret we sent blotted out."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret:
+            continue
+        # Also as a service would quote it inside JSON: a password with `"` or `\\` or non-ASCII is escaped there.
+        for form in {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}:
+            text = text.replace(form, "***")
     text = " ".join(text.split())
     return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
 
@@ -626,7 +629,11 @@ class PartnerCenterClient:
                 and isinstance(header.get("key"), str)
                 and header.get("value") is not None
             ):
-                headers[header["key"]] = str(header["value"])
+                key, value = header["key"], str(header["value"])
+                if any(ord(c) < 32 or ord(c) == 127 for c in key + value):
+                    # aiohttp would refuse to send it (ValueError): a malformed answer, said as one line.
+                    raise _malformed("GET", url, request_id, 200, "the user list's next link has a malformed header")
+                headers[key] = value
         return target, headers
 
     async def get_user(self, customer_id: str, user_id: str) -> dict[str, Any] | None:

@@ -45,7 +45,8 @@ def default_journal(service_url: str, customer: str) -> Path:
     """One journal per customer AND service, so a rehearsal against a sandbox never shares state with the real
     service (the sandbox's URL changes per start; an embedded sandbox gets a throwaway journal instead)."""
     service = re.sub(r"[^A-Za-z0-9.-]+", "_", service_url.split("://", 1)[-1]).strip("_") or "service"
-    name = re.sub(r"[^A-Za-z0-9-]+", "_", customer) or "customers"
+    # Tenant ids compare case-insensitively: `3C9A...` and `3c9a...` must share one journal (and one lock).
+    name = re.sub(r"[^A-Za-z0-9-]+", "_", customer.casefold()) or "customers"
     if len(name) > 80:
-        name = name[:40] + "-" + hashlib.sha256(customer.encode()).hexdigest()[:16]
+        name = name[:40] + "-" + hashlib.sha256(customer.casefold().encode()).hexdigest()[:16]
     return state_dir() / "journals" / service / f"{name}.sqlite"

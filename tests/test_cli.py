@@ -166,3 +166,17 @@ def test_run_against_the_embedded_sandbox_creates_the_valid_rows(tmp_path: Path)
     for password in passwords:
         assert password not in result.stderr
         assert not any(password in cell for cell in cells)
+
+
+def test_output_paths_that_cannot_be_used_exit_2_with_one_line(tmp_path: Path) -> None:
+    sheet = SAMPLES / "new_hires.csv"
+    result = bulkonboard("validate", sheet, "--domains", SAMPLES / "domains.csv", "--report", "/proc/nope/r.xlsx")
+    assert_one_clear_line(result, 2, "/proc/nope/r.xlsx")
+    same = tmp_path / "same.xlsx"
+    result = bulkonboard("run", sheet, "--sandbox", "--customer", CONTOSO, "--results", same, "--generate-passwords", same)
+    assert_one_clear_line(result, 2, "two files")
+    assert not same.exists()
+    result = bulkonboard(
+        "run", sheet, "--sandbox", "--customer", CONTOSO, "--results", tmp_path / "r.xlsx", "--journal", "/proc/nope/j.sqlite"
+    )
+    assert_one_clear_line(result, 2, "/proc/nope/j.sqlite")

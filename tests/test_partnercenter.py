@@ -304,6 +304,19 @@ async def test_a_next_link_that_repeats_a_page_stops_instead_of_looping(
     assert len(srv.seen) == 2
 
 
+async def test_a_next_link_with_a_control_character_in_a_header_is_a_malformed_answer(
+    session: aiohttp.ClientSession,
+) -> None:
+    page = {
+        "items": [user(1)],
+        "links": {"next": {"uri": f"/customers/{CUSTOMER}/users", "headers": [{"key": "MS-ContinuationToken", "value": "a\r\nX-Evil: 1"}]}},
+    }
+    async with FakeServer(answer(page)) as srv:
+        with pytest.raises(MalformedAnswer, match="malformed header"):
+            [u async for u in pc(session, srv.url).iter_users(CUSTOMER)]
+    assert len(srv.seen) == 1
+
+
 async def test_a_next_link_to_another_host_is_not_followed(session: aiohttp.ClientSession) -> None:
     async with FakeServer(answer({"items": []})) as elsewhere:
         page = {"items": [user(1)], "links": {"next": {"uri": f"{elsewhere.url}/v1/steal"}}}
@@ -616,6 +629,18 @@ async def test_no_error_ever_carries_the_password(session: aiohttp.ClientSession
     assert_no_secret(caught.value, PASSWORD)
     assert_no_secret(caught.value, TOKEN)
     assert caught.value.request_id == "req-echo"
+
+
+@pytest.mark.parametrize("password", ['Quote"And\\Slash1', "Tab\tAnd-Quote\"9"])
+async def test_a_password_quoted_inside_json_is_blotted_out_too(session: aiohttp.ClientSession, password: str) -> None:
+    async with FakeServer(echo_password(400)) as srv:
+        with pytest.raises(ApiError) as caught:
+            await pc(session, srv.url).create_user(CUSTOMER, jane(password=password), request_id="req-esc")
+    escaped = json.dumps(password)[1:-1]
+    assert escaped != password  # the service's JSON escapes it
+    assert_no_secret(caught.value, password)
+    assert_no_secret(caught.value, escaped)
+    assert "***" in caught.value.description
 
 
 @pytest.mark.parametrize("status", [200, 400, 503])

@@ -29,3 +29,8 @@ def test_journal_is_per_service_and_customer(monkeypatch: pytest.MonkeyPatch, tm
     assert real != sandbox
     assert real == tmp_path / "bulkonboard/journals/api.partnercenter.microsoft.com/3c9a.sqlite"
     assert default_journal("http://x", "../../etc").name == "_etc.sqlite"
+
+
+def test_journal_name_ignores_the_case_of_the_tenant_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_journal("http://x", "3C9A-AB") == default_journal("http://x", "3c9a-ab")
