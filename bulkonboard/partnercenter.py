@@ -29,6 +29,7 @@ command-stopping errors of `errors.py` (exit 3) with one line that says what to 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import math
@@ -246,6 +247,7 @@ class CreatedUser:
     userPrincipalName: str
     state: str
     userDomainType: str | None
+    throttle_usage: float | None = None  # how close the service says we are to its limit, when it says so
 
 
 class _Secret:
@@ -277,9 +279,24 @@ class _Answer:
     retry_after: str | None
     date: str | None
     body: bytes = field(repr=False)
+    throttle_usage: float | None = None  # Graph-style early warning, see `_throttle_usage`
 
 
 _NOT_JSON: Any = object()
+
+
+def _throttle_usage(value: str | None) -> float | None:
+    """Graph's early warning, sent once usage passes 80 % of the limit: a fraction of the limit (0.8 to 1.8).
+    A value written as a percentage (`90`) is read as one; anything unreadable is no warning at all."""
+    if not value:
+        return None
+    try:
+        usage = float(value.strip().rstrip("%"))
+    except ValueError:
+        return None
+    if not math.isfinite(usage) or usage < 0:
+        return None
+    return usage / 100 if usage > 5 else usage
 
 
 def _display_url(url: URL) -> str:
@@ -319,6 +336,7 @@ async def _exchange(
                 retry_after=response.headers.get("Retry-After"),
                 date=response.headers.get("Date"),
                 body=await response.read(),
+                throttle_usage=_throttle_usage(response.headers.get("x-ms-throttle-limit-percentage")),
             )
     # The failure is built here and raised below, outside the except block, so that the aiohttp exception
     # (whose frames hold the request body) is neither the cause nor the context of what callers see.
@@ -462,9 +480,12 @@ async def _request(
     secrets: tuple[str, ...],
     clock: Callable[[], datetime],
     body: _Secret | None = None,
+    on_answer: Callable[[_Answer], None] | None = None,
 ) -> Any:
     """One call, answer read and judged: the answer's JSON, or the RequestError it means."""
     answer = await _exchange(session, method, url, headers=headers, request_id=request_id, body=body)
+    if on_answer is not None:
+        on_answer(answer)
     payload = _load_json(answer)
     error = _error_for(
         answer, payload, method=method, url=url, request_id=request_id, secrets=secrets, clock=clock
@@ -535,6 +556,7 @@ class PartnerCenterClient:
         extra_headers: dict[str, str] | None = None,
         body: _Secret | None = None,
         secrets: tuple[str, ...] = (),
+        on_answer: Callable[[_Answer], None] | None = None,
     ) -> Any:
         """One request; returns the answer's JSON or raises a RequestError. A fresh MS-RequestId unless given."""
         request_id = request_id or str(uuid.uuid4())
@@ -562,6 +584,7 @@ class PartnerCenterClient:
             body=body,
             secrets=(*secrets, token),
             clock=self._clock,
+            on_answer=on_answer,
         )
 
     def _customer_url(self, customer_id: str, *rest: str) -> URL:
@@ -668,12 +691,19 @@ class PartnerCenterClient:
             raise ValueError(f"row {user.row}: create_user needs a password (generate one before sending)")
         url = self._customer_url(customer_id, "users")
         body = _Secret(json.dumps(_create_body(user), ensure_ascii=False).encode("utf-8"))
-        payload = await self._call("POST", url, request_id=request_id, body=body, secrets=(user.password,))
+        usage: list[float | None] = [None]
+
+        def note_usage(answer: _Answer) -> None:
+            usage[0] = answer.throttle_usage
+
+        payload = await self._call(
+            "POST", url, request_id=request_id, body=body, secrets=(user.password,), on_answer=note_usage
+        )
         created = _created_user(payload, sent_upn=user.userPrincipalName)
         del payload, body  # the answer echoes the password: keep nothing of it
         if created is None:
             raise _malformed("POST", url, request_id, 200, "the create answer has no user id")
-        return created
+        return dataclasses.replace(created, throttle_usage=usage[0]) if usage[0] is not None else created
 
     async def preflight(self, customer_id: str) -> dict[str, Any]:
         """Prove the token, the customer and a directory role before any row is sent; returns the customer.

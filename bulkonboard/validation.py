@@ -653,9 +653,13 @@ def _text_column(frame: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _resolve_customer(own: pd.Series, default_customer: str) -> np.ndarray:
-    """A row's own customerTenantId wins; the command line's --customer serves the rows without one."""
+    """A row's own customerTenantId wins; the command line's --customer serves the rows without one.
+
+    Tenant ids are GUIDs, which compare case-insensitively: they are lower-cased here, once, so `3C9A...` and
+    `3c9a...` are one customer (one facts request, one preflight, one line in the summary)."""
+    own = own.str.lower()
     if default_customer:
-        own = own.mask(own == "", default_customer)
+        own = own.mask(own == "", default_customer.lower())
     return own.to_numpy(dtype=object)
 
 

@@ -1019,6 +1019,19 @@ async def test_sandbox_throttles_with_retry_after(session: aiohttp.ClientSession
     assert caught.value.code == 429 and "Try again in 60 seconds" in caught.value.description
 
 
+async def test_sandbox_early_throttle_warnings_reach_the_caller(session: aiohttp.ClientSession) -> None:
+    frozen_clock = lambda: 1000.0  # noqa: E731 - every creation stays in the window
+    options = SandboxOptions(rate_limit=(10, 60.0), throttle_warnings=True)
+    async with Sandbox(SB_DATA, options, clock=frozen_clock) as box:
+        client = sandbox_client(session, box)
+        usages = [
+            (await client.create_user(SB_CUSTOMER, newcomer(userPrincipalName=f"w{n}@contoso.com"), request_id=str(uuid.uuid4()))).throttle_usage
+            for n in range(10)
+        ]
+    assert usages[:8] == [None] * 8  # quiet below 80 % of the limit
+    assert usages[8] is not None and usages[9] is not None and 0.8 < usages[8] < usages[9] <= 1.0
+
+
 async def test_sandbox_failures_and_drops(session: aiohttp.ClientSession) -> None:
     async with Sandbox(SB_DATA, SandboxOptions(fail_rate=1.0, seed=7)) as box:
         with pytest.raises(ServerError) as failed:

@@ -152,9 +152,9 @@ async def test_a_bad_data_file_exits_2_with_one_line(tmp_path: Path) -> None:
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and str(bad) in stderr
 
 
-async def test_no_data_and_no_sample_here_exits_2(tmp_path: Path) -> None:
-    code, _, stderr = await _run_to_end("--port", "0", cwd=tmp_path)
-    assert code == 2 and "--data" in stderr and "Traceback" not in stderr
+async def test_a_data_file_that_is_not_there_exits_2(tmp_path: Path) -> None:
+    code, _, stderr = await _run_to_end("--port", "0", "--data", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert code == 2 and "nope.toml" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("args", [["--rate-limit", "fast"], ["--fail-rate", "2"], ["--port", "-1"]])

@@ -73,13 +73,18 @@ def test_an_explicit_user_id_is_kept_and_guids_are_normalised() -> None:
     assert tiny.users[0].id == "0aaaaaaa-0000-4000-8000-000000000001"
 
 
+def test_the_contracts_own_example_id_is_accepted() -> None:
+    """The contract shows `id = "3c9a...-guid"`: a rehearsal file may use readable ids."""
+    assert parse_data(MINIMAL.format(id="3c9a...-guid")).customers[0].id == "3c9a...-guid"
+
+
 GOOD_ID = str(uuid.UUID(int=1))
 BAD_FILES = [
     pytest.param("[[customers]\nid = 1", "not valid TOML", id="toml-syntax"),
     pytest.param("", "no [[customers]]", id="empty"),
     pytest.param("title = 'x'\n", "unknown top-level key", id="top-level-typo"),
     pytest.param(
-        MINIMAL.format(id="not-a-guid"), "customers[0]: id 'not-a-guid' is not a GUID", id="id-not-guid"
+        MINIMAL.format(id="not a/guid"), "customers[0]: id 'not a/guid' is neither a GUID", id="id-not-an-id"
     ),
     pytest.param(
         MINIMAL.format(id=GOOD_ID) + MINIMAL.format(id=GOOD_ID.upper()),
@@ -183,9 +188,10 @@ def test_no_data_means_the_sample_in_the_current_directory(
 ) -> None:
     monkeypatch.chdir(REPO)
     assert load_data(None).customer(CONTOSO) is not None
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples/sandbox.toml").write_text(MINIMAL.format(id=str(uuid.UUID(int=7))), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SandboxDataError, match="pass --data FILE"):
-        load_data(None)
+    assert [c.id for c in load_data(None).customers] == [str(uuid.UUID(int=7))]  # the folder's own sample wins
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,3 +324,15 @@ def test_fault_draws_depend_only_on_the_seed() -> None:
     assert 30 < fails < 90  # about 30 % of 200
     never = Faults(SandboxOptions(seed=1))
     assert not any(f.fail or f.drop for f in (never.draw() for _ in range(100)))
+
+
+def test_the_packaged_sample_is_the_repositorys_sample() -> None:
+    """`--sandbox` from any folder uses the packaged copy: it must not drift from samples/sandbox.toml."""
+    root = Path(__file__).resolve().parent.parent
+    assert (root / "bulkonboard/sandbox/sample.toml").read_bytes() == (root / "samples/sandbox.toml").read_bytes()
+
+
+def test_without_samples_in_the_folder_the_packaged_copy_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = load_data(None)
+    assert {c.name for c in data.customers} >= {"Contoso"}

@@ -51,7 +51,8 @@ class _RateLimit(click.ParamType):
     "data_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"TOML file of customers, domains and existing users [default: {DEFAULT_DATA_PATH} in the current directory].",
+    help=f"TOML file of customers, domains and existing users [default: {DEFAULT_DATA_PATH} in the current directory, "
+    "else the copy shipped with bulkonboard].",
 )
 @click.option(
     "--host",

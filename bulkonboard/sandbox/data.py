@@ -7,10 +7,12 @@ are checked strictly (a misspelt `authenticationtype` is an error, not an ignore
 
 from __future__ import annotations
 
+import re
 import tomllib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +98,20 @@ def stable_user_id(customer_id: str, upn: str) -> str:
     return str(uuid.uuid5(USER_ID_NAMESPACE, f"{customer_id.lower()}/{upn.casefold()}"))
 
 
+def default_data_path() -> Path:
+    """`samples/sandbox.toml` when run from the repository, else the copy shipped in the package (the same
+    file, so `--sandbox` works from any folder)."""
+    if DEFAULT_DATA_PATH.is_file():
+        return DEFAULT_DATA_PATH
+    return Path(str(resources.files("bulkonboard.sandbox").joinpath("sample.toml")))
+
+
 def load_data(source: Path | str | SandboxData | None = None) -> SandboxData:
-    """Data from a file, or as given; `None` means `samples/sandbox.toml` in the current directory."""
+    """Data from a file, or as given; `None` means `default_data_path()`."""
     if isinstance(source, SandboxData):
         return source
     if source is None:
-        if not DEFAULT_DATA_PATH.is_file():
-            raise SandboxDataError(
-                f"no data file given and {DEFAULT_DATA_PATH} is not in the current directory; pass --data FILE"
-            )
-        source = DEFAULT_DATA_PATH
+        source = default_data_path()
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
@@ -287,6 +293,9 @@ def _flag(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool
     return value
 
 
+_READABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
     value = _text(table, key, where, required=required)
     if value is None:
@@ -294,7 +303,12 @@ def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise _Bad(where, f"{key} {value!r} is not a GUID") from None
+        pass
+    # Real ids are GUIDs; a rehearsal file may use a readable one (the contract's own example is "3c9a...-guid").
+    # Anything that can stand in a URL path segment is accepted.
+    if not _READABLE_ID.fullmatch(value):
+        raise _Bad(where, f"{key} {value!r} is neither a GUID nor a plain id (letters, digits, . _ -)")
+    return value
 
 
 def _one_line(text: str) -> str:

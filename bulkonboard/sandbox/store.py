@@ -133,7 +133,10 @@ class CustomerState:
 
 
 class ReplayCache:
-    """Final answers by (method, path, MS-RequestId). Bounded, oldest first out, like any idempotency store."""
+    """Final answers by (method, path, MS-RequestId). Bounded, oldest first out, like any idempotency store.
+
+    A replay gets the very answer the first request got (the contract: "that same answer again"), password echo
+    included, so the cache lives in memory only: it is never written to --state."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
@@ -143,7 +146,7 @@ class ReplayCache:
         return self._answers.get(key)
 
     def put(self, key: tuple[str, str, str], status: int, body: Any) -> None:
-        self._answers[key] = CachedAnswer(status=status, body=without_password(body))
+        self._answers[key] = CachedAnswer(status=status, body=copy.deepcopy(body))
         self._answers.move_to_end(key)
         while len(self._answers) > self.capacity:
             self._answers.popitem(last=False)
