@@ -91,7 +91,7 @@ def source_options(func: F) -> F:
             "--sandbox-data",
             type=click.Path(dir_okay=False, path_type=Path),
             metavar="FILE",
-            help=f"The embedded sandbox's data file (default: {DEFAULT_SANDBOX_DATA}).",
+            help=f"The embedded sandbox's data file (default: {DEFAULT_SANDBOX_DATA}, or the copy shipped with bulkonboard).",
         ),
         click.option("--sandbox-url", metavar="URL", help="A standalone sandbox started with `bulkonboard sandbox`."),
         click.option(
@@ -203,8 +203,9 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
         graph_url: str | None
         if choice.sandbox:
             from .sandbox import Sandbox
+            from .sandbox.data import default_data_path
 
-            data = choice.sandbox_data or DEFAULT_SANDBOX_DATA
+            data = choice.sandbox_data or default_data_path()
             if not data.exists():
                 raise InputError(f"{data}: no such sandbox data file (give --sandbox-data FILE)")
             box = await stack.enter_async_context(Sandbox(data=data))
@@ -310,7 +311,31 @@ def guard_output_path(path: Path, input_path: Path) -> Path:
 # commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class OneLineErrors(click.Group):
+    """Bad arguments get one line on stderr and exit 2, like every other unusable input (the contract), instead of
+    click's usage block; `--help` still shows the whole usage."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "bulkonboard"
+            click.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=OneLineErrors,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
 @click.version_option(__version__, prog_name="bulkonboard")
 def main() -> None:
     """Onboard new hires into a CSP customer's tenant in bulk, through Partner Center.
@@ -332,6 +357,7 @@ def main() -> None:
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@one_line_errors
 def template(path: Path, force: bool) -> None:
     """Write an input template HR can fill in: the columns, a note on each header, an example row, and drop-downs
     for the usage location and forceChangePassword."""
@@ -380,7 +406,8 @@ def validate(input_path: Path, **kwargs: Any) -> None:
         generate_passwords=kwargs["generate_passwords"] is not None,
         default_usage_location=kwargs["usage_location"],
     )
-    report = guard_output_path(kwargs["report"] or default_output_path(input_path, "report"), input_path)
+    report = kwargs["report"] or default_output_path(input_path, "report")
+    report = guard_output_path(expand(report, now=datetime.now().astimezone(), customer=customer), input_path)
 
     async def work() -> int:
         started = datetime.now(UTC)
@@ -393,7 +420,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
             validation,
             sheet,
             report,
-            customer=customer,
+            customer=customer or ", ".join(c for c in facts if c != ANY_CUSTOMER),
             started=started,
             source_name=connection.source_name,
             progress=output.progress(),
@@ -451,7 +478,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
     Every row is validated first, as `validate` does; only valid rows are sent. Each row gets one MS-RequestId
     kept across its retries, so a retried request never creates a second user. 429 answers pause the whole run
     for their Retry-After. Ctrl-C (or SIGTERM) stops taking rows, lets requests in flight finish, writes the
-    results and exits 130; a second Ctrl-C stops at once.
+    results and exits 130; a second Ctrl-C abandons the requests in flight and still writes the results.
     """
     from .journal import open_journal
     from .runlock import RunLock
@@ -509,7 +536,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
                 source_name=connection.source_name,
                 on_result=(lambda result: output.row(result, correlation_id=correlation_id)) if output.json else None,
             )
-            with stop_on_signals(job.stop, output):
+            with stop_on_signals(job.stop, output, abort=job.abort):
                 outcome = await job.run()
         details: dict[str, Any] = {"results": str(results), "correlation id": correlation_id}
         if output.json:
@@ -526,11 +553,11 @@ def run(input_path: Path, **kwargs: Any) -> None:
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], None], output: Output) -> Iterator[None]:
-    """First Ctrl-C / SIGTERM: stop taking rows and finish what is in flight. Second: stop at once (the current
-    task is cancelled; the journal's transactions keep it consistent)."""
+def stop_on_signals(stop: Callable[[], None], output: Output, *, abort: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: stop taking rows and finish what is in flight. Second: `abort`, which cuts the
+    requests in flight short; the results are still written for what finished, and the run exits 130. Third:
+    exit 130 at once, without results (the journal, committed before every request, keeps the next run right)."""
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
     signals = (signal.SIGINT, signal.SIGTERM)
     count = 0
 
@@ -540,17 +567,19 @@ def stop_on_signals(stop: Callable[[], None], output: Output) -> Iterator[None]:
         if count == 1:
             output.warn("stopping: letting the requests in flight finish (signal again to stop at once)")
             stop()
-        elif task is not None:
-            task.cancel()
+        elif count == 2:
+            output.warn("stopping at once: abandoning the requests in flight and writing the results")
+            abort()
+        else:
+            output.error("interrupted: quitting without writing the results")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
     for sig in signals:
         loop.add_signal_handler(sig, handle)
     try:
         yield
-    except asyncio.CancelledError:
-        if count >= 2:
-            raise KeyboardInterrupt from None
-        raise
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -5,7 +5,8 @@ tomorrow's sheet repeats today's rows. Whatever happens, each person gets exactl
 that possible by knowing, for every row ever sent:
 
     (none) ──► pending ──► sent(request id) ──► created(user id)
-                              │         ▲  └──► failed(reason)      a final refusal: next run sends afresh
+                              │         ▲  ├──► failed(reason)      a final refusal, or a stop before anything
+                              │         │  │                        could be created: next run sends afresh
                               │         │  └──► skipped(user id)    the user was someone else's
                               └─────────┘ sent again, same request id, by a run that resumes it
 
@@ -15,6 +16,8 @@ that possible by knowing, for every row ever sent:
 - Outcomes (`created`, `failed`, `skipped`) and `pending` are written lazily, in batches: a lost `created` leaves
   the row `sent`, which reconciliation recovers. A row whose outcome is still unknown at the end of a run (no
   answer, lookups failed) is never marked `failed`: it stays `sent`, in doubt, for the next run to settle.
+  A lazy batch that cannot be committed (a full disk) is logged at once and raised by the next `flush()`, which
+  the pipeline calls as a run ends: a record may be lost, never silently.
 - WAL with synchronous=NORMAL: a commit survives kill -9 of the process (not a power cut, which the next run's
   reconciliation still covers). Commits run on the journal's own thread, so the event loop never waits for disk.
 - Never a password, a token or a raw service answer: rows hold the UPN, ids, and the problem text the results
@@ -29,6 +32,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -44,6 +48,8 @@ from typing import Any
 from .errors import InputError
 from .model import RowResult, Status
 from .pipeline import PriorOutcome, PriorState
+
+log = logging.getLogger("bulkonboard")
 
 FORMAT = "bulkonboard-journal"
 SCHEMA_VERSION = 1
@@ -283,6 +289,8 @@ class Journal:
         self._queue_lock = threading.Lock()  # held only to append or swap the queue: never while writing
         self._write_lock = threading.Lock()  # held while committing: batches land in queue order
         self._closed = False
+        # A lazy batch that failed to commit: nobody waited for it, so the next flush() raises it.
+        self._lost: BaseException | None = None
         # loop-bound, made on first use inside a running loop (and again if a later run brings a new loop)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -410,10 +418,14 @@ class Journal:
         )
 
     def flush(self) -> None:
-        """Commit everything queued, now (blocking). The pipeline calls it when a run ends."""
+        """Commit everything queued, now (blocking). The pipeline calls it when a run ends. Raises
+        `JournalError` if this commit fails, or if a lazy batch failed since the last flush (its records are
+        lost: the run must not end as if they were written)."""
         if self._closed:
             return
         error = self._drain()
+        lost, self._lost = self._lost, None
+        error = error or lost
         if error is not None:
             raise JournalError(f"{self.path}: cannot write the journal ({error})") from error
 
@@ -628,12 +640,18 @@ class Journal:
                     return
                 # The writer thread settles the batch's waiters itself, so a flusher cancelled while a commit is
                 # under way strands nobody.
-                await loop.run_in_executor(executor, self._drain)
+                self._report(await loop.run_in_executor(executor, self._drain))
         finally:
             # Whatever ends the flusher (close, the loop's end, a bug), nobody may wait forever for a commit:
             # what is still queued is committed right here.
             if not self._closed and any(w.waiter is not None for w in self._queue):
-                self._drain()
+                self._report(self._drain())
+
+    def _report(self, failure: BaseException | None) -> None:
+        """A commit in the background failed: a `sending` in it already raised to its caller, but lazy records
+        have nobody waiting. Said now in the log, and raised by the next `flush()` (the end of the run)."""
+        if failure is not None:
+            log.error("%s: the journal could not commit a batch of records: %s", self.path, failure)
 
     def _drain(self) -> BaseException | None:
         """Swap the queue out, commit it, and tell its waiters (on the writer thread, or the caller's for
@@ -653,6 +671,8 @@ class Journal:
                         self._writer.executemany(sql, [w.params for w in group])
             except sqlite3.Error as exc:
                 _settle(waiters, exc)
+                if len(waiters) < len(batch) and self._lost is None:
+                    self._lost = exc  # lazy records lost: the next flush() says so
                 return exc
             self.stats.commits += 1
             self.stats.records += len(batch)

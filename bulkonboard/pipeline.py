@@ -18,10 +18,16 @@ Shape of a run:
   (killed, answer lost) is sent again with the SAME request id, and a row found in the tenant that the journal
   knows as ours is said to be ours. Only an outcome known for sure is recorded: a row that may exist and could
   not be confirmed stays "sent" for the next run.
-- Every row's outcome is a `RowResult` value; only a bug (or the sink failing) stops the run with an exception.
+- Every row's outcome is a `RowResult` value; only a bug (or the sink, or the journal, failing) stops the run with
+  an exception. A token the sign-in service cannot give is a row's outcome too: unreachable, it is retried as a
+  connection that could not be made; refused (a revoked refresh token an hour in), the row fails and the run
+  takes no new row, since every later one would fail the same way.
 - `stop()` (Ctrl-C, SIGTERM) takes no new row and sends nothing new; a request in flight gets its answer,
-  but a retry it would need is abandoned. Every row taken from the input still gets a result, those left
-  unfinished a `run.interrupted` problem saying whether they may exist, so nobody has to guess.
+  but a retry it would need is abandoned. `abort()` (the second signal) also cuts the requests in flight
+  short. Every row of the input still gets a result, in order: those left unfinished or never reached a
+  `run.interrupted` problem saying whether they may exist, so nobody has to guess. A row stopped after answers
+  that prove nothing was created is recorded as such, so the next run sends it afresh under a new request id;
+  only a row whose request may have created the user stays "sent" for the next run to reconcile.
 
 Waiting goes through the injected `clock` and `sleep`; the limiter keeps the loop's own time (aiolimiter
 takes no clock), so tests that fake time run with `rate=math.inf`.
@@ -38,12 +44,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiolimiter import AsyncLimiter
 
 from .console import NullProgress, Progress
-from .errors import BulkOnboardError
+from .errors import BulkOnboardError, ServiceUnavailable
 from .model import Code, Problem, RowResult, Status, UserRow, api_code
 from .partnercenter import (
     ApiError,
@@ -74,6 +80,12 @@ DEFAULT_CONCURRENCY = 16
 _FEED_TURN = 256
 #: A row throttled this many times is not going to get through this run (429s do not use up attempts).
 DEFAULT_MAX_THROTTLED = 50
+#: Lookups repeated when a user an earlier request may have created is not found: Graph is eventually
+#: consistent, and a user created a moment ago may not show yet. Waits follow the backoff's ceilings
+#: (1, 2, 4 s by default).
+DEFAULT_LOOKUP_RETRIES = 3
+
+T = TypeVar("T")
 
 #: The pipeline's own problem codes (docs/CONTRACT-ADDITIONS.md), named here for its callers and tests.
 API_UNREACHABLE = Code.API_UNREACHABLE
@@ -184,6 +196,7 @@ class PipelineOptions:
     rate: float | None = None
     attempts: int = DEFAULT_ATTEMPTS  # per row, for failures that count (5xx, no answer)
     max_throttled: int = DEFAULT_MAX_THROTTLED  # 429s per row before giving up on it
+    lookup_retries: int = DEFAULT_LOOKUP_RETRIES  # lookups again when a user that may exist is not found
     backoff: Backoff = Backoff()
     queue_size: int | None = None  # rows waiting for a worker; default 2 x concurrency
     window: int | None = None  # rows between input and sink; default max(256, 4 x concurrency)
@@ -211,18 +224,20 @@ class PipelineStats:
 
     counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
     problem_counts: dict[str, int] = field(default_factory=dict)
-    rows: int = 0  # taken from the input (each got a result)
+    rows: int = 0  # taken from the input: each got a result, including those listed as not reached
     sent_rows: int = 0  # rows with at least one create request
     requests: int = 0  # create requests sent
     throttled: int = 0  # 429 answers
     retries: int = 0  # create requests that repeated an earlier one of the same row
     lookups: int = 0  # users looked up after a duplicate refusal or an unknown outcome
-    not_finished: int = 0  # rows left unfinished by stop()
+    not_finished: int = 0  # rows taken but left unfinished by stop() / abort()
+    not_reached: int = 0  # rows to create that were never sent because the run stopped first (listed failed)
     max_pending: int = 0  # most rows between input and sink at once (bounded by the window)
     first_send: float | None = None
     last_answer: float | None = None
     rate_settled: float = 0.0  # users/s the rate controller ended at
-    interrupted: bool = False
+    interrupted: bool = False  # stopped by a person or a scheduler (stop() / abort()): exit 130
+    halted: str | None = None  # why the run stopped taking rows on its own (the sign-in failed mid-run)
 
     @property
     def sending_seconds(self) -> float:
@@ -246,6 +261,28 @@ class _Stopped(Exception):
     """A wait was cut short by stop(): the row is left unfinished."""
 
 
+class _Aborted(_Stopped):
+    """abort() cut a request short: it may have reached the service before it was."""
+
+
+class _SignInUnreachable(TransportError):
+    """No token: the sign-in service could not be reached (a network blip). The request never left, so it is
+    retried as a connection that could not be made."""
+
+    def __init__(self, reason: str, *, request_id: str | None) -> None:
+        super().__init__(
+            reason, method="TOKEN", url="the sign-in service", request_id=request_id, maybe_processed=False
+        )
+
+
+class _SignInRefused(RequestError):
+    """No token: the sign-in service refused (a revoked refresh token, an expired secret). Retrying will not
+    help, and every later row would meet the same refusal."""
+
+    def __init__(self, reason: str, *, request_id: str | None) -> None:
+        super().__init__(reason, method="TOKEN", url="the sign-in service", request_id=request_id)
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One row on its way: what is needed to retry it and to say honestly what happened."""
@@ -260,6 +297,8 @@ class _Attempt:
     throttles: int = 0
     refreshed: bool = False
     last_failure: RequestError | None = None
+    journaled: bool = False  # the journal holds "sent" for this row from this run
+    cut_short: bool = False  # abort() cancelled its request in flight
 
 
 class _Pacer:
@@ -332,9 +371,16 @@ class Pipeline:
         )
         self.stats = PipelineStats()
         self._stopping = False
+        self._interrupted = False  # stop() or abort(): a person or a scheduler asked
+        self._aborting = False
+        self._halted: str | None = None  # the run stopped itself: why, for the rows it did not send
         self._started = False
         # made inside run(), in the running loop
         self._stop_event: asyncio.Event | None = None
+        # abort() cancels the workers awaiting a request (`_in_flight`); `_cut` marks the cancellations it asked
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._buffer: dict[int, RowResult] = {}  # finished, waiting for an earlier row: by input position
         self._token_lock: asyncio.Lock | None = None
         self._token_generation = 0
 
@@ -343,6 +389,26 @@ class Pipeline:
     def stop(self) -> None:
         """Take no new row and send nothing new; requests in flight get their answers. Safe from a signal
         handler (in the loop's thread) and before `run()`."""
+        self._interrupted = True
+        self._stop_taking_rows()
+
+    def abort(self) -> None:
+        """stop(), and cut the requests in flight short (the second Ctrl-C / SIGTERM): their rows are failed
+        `run.interrupted`, "may exist" since a request cut short may have reached the service. `run()` still
+        returns normally, every row with a result, so the results are written for what finished."""
+        self._aborting = True
+        self.stop()
+        for task in self._in_flight - self._cut:
+            self._cut.add(task)
+            task.cancel()
+
+    def _halt(self, reason: str) -> None:
+        """The run stops taking rows on its own (every later row would fail the same way); in flight finish."""
+        if self._halted is None:
+            self._halted = reason
+        self._stop_taking_rows()
+
+    def _stop_taking_rows(self) -> None:
         self._stopping = True
         if self._stop_event is not None:
             self._stop_event.set()
@@ -384,7 +450,7 @@ class Pipeline:
             self.options.effective_queue_size
         )
         self._window = asyncio.Semaphore(self.options.effective_window)
-        self._buffer: dict[int, RowResult] = {}
+        self._buffer = {}
         self._next_out = 0
         self._sink = sink
 
@@ -399,25 +465,30 @@ class Pipeline:
             self._progress.stop()
             self._journal.flush()
             self.stats.rate_settled = self._controller.current_rate
-            self.stats.interrupted = self._stopping
+            self.stats.interrupted = self._interrupted
+            self.stats.halted = self._halted
         return self.stats
+
+    def held_back(self) -> dict[int, RowResult]:
+        """Results that are finished but wait for an earlier row before they may go to the sink, by position
+        in the input. After `run()` failed, the caller writes them rather than lose what finished."""
+        return dict(self._buffer)
 
     async def _feed(self, rows: Iterable[CheckedRowLike], workers: int) -> None:
         position = 0
         for checked in rows:
-            if self._stopping:
-                break
             await self._window.acquire()
-            if self._stopping:
-                self._window.release()
-                break
             pending = position + 1 - self._next_out
             self.stats.max_pending = max(self.stats.max_pending, pending)
             self.stats.rows += 1
-            if checked.status is Status.VALID:
-                await self._queue.put((position, checked))
-            else:
+            if checked.status is not Status.VALID:
                 self._complete(position, self._passed_through(checked))
+            elif self._stopping:
+                # After a stop every row is still listed, in order: a row nobody sent says so. Validation's
+                # verdict is already in memory and nothing is sent, so the rest of a long sheet costs little.
+                self._complete(position, self._not_reached(checked))
+            else:
+                await self._queue.put((position, checked))
             position += 1
             if position % _FEED_TURN == 0:
                 # A long stretch of invalid rows never blocks: let signal handlers and workers have the loop.
@@ -490,28 +561,60 @@ class Pipeline:
             Problem(p.code, message, p.field) if p.code == Code.USER_EXISTS else p for p in result.problems
         )
 
+    def _not_reached(self, checked: CheckedRowLike) -> RowResult:
+        """A row to create that the feeder reached only after a stop: listed, never sent."""
+        user = checked.user
+        result = self._base(checked)
+        customer = user.customerTenantId or self._customer
+        prior = self._journal.prior(customer, user.upn_key)
+        if prior is not None and prior.outcome is PriorOutcome.CREATED:
+            return self._created_earlier(result, prior)
+        self.stats.not_reached += 1
+        if prior is not None:  # in doubt: an earlier run sent it and never learnt the outcome
+            result.requestId = prior.request_id
+            message = (
+                f"may exist: an earlier run{_on(prior.recorded_at)} sent it without learning the outcome, and "
+                "this run was stopped before this row; run the same command again with the same journal"
+            )
+        else:
+            message = f"not sent: {self._stop_note()}"
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
+        return result
+
+    def _stop_note(self) -> str:
+        if self._halted is not None:
+            return (
+                f"the run stopped taking rows when {self._halted}; sign in again (or fix the credentials), "
+                "then run the same command again"
+            )
+        return "the run was stopped before this row; run the same command again"
+
+    @staticmethod
+    def _created_earlier(result: RowResult, prior: PriorState) -> RowResult:
+        result.status = Status.SKIPPED
+        result.userId = prior.user_id
+        result.requestId = prior.request_id
+        result.problems = (
+            Problem(
+                Code.USER_EXISTS,
+                f"created by an earlier run{_on(prior.recorded_at)} (its journal says so); not sent again",
+                "userPrincipalName",
+            ),
+        )
+        return result
+
     async def _process(self, checked: CheckedRowLike) -> RowResult:
         user = checked.user
         result = self._base(checked)
         customer = user.customerTenantId or self._customer
-        if self._stopping:
-            return self._not_finished(result, None)
         prior = self._journal.prior(customer, user.upn_key)
         if prior is not None and prior.outcome is PriorOutcome.CREATED:
-            result.status = Status.SKIPPED
-            result.userId = prior.user_id
-            result.requestId = prior.request_id
-            result.problems = (
-                Problem(
-                    Code.USER_EXISTS,
-                    f"created by an earlier run{_on(prior.recorded_at)} (its journal says so); not sent again",
-                    "userPrincipalName",
-                ),
-            )
-            return result
+            return self._created_earlier(result, prior)
         in_doubt = prior is not None and prior.outcome is PriorOutcome.IN_DOUBT
-        if prior is None:
-            self._journal.pending(customer, user.upn_key, user.row)
         attempt = _Attempt(
             customer=customer,
             user=user,
@@ -519,6 +622,10 @@ class Pipeline:
             maybe_created=in_doubt,
         )
         result.requestId = attempt.request_id
+        if self._stopping:
+            return self._not_finished(result, attempt)
+        if prior is None:
+            self._journal.pending(customer, user.upn_key, user.row)
         try:
             await self._send(attempt, result)
         except _Stopped:
@@ -543,20 +650,41 @@ class Pipeline:
                 await self._journal.sending(
                     attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
                 )
+                attempt.journaled = True
+                if self._stopping:  # stop() came while the record was being committed: nothing leaves now
+                    raise _Stopped
             generation = self._token_generation
             sent_at = self._clock()
             if self.stats.first_send is None:
                 self.stats.first_send = sent_at
-            if attempt.sends == 0:
-                self.stats.sent_rows += 1
-            else:
-                self.stats.retries += 1
-            attempt.sends += 1
-            self.stats.requests += 1
+            self._count_send(attempt, +1)
             try:
-                created = await self._client.create_user(
-                    attempt.customer, attempt.user, request_id=attempt.request_id
+                created = await self._cancellable(
+                    lambda: self._with_token(
+                        self._client.create_user(
+                            attempt.customer, attempt.user, request_id=attempt.request_id
+                        ),
+                        request_id=attempt.request_id,
+                    )
                 )
+            except _Aborted:
+                attempt.maybe_created = attempt.cut_short = True  # it may have reached the service
+                raise
+            except _SignInRefused as failure:
+                self._count_send(attempt, -1)  # no token, so no request left
+                attempt.last_failure = failure
+                self._fail_signed_out(attempt, result, failure)
+                return
+            except _SignInUnreachable as failure:
+                self._count_send(attempt, -1)
+                attempt.last_failure = failure
+                attempt.failures += 1
+                wait = self._policy.wait_before_retry(failure, attempt.failures)
+                if wait is None:
+                    await self._give_up(attempt, result, failure)
+                    return
+                await self._wait(wait)
+                continue
             except Throttled as failure:
                 self._answered()
                 attempt.throttles += 1
@@ -566,7 +694,10 @@ class Pipeline:
                 self._pacer.set_rate(self._controller.current_rate)
                 if attempt.throttles >= self.options.max_throttled:
                     self._fail(
-                        result, api_code(429), f"still throttled after {attempt.throttles} tries", failure
+                        result,
+                        api_code(429),
+                        f"still throttled after {attempt.throttles} tries{_may_exist_note(attempt)}",
+                        failure,
                     )
                     return
                 retry_after = failure.retry_after
@@ -583,13 +714,29 @@ class Pipeline:
                         if attempt.refreshed
                         else ("the token was refused, and this run has no way to refresh it")
                     )
-                    self._fail(result, api_code(401), what, failure)
+                    self._fail(result, api_code(401), what + _may_exist_note(attempt), failure)
                     return
                 attempt.refreshed = True
-                problem = await self._refresh_token(generation)
-                if problem is not None:
-                    result.status, result.problems = Status.FAILED, (problem,)
+                try:
+                    await self._refresh_token(generation, attempt.request_id)
+                except _SignInRefused as refusal:
+                    self._fail(
+                        result,
+                        api_code(401),
+                        f"the token was refused and could not be refreshed ({refusal.message}); the run "
+                        f"stopped taking rows{_may_exist_note(attempt)}",
+                        None,
+                    )
                     return
+                except _SignInUnreachable as unreachable:
+                    attempt.refreshed = False  # the refresh never happened: the next 401 may try again
+                    attempt.last_failure = unreachable
+                    attempt.failures += 1
+                    wait = self._policy.wait_before_retry(unreachable, attempt.failures)
+                    if wait is None:
+                        await self._give_up(attempt, result, unreachable)
+                        return
+                    await self._wait(wait)
                 continue
             except Refused as failure:
                 self._answered()
@@ -619,6 +766,70 @@ class Pipeline:
             self._pacer.set_rate(self._controller.current_rate)
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    def _count_send(self, attempt: _Attempt, change: int) -> None:
+        """Count a request as it leaves; -1 takes it back when it never did (no token)."""
+        if change < 0:
+            attempt.sends -= 1
+            self.stats.requests -= 1
+        if attempt.sends == 0:
+            self.stats.sent_rows += change
+        else:
+            self.stats.retries += change
+        if change > 0:
+            attempt.sends += 1
+            self.stats.requests += 1
+
+    async def _with_token(self, call: Awaitable[T], *, request_id: str | None) -> T:
+        """The client asks the sign-in service for its token inside each call, so the sign-in's failures come
+        out of the call as command errors; here they become this row's failures, never the run's."""
+        try:
+            return await call
+        except ServiceUnavailable as exc:
+            raise _SignInUnreachable(
+                f"no token from the sign-in service: {exc.message}", request_id=request_id
+            ) from None
+        except BulkOnboardError as exc:  # AuthError: refused, and every later row would be refused too
+            self._halt(f"the sign-in failed mid-run ({exc.message})")
+            raise _SignInRefused(exc.message, request_id=request_id) from None
+
+    def _fail_signed_out(self, attempt: _Attempt, result: RowResult, failure: _SignInRefused) -> None:
+        if attempt.maybe_created:
+            what = (
+                "may exist: the sign-in failed mid-run after an earlier request of this row that may have created "
+                "the user; the run stopped taking rows: sign in again (or fix the credentials), then run the same "
+                "command again with the same journal"
+            )
+        else:
+            what = (
+                "not sent: the sign-in failed mid-run, so the run stopped taking rows; sign in again (or fix the "
+                "credentials), then run the same command again"
+            )
+        self._fail(result, api_code(401), what, failure)
+
+    async def _cancellable(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`await call()`, which abort() may cut short: then `_Aborted`. The worker's own task is cancelled
+        (no task per request: a request leaves as soon as its worker decides to send it), and only the
+        cancellation abort() asked for becomes `_Aborted`; any other goes on as a cancellation."""
+        if self._aborting:
+            raise _Aborted
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            self._cut.discard(task)
+            if task.uncancel() > 0:
+                raise  # cancelled by someone else too (the run is failing): not ours to swallow
+            raise _Aborted from None
+        finally:
+            self._in_flight.discard(task)
+            if task in self._cut:  # the call finished before the cancellation reached it
+                self._cut.discard(task)
+                task.uncancel()
 
     def _answered(self) -> None:
         self.stats.last_answer = self._clock()
@@ -662,34 +873,36 @@ class Pipeline:
             return
         raise _Stopped
 
-    async def _refresh_token(self, generation: int) -> Problem | None:
-        """One refresh for all the workers that saw the same token refused; None when a fresh token is there."""
+    async def _refresh_token(self, generation: int, request_id: str) -> None:
+        """One refresh for all the workers that saw the same token refused. Raises `_SignInRefused` (the run
+        then takes no new row) or `_SignInUnreachable` when no fresh token came."""
         assert self._token_lock is not None and self._tokens is not None
         async with self._token_lock:
             if self._token_generation != generation:
-                return None  # another worker refreshed it since this request went out
-            try:
-                await self._tokens.token(Audience.PARTNER_CENTER, force_refresh=True)
-            except BulkOnboardError as exc:
-                return Problem(
-                    api_code(401), f"the token was refused and could not be refreshed: {exc.message}"
-                )
+                return  # another worker refreshed it since this request went out
+            await self._with_token(
+                self._tokens.token(Audience.PARTNER_CENTER, force_refresh=True), request_id=request_id
+            )
             self._token_generation += 1
-        return None
 
     async def _after_duplicate(self, attempt: _Attempt, result: RowResult, refusal: Refused) -> None:
         """The UPN is taken. After an attempt that may have created the user, that is most likely our own
         success; on a clean first attempt, someone created the user since validation."""
         try:
-            user_id = await self._lookup(attempt)
+            user_id = await (self._find_ours(attempt) if attempt.maybe_created else self._lookup(attempt))
         except RequestError as failure:
-            self._fail(
-                result,
-                api_code(refusal.status),
-                "the service says the UPN is taken, and looking the user up failed "
-                f"({_describe(failure)}); check the tenant",
-                refusal,
-            )
+            if attempt.maybe_created:
+                what = (
+                    "may exist: the service says the UPN is taken after an earlier request of this row that may "
+                    f"have created the user, and looking the user up failed ({_describe(failure)}); run the same "
+                    "command again with the same journal, or check the tenant"
+                )
+            else:
+                what = (
+                    "the service says the UPN is taken, and looking the user up failed "
+                    f"({_describe(failure)}); check the tenant"
+                )
+            self._fail(result, api_code(refusal.status), what, refusal)
             return
         if user_id is not None and attempt.maybe_created:
             result.status, result.userId, result.problems = Status.CREATED, user_id, ()
@@ -701,6 +914,17 @@ class Pipeline:
                     "the user was created by someone else after validation; left as it is",
                     "userPrincipalName",
                 ),
+            )
+        elif attempt.maybe_created:
+            # Most likely our own user that the directory does not show yet: left in doubt (the journal keeps
+            # "sent"), never called someone else's nor a ghost.
+            self._fail(
+                result,
+                api_code(refusal.status),
+                "may exist: the service says the UPN is taken after an earlier request of this row that may have "
+                "created the user, but the directory does not show it yet; run the same command again with the "
+                "same journal, or check the tenant",
+                refusal,
             )
         else:
             self._fail(
@@ -715,13 +939,14 @@ class Pipeline:
         """A refusal now says nothing of an earlier request of this row that may have created the user (its
         answer never came, or an earlier run was stopped before it did): ask before calling the row failed."""
         try:
-            user_id = await self._lookup(attempt)
+            user_id = await self._find_ours(attempt)
         except RequestError as failure:
             self._fail(
                 result,
                 api_code(refusal.status),
-                "the service refused it; an earlier attempt may have created the user, and looking it up failed "
-                f"({_describe(failure)}): run again with the same journal, or check the tenant",
+                "may exist: the service refused it, an earlier request of this row may have created the user, and "
+                f"looking it up failed ({_describe(failure)}); run the same command again with the same journal, "
+                "or check the tenant",
                 refusal,
             )
             return
@@ -735,18 +960,32 @@ class Pipeline:
         """Out of attempts (or not retryable). When an attempt may have created the user, ask before saying so."""
         if attempt.maybe_created:
             try:
-                user_id = await self._lookup(attempt)
+                user_id = await self._find_ours(attempt)
             except RequestError:
                 user_id = None
             if user_id is not None:
                 result.status, result.userId, result.problems = Status.CREATED, user_id, ()
                 return
         code = _failure_code(failure)
+        if isinstance(failure, _SignInUnreachable) and not attempt.maybe_created:
+            tries = f"{attempt.failures} tr{'ies' if attempt.failures != 1 else 'y'}"
+            self._fail(result, code, f"not sent: no token after {tries}; run the same command again", failure)
+            return
         tries = f"{attempt.sends} attempt{'s' if attempt.sends != 1 else ''}"
         what = f"gave up after {tries}" if self._policy.on(failure) is not False else "the service failed it"
-        if attempt.maybe_created:
-            what += "; the user may have been created: check the tenant before sending it again"
-        self._fail(result, code, what, failure)
+        self._fail(result, code, what + _may_exist_note(attempt), failure)
+
+    async def _find_ours(self, attempt: _Attempt) -> str | None:
+        """The user an earlier request of this row may have created. Graph is eventually consistent: a user
+        created a moment ago may not show yet, so nothing found is asked again a few times before the row is
+        left in doubt."""
+        user_id = await self._lookup(attempt)
+        retry = 0
+        while user_id is None and retry < self.options.lookup_retries:
+            retry += 1
+            await self._wait(self._policy.backoff.ceiling(retry))
+            user_id = await self._lookup(attempt)
+        return user_id
 
     async def _lookup(self, attempt: _Attempt) -> str | None:
         """The id of the user with this UPN (Graph when we have it: one GET instead of paging the whole list)."""
@@ -758,7 +997,10 @@ class Pipeline:
                 return await self._graph.get_user(customer, upn)
             return await self._client.find_user_by_upn(customer, upn)
 
-        found = await self._policy.call(ask, sleep=self._wait)
+        async def ask_with_token() -> dict[str, Any] | None:
+            return await self._cancellable(lambda: self._with_token(ask(), request_id=None))
+
+        found = await self._policy.call(ask_with_token, sleep=self._wait)
         user_id = found.get("id") if found else None
         return user_id if isinstance(user_id, str) and user_id else None
 
@@ -766,27 +1008,39 @@ class Pipeline:
         message = what if failure is None else f"{what}: {_describe(failure)}"
         result.status, result.userId, result.problems = Status.FAILED, None, (Problem(code, message),)
 
-    def _not_finished(self, result: RowResult, attempt: _Attempt | None) -> RowResult:
+    def _not_finished(self, result: RowResult, attempt: _Attempt) -> RowResult:
+        """A row taken, then left unfinished by a stop. Only a row whose request may have created the user
+        stays "sent" in the journal; any other is recorded as not created, so that the next run sends it afresh
+        under a new request id instead of taking whoever holds the UPN by then for its own."""
         self.stats.not_finished += 1
-        if attempt is not None and attempt.maybe_created:
+        if attempt.cut_short:
+            message = (
+                "may exist: the run was stopped at once while its request was in flight; run the same command "
+                "again with the same journal, or check the tenant"
+            )
+        elif attempt.maybe_created:
             last = _describe(attempt.last_failure) if attempt.last_failure else "an earlier run got no answer"
             message = (
-                f"the run was stopped before this row was finished, after an answer that leaves its outcome "
-                f"open ({last}), so the user may exist: run again with the same journal, or check the tenant"
+                f"may exist: the run was stopped before this row was finished, after an answer that leaves its "
+                f"outcome open ({last}); run the same command again with the same journal, or check the tenant"
             )
-        elif attempt is None or attempt.sends == 0:
-            result.requestId = None  # never sent: no request to look for in the service's logs
-            message = "not sent: the run was stopped first; run again to create it"
+        elif attempt.sends == 0:
+            message = f"not sent: {self._stop_note()}"
         else:
             last = f" (last answer: {_describe(attempt.last_failure)})" if attempt.last_failure else ""
             message = (
-                f"not created: the run was stopped before it could be retried{last}; run again to create it"
+                f"not created: the run was stopped before it could be retried{last}; "
+                "run the same command again"
             )
         result.status, result.userId, result.problems = (
             Status.FAILED,
             None,
             (Problem(RUN_INTERRUPTED, message),),
         )
+        if not attempt.maybe_created and attempt.journaled:
+            self._journal.finished(attempt.customer, attempt.user.upn_key, result)
+        if attempt.sends == 0 and not attempt.maybe_created:
+            result.requestId = None  # never sent: no request to look for in the service's logs
         return result
 
 
@@ -810,6 +1064,17 @@ def _plain_result(checked: CheckedRowLike) -> RowResult:
 def _loop_time() -> float:
     """The running loop's clock: the one asyncio.sleep and the limiter count in."""
     return asyncio.get_running_loop().time()
+
+
+def _may_exist_note(attempt: _Attempt) -> str:
+    """Said of a failed row whose earlier request may have created the user: it stays in doubt (the journal
+    keeps "sent"), and the same journal settles it."""
+    if not attempt.maybe_created:
+        return ""
+    return (
+        "; it may exist: a request of this row may have created the user, so run the same command again "
+        "with the same journal, or check the tenant"
+    )
 
 
 def _may_have_created(failure: RequestError) -> bool:

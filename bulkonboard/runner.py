@@ -1,9 +1,13 @@
 """`bulkonboard run` as a library call: validate as the dry run does, then create, then write the results.
 
 The CLI chooses the parts (the client, the facts source, the journal, the progress) and wires Ctrl-C to
-`SheetRun.stop()`; the steps live here so that a test, a script or a scheduler runs exactly what the command
-runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the real thing
-(`run`) can never disagree about a row.
+`SheetRun.stop()` (then `abort()`); the steps live here so that a test, a script or a scheduler runs exactly what
+the command runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the
+real thing (`run`) can never disagree about a row.
+
+Once sending has begun, the results workbook is written whatever happens: finished, stopped, aborted, or failed
+(a bug, a journal that cannot be written); then it lists what finished and says the run failed, and the error
+goes on up.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .console import NullProgress, Progress
 from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, BulkOnboardError
 from .facts import CustomerFacts, FactsSource
-from .model import RowResult, Status
+from .model import Code, Problem, RowResult, Status
 from .partnercenter import TokenProvider
 from .pipeline import (
     DEFAULT_CONCURRENCY,
@@ -88,7 +92,7 @@ class RunOutcome:
     results_path: Path
     interrupted: bool
     correlation_id: str
-    not_reached: int  # rows never taken from the sheet because the run was stopped
+    not_reached: int  # rows to create never sent because the run stopped first (each listed, failed)
     stats: PipelineStats
     summary: Summary
 
@@ -154,6 +158,11 @@ class SheetRun:
         """Ctrl-C / SIGTERM: no new row is sent; what finished is written and the run exits 130."""
         self.pipeline.stop()
 
+    def abort(self) -> None:
+        """The second Ctrl-C / SIGTERM: also cut the requests in flight short; the results are still written
+        (those rows say they may exist) and the run exits 130."""
+        self.pipeline.abort()
+
     async def run(self) -> RunOutcome:
         started = datetime.now(UTC)
         phase_start = time.monotonic()
@@ -202,18 +211,25 @@ class SheetRun:
 
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results") as writer:
-            sink = writer.add
-            if self._on_result is not None:
-                observe = self._on_result
+            written = _Tally()
+            observe = self._on_result
 
-                def sink(result: RowResult) -> None:
-                    writer.add(result)
+            def sink(result: RowResult) -> None:
+                writer.add(result)
+                written.add(result)
+                if observe is not None:
                     observe(result)
 
-            stats = await self.pipeline.run(rows, sink, total=len(validation))
+            try:
+                stats = await self.pipeline.run(rows, sink, total=len(validation))
+            except BaseException as failure:
+                # Never lose what finished: the rows already written, the ones finished but held back for an
+                # earlier row, and a line for every other, then a Summary that says the run failed.
+                self._close_after_failure(writer, validation, written, failure, sheet, facts, started)
+                raise
             sending_seconds = time.monotonic() - sending_start
             counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
-            not_reached = len(validation) - stats.rows
+            not_reached = stats.not_reached
             summary = Summary(
                 kind="results",
                 input_path=sheet.path,
@@ -228,7 +244,7 @@ class SheetRun:
             writer.close(summary)
 
         if stats.interrupted:
-            code = EXIT_INTERRUPTED
+            code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
         elif counts[Status.INVALID.value] or counts[Status.FAILED.value]:
             code = EXIT_ROWS_FAILED
         else:
@@ -272,7 +288,9 @@ class SheetRun:
             "rate settled at (users/s)": round(stats.rate_settled, 3),
             "interrupted": "yes" if stats.interrupted else "no",
         }
-        if stats.interrupted:
+        if stats.halted:
+            details["stopped early"] = f"{stats.halted}: no new row was sent after it"
+        if stats.interrupted or stats.halted:
             details["rows not finished"] = stats.not_finished
             details["rows not reached"] = not_reached
         if self._journal_run is not None:
@@ -280,6 +298,50 @@ class SheetRun:
         if self.options.generated_passwords is not None:
             details["generated passwords"] = str(self.options.generated_passwords)
         return details
+
+    def _close_after_failure(
+        self,
+        writer: ReportWriter,
+        validation: Validation,
+        written: _Tally,
+        failure: BaseException,
+        sheet: Sheet,
+        facts: Mapping[str, CustomerFacts],
+        started: datetime,
+    ) -> None:
+        """The results of a run that failed: what finished, and for every other row what is known of it.
+
+        Rows the pipeline had taken may have been sent (their outcome is unknown: they may exist); rows it never
+        took were not sent. Invalid and skipped rows keep validation's words. If even this fails (the workbook
+        itself may be the cause), the workbook is discarded and the original error goes on up."""
+        why = _failure_text(failure)
+        held_back = self.pipeline.held_back()
+        taken = self.pipeline.stats.rows
+        try:
+            for position, checked in enumerate(validation):
+                if position >= written.rows:
+                    result = held_back.get(position) or _unfinished(checked, why, taken=position < taken)
+                    writer.add(result)
+                    written.add(result)
+            writer.close(
+                Summary(
+                    kind="results",
+                    input_path=sheet.path,
+                    customer=self.options.customer or ", ".join(facts),
+                    started=started,
+                    finished=datetime.now(UTC),
+                    counts={status.value: written.counts.get(status.value, 0) for status in RESULT_STATUSES},
+                    correlation_id=self.correlation_id,
+                    problem_counts=written.problem_counts,
+                    extra={
+                        "source": self.source_name,
+                        "run failed": why,
+                        "rows sent": self.pipeline.stats.sent_rows,
+                    },
+                )
+            )
+        except Exception:
+            writer.discard()
 
     def _with_generated_passwords(self, validation: Validation, path: Path) -> Iterator[CheckedRow]:
         """A strong password for each row to send that has none, saved (0600) before any of them is sent.
@@ -306,6 +368,49 @@ class SheetRun:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _failure_text(failure: BaseException) -> str:
+    """Why the run failed, for the Summary: a command error's own line; a bug only by its kind (its text might
+    hold anything, and a workbook never holds a secret)."""
+    if isinstance(failure, BulkOnboardError):
+        return failure.message
+    if isinstance(failure, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted at once"
+    return f"unexpected {type(failure).__name__} (a bug: please report it)"
+
+
+class _Tally:
+    """The rows handed to the results workbook so far, counted as its Summary counts them."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counts: dict[str, int] = {}
+        self.problem_counts: dict[str, int] = {}
+
+    def add(self, result: RowResult) -> None:
+        self.rows += 1
+        self.counts[result.status.value] = self.counts.get(result.status.value, 0) + 1
+        for problem in result.problems:
+            self.problem_counts[problem.code] = self.problem_counts.get(problem.code, 0) + 1
+
+
+def _unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
+    """A row of a failed run that has no result: invalid and skipped rows as validation said; a row to create
+    as failed `run.interrupted`, in doubt if the pipeline had taken it (its request may have left)."""
+    result = _to_result(checked)
+    if checked.status is not Status.VALID:
+        return result
+    if taken:
+        message = (
+            f"may exist: the run failed while this row was under way ({why}); run the same command again with "
+            "the same journal, or check the tenant"
+        )
+    else:
+        message = f"not sent: the run failed before this row ({why}); run the same command again"
+    result.status, result.userId = Status.FAILED, None
+    result.problems = (Problem(Code.RUN_INTERRUPTED, message),)
+    return result
 
 
 def _to_result(checked: CheckedRowLike) -> RowResult:

@@ -241,6 +241,33 @@ async def test_a_record_that_cannot_be_committed_stops_the_send(tmp_path: Path) 
     assert service.sends == []  # nothing left without its record
 
 
+async def test_a_lazy_batch_that_cannot_be_committed_is_logged_and_raised_by_the_next_flush(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.sqlite"
+    with open_journal(path, service=SERVICE, lazy_delay=0.01) as journal:
+        other = sqlite3.connect(path)
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON rows WHEN NEW.upn_key = 'doomed@contoso.com' "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        other.commit()
+        other.close()
+        with caplog.at_level("ERROR", logger="bulkonboard"):
+            journal.finished(CUSTOMER, "doomed@contoso.com", created(2, "doomed@contoso.com", "id-d"))
+            # Nobody waits for a lazy record: the flusher commits it on its own, and fails.
+            for _ in range(500):
+                if caplog.records:
+                    break
+                await asyncio.sleep(0.01)
+        (record,) = caplog.records
+        assert record.name == "bulkonboard" and "disk says no" in record.getMessage()
+        with pytest.raises(JournalError, match="disk says no"):
+            journal.flush()  # the end of the run hears of it: a record was lost
+        journal.flush()  # said once
+        assert committed_states(path) == {}
+
+
 async def test_a_closed_journal_records_nothing_and_so_nothing_is_sent(tmp_path: Path) -> None:
     journal = open_journal(tmp_path / "j.sqlite", service=SERVICE)
     journal.close()

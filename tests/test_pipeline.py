@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from bulkonboard.errors import AuthError
+from bulkonboard.errors import AuthError, ServiceUnavailable
+from bulkonboard.journal import open_journal
 from bulkonboard.model import Code, Problem, RowResult, Status, UserRow
 from bulkonboard.partnercenter import (
     DUPLICATE_UPN_TEXT,
@@ -32,6 +33,7 @@ from bulkonboard.partnercenter import (
 )
 from bulkonboard.pipeline import (
     API_UNREACHABLE,
+    DEFAULT_LOOKUP_RETRIES,
     RUN_INTERRUPTED,
     NullJournal,
     Pipeline,
@@ -78,8 +80,9 @@ class Call:
 @dataclass
 class FakeService:
     """Partner Center as the pipeline sees it. `script[upn]` lists what each create answers, in turn:
-    "ok", "429:<s>", "503", "503:<s>", "transport", "created-then-transport", "dup", "401", "400"; once the
-    script runs out, "ok"."""
+    "ok", "429:<s>", "503", "503:<s>", "transport", "created-then-transport", "dup", "401", "400", "hang"
+    (no answer until cancelled); once the script runs out, "ok". "token-down" and "token-refused" fail as the
+    real client does when its token provider fails: before anything is sent."""
 
     time: FakeTime
     script: dict[str, list[str]] = field(default_factory=dict)
@@ -97,10 +100,24 @@ class FakeService:
 
     async def create_user(self, customer_id: str, user: UserRow, *, request_id: str) -> CreatedUser:
         upn = user.userPrincipalName
+        upcoming = self.script.get(upn, [])
+        if upcoming and upcoming[0].startswith("token-"):
+            step = upcoming.pop(0)
+            self.events.append((step, upn, self.time.now))
+            if step == "token-down":
+                raise ServiceUnavailable("cannot reach the sign-in service https://login.example: timed out")
+            raise AuthError("the refresh token was revoked: run `bulkonboard auth login` again")
         self.calls.append(Call(upn, request_id, self.time.now, customer_id))
         self.events.append(("send", upn, self.time.now))
         if self.on_create is not None:
             self.on_create(upn)
+        try:
+            return await self._answer(upn, request_id)
+        except asyncio.CancelledError:
+            self.events.append(("cancelled", upn, self.time.now))
+            raise
+
+    async def _answer(self, upn: str, request_id: str) -> CreatedUser:
         for _ in range(self.yields.get(upn, 1)):
             await asyncio.sleep(0)
         steps = self.script.get(upn, [])
@@ -130,6 +147,8 @@ class FakeService:
             )
         if kind == "400":
             raise Refused(**common, status=400, code=800002, description="Invalid usage location")
+        if kind == "hang":
+            await asyncio.Event().wait()
         assert kind == "ok", step
         return CreatedUser(
             id=self._create(upn), userPrincipalName=upn, state="active", userDomainType="managed"
@@ -435,11 +454,13 @@ async def test_gives_up_after_the_attempts_with_the_status_code() -> None:
     assert "gave up after 3 attempts" in server.problems[0].message
     assert "HTTP 503: Service Unavailable" in server.problems[0].message
     assert unreachable.status is Status.FAILED and [p.code for p in unreachable.problems] == [API_UNREACHABLE]
-    assert "may have been created" in unreachable.problems[0].message
+    for in_doubt in (server, unreachable):  # a 5xx or no answer may come after the work was done
+        assert "may exist" in in_doubt.problems[0].message and "same journal" in in_doubt.problems[0].message
     assert len(service.sent_request_ids("user2@contoso.com")) == 3
     assert len(set(service.sent_request_ids("user3@contoso.com"))) == 1
-    # Before saying "failed" about a row that may exist, it was looked up.
-    assert sorted(service.lookups) == ["user2@contoso.com", "user3@contoso.com"]
+    # Before saying "failed" about a row that may exist, it was looked up, and again while the directory may lag.
+    lookups = 1 + DEFAULT_LOOKUP_RETRIES
+    assert sorted(service.lookups) == ["user2@contoso.com"] * lookups + ["user3@contoso.com"] * lookups
 
 
 async def test_giving_up_on_a_user_that_was_created_after_all_reports_it_created() -> None:
@@ -580,18 +601,21 @@ async def test_stop_lets_the_request_in_flight_finish_and_sends_nothing_new() ->
     service.on_create = stop_on_the_fifth
     results = await run(pipeline, rows)
 
-    assert pipeline.stats.interrupted
+    assert pipeline.stats.interrupted and pipeline.stats.halted is None
     assert len(service.calls) == 5  # the other worker's request was already counted: nothing new went out
     sent = {call.upn for call in service.calls}
-    assert [r.row for r in results] == [r.user.row for r in rows[: len(results)]]  # in order, no gaps
-    assert len(results) < len(rows)  # rows after the stop were not taken from the input
+    # Every row of the input has its result, in order, the ones never reached too.
+    assert [r.row for r in results] == [r.user.row for r in rows]
     for result in results:
         if result.userPrincipalName in sent:
             assert result.status is Status.CREATED  # in flight: finished
         else:
             assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
             assert "not sent" in result.problems[0].message and result.requestId is None
-    assert pipeline.stats.not_finished == len(results) - len(sent)
+    stats = pipeline.stats
+    assert stats.not_reached > 0  # rows the feeder reached only after the stop were listed, never queued
+    assert stats.not_finished + stats.not_reached == len(rows) - len(sent)
+    assert stats.counts["failed"] == len(rows) - len(sent)
 
 
 async def test_stop_abandons_a_retry_that_was_waiting() -> None:
@@ -629,12 +653,20 @@ async def test_stop_abandons_a_retry_that_was_waiting() -> None:
     assert "not created" in throttled.problems[0].message and "HTTP 429" in throttled.problems[0].message
 
 
-async def test_stop_before_run_sends_nothing() -> None:
+async def test_stop_before_run_sends_nothing_and_lists_every_row() -> None:
     service = FakeService(FakeTime())
     pipeline = make(service)
     pipeline.stop()
-    results = await run(pipeline, [row(2), row(3)])
-    assert results == [] and service.calls == [] and pipeline.stats.interrupted
+    invalid = (Problem(Code.UPN_SYNTAX, "no domain", "userPrincipalName"),)
+    results = await run(pipeline, [row(2), row(3, "bad@", Status.INVALID, problems=invalid)])
+    assert service.calls == [] and pipeline.stats.interrupted
+    never, refused = results
+    assert never.status is Status.FAILED and never.requestId is None
+    assert never.problems == (
+        Problem(RUN_INTERRUPTED, "not sent: the run was stopped before this row; run the same command again"),
+    )
+    assert refused.status is Status.INVALID and refused.problems == invalid  # validation's verdict stands
+    assert pipeline.stats.not_reached == 1 and pipeline.stats.rows == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -690,3 +722,272 @@ async def test_the_limiter_holds_the_rate() -> None:
     assert all(r.status is Status.CREATED for r in results)
     assert elapsed >= 5 / 40 * 0.95
     assert pipeline.stats.rate_settled == 40.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the sign-in failing mid-run (the client asks for its token inside each call)
+
+
+def finished_log(journal: RecordingJournal) -> dict[str, RowResult]:
+    return {entry[2]: entry[3] for entry in journal.log if entry[0] == "finished"}
+
+
+async def test_a_sign_in_service_out_of_reach_is_retried_and_its_row_fails_as_not_sent() -> None:
+    service = FakeService(FakeTime())
+    service.script = {
+        "user2@contoso.com": ["token-down", "token-down", "ok"],
+        "user3@contoso.com": ["token-down"] * 10,
+    }
+    journal = RecordingJournal()
+    pipeline = make(service, journal=journal, attempts=3)
+
+    recovered, unreachable, fine = await run(pipeline, [row(2), row(3), row(4)])  # the run goes on
+
+    assert recovered.status is Status.CREATED and recovered.attempts == 1  # only the request that left
+    assert len(service.sent_request_ids("user2@contoso.com")) == 1
+    assert fine.status is Status.CREATED
+    assert unreachable.status is Status.FAILED and unreachable.attempts == 0
+    assert service.sent_request_ids("user3@contoso.com") == []
+    (problem,) = unreachable.problems
+    assert problem.code == API_UNREACHABLE and problem.message.startswith("not sent: no token after 3 tries")
+    assert "cannot reach the sign-in service" in problem.message
+    assert len(service.time.slept) == 4  # backoff before each retry: two for each row
+    # Nothing left, so the journal records it as failed: the next run sends it afresh with a new request id.
+    assert finished_log(journal)["user3@contoso.com"].status is Status.FAILED
+    stats = pipeline.stats
+    assert stats.requests == 2 and stats.sent_rows == 2 and stats.retries == 0
+    assert not stats.interrupted and stats.halted is None
+
+
+async def test_a_sign_in_refused_mid_run_fails_its_row_and_the_run_takes_no_new_row() -> None:
+    service = FakeService(FakeTime())
+    rows = [row(n) for n in range(2, 12)]
+    service.script = {"user4@contoso.com": ["token-refused"]}
+    journal = RecordingJournal()
+    pipeline = make(service, journal=journal, concurrency=2)
+
+    results = await run(pipeline, rows)
+
+    assert [r.row for r in results] == [r.user.row for r in rows]
+    refused = by_upn(results)["user4@contoso.com"]
+    (problem,) = refused.problems
+    assert refused.status is Status.FAILED and problem.code == "api.401"
+    assert problem.message.startswith("not sent: the sign-in failed mid-run")
+    assert "auth login" in problem.message  # the sign-in service's own words, which say what to do
+    # Nothing was sent after the refusal; what was in flight before it finished.
+    refusal_at = [what for what, _, _ in service.events].index("token-refused")
+    assert [what for what, _, _ in service.events[refusal_at:]].count("send") == 0
+    sent = {call.upn for call in service.calls}
+    later = [r for r in results if r.row > 4]
+    assert any(r.userPrincipalName not in sent for r in later)
+    for result in later:
+        if result.userPrincipalName in sent:
+            assert result.status is Status.CREATED
+        else:
+            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert "sign-in failed mid-run" in result.problems[0].message
+    stats = pipeline.stats
+    assert stats.halted is not None and "revoked" in stats.halted
+    assert not stats.interrupted  # not a person's stop: the run is not "interrupted" (exit 1, not 130)
+    assert finished_log(journal)["user4@contoso.com"].status is Status.FAILED  # not sent: afresh next time
+
+
+class TokenTroubleGraph(FakeGraph):
+    """Graph whose token provider fails the first lookups with the errors given, in turn."""
+
+    def __init__(self, service: FakeService, failures: list[Exception]) -> None:
+        super().__init__(service)
+        self.failures = failures
+
+    async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None:
+        if self.failures:
+            raise self.failures.pop(0)
+        return await super().get_user(tenant, upn)
+
+
+async def test_a_lookup_whose_token_fails_is_retried_or_leaves_the_row_in_doubt() -> None:
+    service = FakeService(FakeTime())
+    service.script = {
+        upn: ["created-then-transport", "dup"] for upn in ("user2@contoso.com", "user3@contoso.com")
+    }
+    blip = TokenTroubleGraph(service, [ServiceUnavailable("cannot reach the sign-in service: timed out")])
+    (found,) = await run(make(service, graph=blip), [row(2)])
+    assert found.status is Status.CREATED and found.userId == service.users["user2@contoso.com"]
+    assert len(blip.asked) == 1  # asked again after the blip, and answered
+
+    refused = TokenTroubleGraph(service, [AuthError("the refresh token was revoked")])
+    journal = RecordingJournal()
+    pipeline = make(service, graph=refused, journal=journal)
+    (in_doubt,) = await run(pipeline, [row(3)])
+    assert in_doubt.status is Status.FAILED and in_doubt.problems[0].message.startswith("may exist")
+    assert "revoked" in in_doubt.problems[0].message and "same journal" in in_doubt.problems[0].message
+    assert "user3@contoso.com" not in finished_log(journal)  # stays "sent", for the next run to settle
+    assert pipeline.stats.halted is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rows that may exist: never called failed for the wrong reason, and kept in doubt
+
+
+class LaggingGraph(FakeGraph):
+    """Graph that does not show a new user for its first `lag` lookups (it is eventually consistent)."""
+
+    def __init__(self, service: FakeService, lag: int) -> None:
+        super().__init__(service)
+        self.lag = lag
+
+    async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None:
+        self.asked.append((tenant, upn))
+        if len(self.asked) <= self.lag:
+            return None
+        user_id = self.service.users.get(upn.casefold())
+        return {"id": user_id} if user_id else None
+
+
+async def test_our_user_the_directory_does_not_show_yet_is_found_after_a_few_lookups() -> None:
+    service = FakeService(FakeTime())
+    service.script = {"user2@contoso.com": ["created-then-transport", "dup"]}
+    graph = LaggingGraph(service, lag=2)
+    (result,) = await run(make(service, graph=graph), [row(2)])
+    assert result.status is Status.CREATED and result.userId == service.users["user2@contoso.com"]
+    assert len(graph.asked) == 3
+    assert service.time.slept[-2:] == [1.0, 2.0]  # waits that grow, as the backoff's ceilings
+
+
+async def test_a_user_that_may_exist_and_cannot_be_found_stays_in_doubt() -> None:
+    service = FakeService(FakeTime())
+    service.script = {"user2@contoso.com": ["created-then-transport", "dup"]}
+    graph = LaggingGraph(service, lag=1000)
+    journal = RecordingJournal()
+    (result,) = await run(make(service, graph=graph, journal=journal), [row(2)])
+    assert len(graph.asked) == 1 + DEFAULT_LOOKUP_RETRIES
+    (problem,) = result.problems
+    assert result.status is Status.FAILED and problem.code == "api.400"
+    assert problem.message.startswith("may exist") and "same journal" in problem.message
+    assert "no user has it" not in problem.message
+    assert finished_log(journal) == {}  # "sent" stays: the next run replays the same request id
+
+
+async def test_a_401_or_429s_after_a_lost_answer_say_the_user_may_exist() -> None:
+    service = FakeService(FakeTime())
+    service.script = {
+        "user2@contoso.com": ["created-then-transport", "401", "401"],
+        "user3@contoso.com": ["transport", "429:1", "429:1"],
+    }
+    journal = RecordingJournal()
+    options = PipelineOptions(concurrency=1, rate=math.inf, max_throttled=2, backoff=Backoff(1.0, 8.0))
+    pipeline = make(service, options=options, tokens=FakeTokens(), journal=journal)
+    refused, throttled = await run(pipeline, [row(2), row(3)])
+    assert refused.problems[0].code == "api.401" and "also after a refresh" in refused.problems[0].message
+    assert throttled.problems[0].code == "api.429" and "still throttled" in throttled.problems[0].message
+    for result in (refused, throttled):
+        assert result.status is Status.FAILED
+        assert "may exist" in result.problems[0].message and "same journal" in result.problems[0].message
+    assert finished_log(journal) == {}  # both stay "sent": in doubt
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stop and abort: what the journal keeps
+
+
+async def test_a_row_stopped_after_answers_that_created_nothing_is_sent_afresh_next_time(
+    tmp_path: Any,
+) -> None:
+    """Its only answer was a 429 when the run was stopped: the next run must not take a user that someone else
+    created meanwhile for the one it sent. A row whose request may have created the user stays in doubt."""
+    with open_journal(tmp_path / "j.sqlite", service="https://pc.test") as journal:
+        for upn, answer in (("user2@contoso.com", "429:30"), ("user3@contoso.com", "transport")):
+            service = FakeService(FakeTime(), script={upn: [answer]})
+            holder: dict[str, Pipeline] = {}
+
+            async def stop_then_sleep(
+                seconds: float, service: FakeService = service, holder: dict[str, Pipeline] = holder
+            ) -> None:
+                holder["p"].stop()  # SIGTERM during the wait
+                await service.time.sleep(seconds)
+
+            holder["p"] = make(service, journal=journal, concurrency=1, sleep=stop_then_sleep)
+            (result,) = await run(holder["p"], [row(int(upn[4]), upn)])
+            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        assert journal.prior(CUSTOMER, "user2@contoso.com") is None  # recorded as not created
+        assert {r.upn_key: r.state for r in journal.rows()} == {
+            "user2@contoso.com": "failed",
+            "user3@contoso.com": "sent",
+        }
+        in_doubt = journal.prior(CUSTOMER, "user3@contoso.com")
+        assert in_doubt is not None and in_doubt.outcome is PriorOutcome.IN_DOUBT
+
+        # Someone else created user2 between the runs; validation found that user in the tenant.
+        exists = (Problem(Code.USER_EXISTS, "already exists in the tenant", "userPrincipalName"),)
+        stranger = row(2, status=Status.SKIPPED, existing="someone-elses-id", problems=exists)
+        (result,) = await run(make(FakeService(FakeTime()), journal=journal), [stranger])
+        assert (
+            result.status is Status.SKIPPED and result.problems == exists
+        )  # not "created by an earlier run"
+        assert result.requestId is None
+        assert {r.upn_key: r.state for r in journal.rows()}["user2@contoso.com"] == "failed"
+
+
+async def test_a_stop_while_the_send_is_being_recorded_sends_nothing() -> None:
+    service = FakeService(FakeTime())
+
+    class StoppedWhileCommitting(RecordingJournal):
+        pipeline: Pipeline
+
+        async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+            await super().sending(customer, upn_key, row, request_id)
+            self.pipeline.stop()  # arrives while the commit is under way
+            await asyncio.sleep(0)
+
+    journal = StoppedWhileCommitting()
+    pipeline = make(service, journal=journal, concurrency=1)
+    journal.pipeline = pipeline
+    (result,) = await run(pipeline, [row(2)])
+    assert service.calls == []
+    assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+    # The journal holds "sent" for it: settled as not created, so the next run sends it afresh.
+    settled = finished_log(journal)["user2@contoso.com"]
+    assert settled.status is Status.FAILED and settled.problems[0].code == RUN_INTERRUPTED
+
+
+async def test_abort_cuts_the_requests_in_flight_short_and_every_row_still_has_a_result() -> None:
+    service = FakeService(FakeTime())
+    rows = [row(n) for n in range(2, 10)]
+    service.script = {"user3@contoso.com": ["hang"], "user4@contoso.com": ["hang"]}
+    journal = RecordingJournal()
+    pipeline = make(service, journal=journal, concurrency=2)
+
+    def abort_when_both_hang(upn: str) -> None:
+        if upn == "user4@contoso.com":  # the second Ctrl-C, as the signal handler runs it: from the loop
+            asyncio.get_running_loop().call_soon(pipeline.abort)
+
+    service.on_create = abort_when_both_hang
+    results = await asyncio.wait_for(run(pipeline, rows), timeout=10)
+
+    assert [r.row for r in results] == [r.user.row for r in rows]
+    assert sorted(upn for what, upn, _ in service.events if what == "cancelled") == [
+        "user3@contoso.com",
+        "user4@contoso.com",
+    ]
+    assert [call.upn for call in service.calls] == [
+        "user2@contoso.com",
+        "user3@contoso.com",
+        "user4@contoso.com",
+    ]
+    (
+        done,
+        *cut,
+    ) = results[:3]
+    assert done.status is Status.CREATED
+    for result in cut:
+        assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        assert (
+            result.problems[0].message.startswith("may exist")
+            and "same journal" in result.problems[0].message
+        )
+        assert [result.requestId] == service.sent_request_ids(result.userPrincipalName)
+    for result in results[3:]:
+        assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+        assert result.requestId is None
+    assert set(finished_log(journal)) == {"user2@contoso.com"}  # the two cut short stay "sent", in doubt
+    assert pipeline.stats.interrupted

@@ -452,8 +452,9 @@ def test_a_run_killed_with_sigkill_is_finished_by_the_same_command(
         str(results),
         "--generate-passwords",
         str(passwords),
+        # Slow enough that the run is still going when the kill comes, seconds after the condition is seen.
         "--rate",
-        "150",
+        "40",
         "--quiet",
     ]
     existing = len(sandbox.users())

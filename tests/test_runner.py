@@ -23,8 +23,9 @@ import aiohttp
 import openpyxl
 import pytest
 
-from bulkonboard.errors import AuthError
+from bulkonboard.errors import AuthError, ServiceUnavailable
 from bulkonboard.facts import CustomerFacts, Domain, DomainsFile
+from bulkonboard.journal import JournalError, RowFilter, open_journal
 from bulkonboard.model import UserRow
 from bulkonboard.partnercenter import (
     CreatedUser,
@@ -33,7 +34,7 @@ from bulkonboard.partnercenter import (
     ServiceFacts,
     StaticTokens,
 )
-from bulkonboard.pipeline import RUN_INTERRUPTED
+from bulkonboard.pipeline import RUN_INTERRUPTED, NullJournal
 from bulkonboard.retry import Backoff
 from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
 from bulkonboard.sandbox import Sandbox, SandboxOptions
@@ -389,12 +390,16 @@ async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
         created = [r for r in rows if r["status"] == "created"]
         assert len(created) == svc.sandbox.stats.creations >= 3
         assert svc.sandbox.stats.creations <= 4  # the stopping request and at most one other in flight
-        assert outcome.not_reached > 0 and len(rows) + outcome.not_reached == 40
-        for result in rows:
-            if result["status"] != "created":
-                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
-        assert [int(r["row"]) for r in rows] == list(range(2, 2 + len(rows)))
-        assert summary_items(outcome.results_path)["interrupted"] == "yes"
+        # One row per input row, those never reached too: listed as not sent.
+        assert [int(r["row"]) for r in rows] == list(range(2, 42))
+        interrupted = [r for r in rows if r["status"] != "created"]
+        for result in interrupted:
+            assert result["status"] == "failed" and result["problems"].startswith(
+                f"{RUN_INTERRUPTED}: not sent"
+            )
+        assert 0 < outcome.not_reached <= len(interrupted) == 40 - len(created)
+        summary = summary_items(outcome.results_path)
+        assert summary["interrupted"] == "yes" and int(summary["rows not reached"]) == outcome.not_reached
         assert_agrees_with_sandbox(svc, rows)
 
 
@@ -418,3 +423,175 @@ async def test_generated_passwords_are_saved_privately_before_sending(tmp_path: 
         text = every_cell(outcome.results_path)
         assert all(pw not in text for pw in saved.values())
         assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# whatever goes wrong once sending has begun, the results workbook is written
+
+
+class TokensThatFail:
+    """A token provider (as MSAL's) that fails from its `fail_from`-th call on, `times` times, then recovers."""
+
+    def __init__(self, error: Exception, *, fail_from: int, times: int = 1_000_000) -> None:
+        self.error, self.fail_from, self.times = error, fail_from, times
+        self.calls = 0
+
+    async def token(self, audience: Any, tenant: str | None = None, *, force_refresh: bool = False) -> str:
+        self.calls += 1
+        if self.calls >= self.fail_from and self.times > 0:
+            self.times -= 1
+            raise self.error
+        return "sandbox"
+
+
+@asynccontextmanager
+async def client_with(svc: Service, tokens: TokensThatFail) -> AsyncIterator[PartnerCenterClient]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield PartnerCenterClient(
+            session, tokens, base_url=svc.sandbox.url, correlation_id=svc.correlation_id
+        )
+
+
+async def test_a_sign_in_blip_mid_run_is_retried_and_the_run_finishes(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 21)])
+    tokens = TokensThatFail(
+        ServiceUnavailable("cannot reach the sign-in service: timed out"), fail_from=8, times=2
+    )
+    async with service() as svc, client_with(svc, tokens) as client:
+        outcome = await run(svc, sheet, tmp_path, client=client, run={"rate": math.inf, "concurrency": 4})
+        assert tokens.times == 0  # the blip happened mid-run
+        assert outcome.exit_code == 0 and outcome.counts["created"] == 20
+        created_once(svc, [f"new.hire{n}@contoso.com" for n in range(1, 21)])
+        assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
+
+
+async def test_a_sign_in_refused_mid_run_fails_its_rows_stops_the_run_and_writes_the_results(
+    tmp_path: Path,
+) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 21)])
+    tokens = TokensThatFail(
+        AuthError("the refresh token was revoked: run `bulkonboard auth login`"), fail_from=8
+    )
+    async with service() as svc, client_with(svc, tokens) as client:
+        outcome = await run(svc, sheet, tmp_path, client=client, run={"rate": math.inf, "concurrency": 2})
+
+        assert outcome.exit_code == 1 and not outcome.interrupted  # rows failed; nobody interrupted it
+        rows = results_rows(outcome.results_path)
+        assert [int(r["row"]) for r in rows] == list(range(2, 22))
+        assert_agrees_with_sandbox(svc, rows)
+        created = [r for r in rows if r["status"] == "created"]
+        assert len(created) == svc.sandbox.stats.creations >= 5
+        failed = [r for r in rows if r["status"] == "failed"]
+        assert len(failed) == 20 - len(created)
+        assert all("sign-in failed mid-run" in r["problems"] and "not sent" in r["problems"] for r in failed)
+        assert any(r["problems"].startswith("api.401:") for r in failed)
+        assert outcome.not_reached > 0
+        summary = summary_items(outcome.results_path)
+        assert "revoked" in summary["stopped early"] and summary["interrupted"] == "no"
+
+
+class BrokenJournal(NullJournal):
+    """A journal whose disk fills up after a few records."""
+
+    def __init__(self, good: int) -> None:
+        self.good = good
+
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
+        await asyncio.sleep(0)
+        if self.good <= 0:
+            raise JournalError("journal.sqlite: cannot write the journal (database or disk is full)")
+        self.good -= 1
+
+
+async def test_a_run_that_fails_still_writes_what_finished_then_raises(tmp_path: Path) -> None:
+    sheet = write_sheet(
+        tmp_path / "hires.csv",
+        [person(n) for n in range(1, 13)] + [person(13, "fabrikam.com")],  # the last one is invalid
+    )
+    async with service() as svc:
+        with pytest.raises(JournalError, match="disk is full"):
+            await run(
+                svc, sheet, tmp_path, journal=BrokenJournal(good=5), run={"rate": math.inf, "concurrency": 2}
+            )
+
+        rows = results_rows(tmp_path / "results.xlsx")
+        assert [int(r["row"]) for r in rows] == list(range(2, 15))  # every row, in order
+        assert_agrees_with_sandbox(svc, rows)
+        created = {r["userPrincipalName"] for r in rows if r["status"] == "created"}
+        assert svc.sandbox.stats.creations == 5 and created
+        by_upn = {r["userPrincipalName"]: r for r in rows}
+        for user in svc.sandbox.store.users(
+            CONTOSO
+        ):  # a request cut short by the failure may have been served
+            upn = user["userPrincipalName"]
+            if upn.startswith("new.hire") and upn not in created:
+                assert "may exist" in by_upn[upn]["problems"]
+        assert rows[-1]["status"] == "invalid" and "domain.federated" in rows[-1]["problems"]
+        for result in rows[:-1]:
+            if result["status"] != "created":
+                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
+                assert "the run failed" in result["problems"] and "disk is full" in result["problems"]
+        summary = summary_items(tmp_path / "results.xlsx")
+        assert "disk is full" in summary["run failed"]
+        assert int(summary["created"]) == len(created) and int(summary["invalid"]) == 1
+
+
+async def test_after_an_abort_the_same_run_again_settles_the_abandoned_requests(tmp_path: Path) -> None:
+    people = 10
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, people + 1)])
+    upns = [f"new.hire{n}@contoso.com" for n in range(1, people + 1)]
+    async with service(SandboxOptions(latency_ms=50)) as svc:
+
+        class AbortOnTheThird:
+            """The client, but the second Ctrl-C comes as the third create leaves."""
+
+            def __init__(self) -> None:
+                self.job: SheetRun | None = None
+                self.creates = 0
+                self.third = ""
+
+            async def preflight(self, customer_id: str) -> dict[str, Any]:
+                return await svc.client.preflight(customer_id)
+
+            async def find_user_by_upn(self, customer_id: str, upn: str) -> dict[str, Any] | None:
+                return await svc.client.find_user_by_upn(customer_id, upn)
+
+            async def create_user(self, customer_id: str, user: UserRow, *, request_id: str) -> CreatedUser:
+                self.creates += 1
+                if self.creates == 3 and self.job is not None:
+                    self.third = user.userPrincipalName
+                    loop = asyncio.get_running_loop()
+                    loop.call_soon(self.job.stop)  # as the signal handler runs them: from the loop
+                    loop.call_soon(self.job.abort)
+                return await svc.client.create_user(customer_id, user, request_id=request_id)
+
+        with open_journal(tmp_path / "j.sqlite", service=svc.sandbox.url) as journal:
+            client = AbortOnTheThird()
+            job = SheetRun(
+                sheet,
+                results=tmp_path / "aborted.xlsx",
+                facts=svc.facts,
+                client=client,
+                graph=svc.graph,
+                tokens=svc.tokens,
+                correlation_id=svc.correlation_id,
+                options=RunOptions(customer=CONTOSO, rate=math.inf, concurrency=2, backoff=FAST_BACKOFF),
+                journal=journal,
+            )
+            client.job = job
+            aborted = await job.run()
+            # The third, and at most one more that its worker had already sent off (concurrency 2).
+            assert aborted.exit_code == 130 and client.creates in (3, 4)
+            first = results_rows(aborted.results_path)
+            assert [int(r["row"]) for r in first] == list(range(2, 2 + people))
+            assert_agrees_with_sandbox(svc, first)
+            in_doubt = {r["userPrincipalName"]: r["requestId"] for r in first if "may exist" in r["problems"]}
+            assert client.third in in_doubt  # cut short on its way out
+            assert {r.upn_key: r.request_id for r in journal.rows(RowFilter(states=("sent",)))} == in_doubt
+
+            again = await run(svc, sheet, tmp_path, journal=journal, run={"rate": math.inf})
+        assert again.exit_code == 0
+        created_once(svc, upns)
+        final = {r["userPrincipalName"]: r for r in results_rows(again.results_path)}
+        assert {upn: final[upn]["requestId"] for upn in in_doubt} == in_doubt  # settled under their own ids
+        assert_agrees_with_sandbox(svc, list(final.values()))

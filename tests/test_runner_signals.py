@@ -1,0 +1,98 @@
+"""`bulkonboard run` as a process, stopped by signals as a person (Ctrl-C twice) or a scheduler (SIGTERM, then
+SIGTERM again before the kill) stops it: the results are written for what finished, whatever the signals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from bulkonboard.pipeline import RUN_INTERRUPTED
+
+from .support import CONTOSO, ROOT, clean_env, cli, standalone_sandbox
+
+pytestmark = pytest.mark.timeout(90)
+
+HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
+
+
+def write_sheet(path: Path, count: int) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for n in range(1, count + 1):
+            writer.writerow(
+                [f"new.hire{n}@contoso.com", f"New{n}", "Hire", f"New{n} Hire", "US", f"Str0ng!Pass{n:03d}"]
+            )
+    return path
+
+
+def sheet_rows(path: Path, sheet: str) -> list[tuple[object, ...]]:
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return list(book[sheet].iter_rows(values_only=True))
+    finally:
+        book.close()
+
+
+def results_rows(path: Path) -> list[dict[str, str]]:
+    header, *values = sheet_rows(path, "Rows")
+    return [
+        {str(h): "" if v is None else str(v) for h, v in zip(header, row, strict=False)} for row in values
+    ]
+
+
+def summary_items(path: Path) -> dict[str, str]:
+    return {str(a): str(b) for a, b, *_ in sheet_rows(path, "Summary") if a is not None}
+
+
+def test_a_second_signal_abandons_the_requests_in_flight_and_still_writes_the_results(tmp_path: Path) -> None:
+    people = 8
+    sheet = write_sheet(tmp_path / "hires.csv", people)
+    upns = {f"new.hire{n}@contoso.com" for n in range(1, people + 1)}
+    results = tmp_path / "results.xlsx"
+    # Each call takes a second: the requests in flight are still in flight when the second signal comes.
+    with standalone_sandbox("--latency-ms", "1000") as sandbox:
+        command = cli(
+            "run", sheet, "--customer", CONTOSO, "--sandbox-url", sandbox.url, "--journal", tmp_path / "j.sqlite",
+            "--results", results, "--rate", "50", "--concurrency", "4", "--log-format", "json",
+        )  # fmt: skip
+        process = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not any(u["userPrincipalName"] in upns for u in sandbox.users()):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "no user was created in time"
+            process.send_signal(signal.SIGTERM)
+            assert process.stderr is not None
+            for line in process.stderr:  # the first signal was taken: stopping gently
+                if json.loads(line).get("event") == "warning":
+                    break
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr
+
+        rows = results_rows(results)
+        assert [int(r["row"]) for r in rows] == list(range(2, 2 + people))
+        held = {u["userPrincipalName"]: u["id"] for u in sandbox.users()}
+        cut_short = 0
+        for result in rows:
+            if result["status"] == "created":
+                assert held[result["userPrincipalName"]] == result["userId"]
+            else:
+                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
+                if "may exist" in result["problems"]:
+                    cut_short += 1
+                    assert "same journal" in result["problems"] and result["requestId"]
+        assert cut_short  # requests were in flight, and were abandoned rather than waited for
+        assert summary_items(results)["interrupted"] == "yes"
