@@ -271,7 +271,7 @@ class SheetRun:
         rate = (
             f"{self.options.rate:g} users/s (--rate)"
             if self.options.rate is not None
-            else f"adaptive, from {DEFAULT_RATE:g} users/s"
+            else f"not given: slow start from {DEFAULT_RATE:g} users/s, then just under what the service accepts"
         )
         details: dict[str, str | int | float] = {
             "source": self.source_name,
@@ -288,6 +288,9 @@ class SheetRun:
             "rate settled at (users/s)": round(stats.rate_settled, 3),
             "interrupted": "yes" if stats.interrupted else "no",
         }
+        discovered = getattr(self.pipeline.rate_controller, "discovered_rate", None)
+        if self.options.rate is None:
+            details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
         if stats.halted:
             details["stopped early"] = f"{stats.halted}: no new row was sent after it"
         if stats.interrupted or stats.halted:

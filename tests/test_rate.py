@@ -261,7 +261,8 @@ def test_a_fixed_rate_is_held_with_slow_answers_and_no_429_under_a_higher_limit(
     sends = service.sent_at
     achieved = (len(sends) - 1) / (sends[-1] - sends[0])
     assert achieved >= 0.97 * 20.0
-    assert achieved <= 20.0 * (1 + 1e-9)  # and never faster than asked
+    # never faster than asked, but for the one request aiolimiter's bucket of two lets through at the start
+    assert (len(sends) - 2) / (sends[-1] - sends[0]) <= 20.0 * (1 + 1e-9)
     assert service.most_in_window <= 21  # no burst: a 1 s window holds what 1 s at 20/s sends (ends included)
 
 
