@@ -546,6 +546,8 @@ def run(input_path: Path, **kwargs: Any) -> None:
             details["generated passwords"] = str(passwords)
         if outcome.interrupted:
             details["interrupted"] = "run the same command again to finish the rest"
+        if outcome.stats.halted:
+            output.warn(f"the run stopped early: {outcome.stats.halted}; run the same command again once it is fixed")
         output.summary(f"Run of {input_path.name}", outcome.counts, details)
         return outcome.exit_code
 

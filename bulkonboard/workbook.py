@@ -537,7 +537,7 @@ class ReportWriter:
 
         lines.blank()
         lines.heading("rows by status", "count")
-        counts = _counts_with_every_status(summary.counts)
+        counts = _counts_with_every_status(summary.counts, summary.kind)
         first_status_row = lines.next_row
         for status, count in counts.items():
             lines.add(status, count)
@@ -641,8 +641,15 @@ def _display_text(display: dict[str, str], key: str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _counts_with_every_status(counts: dict[str, int]) -> dict[str, int]:
-    ordered = {status.value: int(counts.get(status.value, 0)) for status in Status}
+#: The statuses each kind of workbook can hold: a dry run never creates, a run never leaves a row `valid`.
+_KIND_STATUSES = {
+    "validation": (Status.VALID, Status.SKIPPED, Status.INVALID),
+    "results": (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED),
+}
+
+
+def _counts_with_every_status(counts: dict[str, int], kind: str) -> dict[str, int]:
+    ordered = {status.value: int(counts.get(status.value, 0)) for status in _KIND_STATUSES.get(kind, tuple(Status))}
     for key, count in counts.items():  # anything else the caller counted, after the statuses
         ordered.setdefault(str(key), int(count))
     return ordered

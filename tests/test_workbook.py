@@ -291,8 +291,8 @@ def test_summary_sheet(tmp_path: Path) -> None:
     assert items["finished (UTC)"] == "2024-05-06T07:09:32Z"
     assert items["duration (s)"] == 83.5
     assert items["correlation id"] == "corr-1"
-    assert {status.value: items[status.value] for status in Status} == {
-        "valid": 0,
+    assert "valid" not in items  # a run leaves no row `valid`: a results workbook does not list it
+    assert {status: items[status] for status in ("created", "skipped", "invalid", "failed")} == {
         "created": 1,
         "skipped": 0,
         "invalid": 0,
@@ -332,7 +332,7 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     assert ("A", "B") == tuple(sorted({column for column, _, _ in refs}))
     summary = sheet_rows(path, "Summary")
     _, first, last = refs[0]
-    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == [s.value for s in Status]
+    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == ["created", "skipped", "invalid", "failed"]
 
 
 def test_validation_report_has_no_chart(tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ async def _frame(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not _is_api_path(request.path) or exc.status not in (404, 405):
             raise
         response = _no_such_route(request, exc.status)
+    except ConnectionResetError:
+        raise  # the client hung up (a run aborted, a dropped answer): nothing to answer, nothing to report
     except Exception:
         log.exception("sandbox: unexpected error on %s %s", request.method, request.path)
         response = _pc_error(
