@@ -634,8 +634,8 @@ class Pipeline:
         result.requestId = attempt.request_id
         if self._stopping:
             return self._not_finished(result, attempt)
-        if prior is None:
-            self._journal.pending(customer, user.upn_key, user.row)
+        # No `pending` record first: a row the journal does not hold (or holds as refused) is "never sent" already,
+        # and the write cost as much as the durable `sent` one.
         try:
             await self._send(attempt, result)
         except _Stopped:
