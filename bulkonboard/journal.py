@@ -31,6 +31,7 @@ Keys are the customer (case-folded tenant id) and the case-folded UPN, as everyw
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -114,9 +115,12 @@ DROP INDEX IF EXISTS rows_by_state;
 _EXTRA_TURNS = 2
 #: `prior` reads every row a customer has sent or created in the journal at once when there are at most this many
 #: (~350 bytes each): one query instead of one per row of the sheet. A bigger journal is asked row by row, and so
-#: is any journal once this run has written more than `_PRIOR_CACHE_TOUCHED` rows (memory stays flat).
+#: keys this run has written are remembered in a fixed-size Bloom filter, so memory stays flat however long
+#: the sheet (a false positive only costs one read from the file).
 _PRIOR_CACHE_ROWS = 50_000
-_PRIOR_CACHE_TOUCHED = 100_000
+#: The Bloom filter's size (bits) and probes: at 1,000,000 keys written, about one lookup in 30 reads the file.
+_SEEN_BITS = 1 << 23
+_SEEN_PROBES = 3
 _COLUMNS = (
     "customer, upn_key, upn, row, state, request_id, user_id, reason, run_id, sent_at, created_at, updated_at"
 )
@@ -253,6 +257,25 @@ class RowFilter:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+class _KeysSeen:
+    """Which (customer, UPN) keys this run has written, in 1 MiB whatever their number: may answer yes for a key
+    never added (then `prior` reads the file, which is always right), never no for one that was."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray(_SEEN_BITS // 8)
+
+    def _positions(self, customer: str, upn_key: str) -> list[int]:
+        digest = hashlib.blake2b(f"{customer}\x00{upn_key}".encode(), digest_size=4 * _SEEN_PROBES).digest()
+        return [int.from_bytes(digest[4 * i : 4 * i + 4], "little") % _SEEN_BITS for i in range(_SEEN_PROBES)]
+
+    def add(self, customer: str, upn_key: str) -> None:
+        for bit in self._positions(customer, upn_key):
+            self._bits[bit >> 3] |= 1 << (bit & 7)
+
+    def maybe_has(self, customer: str, upn_key: str) -> bool:
+        return all(self._bits[bit >> 3] & (1 << (bit & 7)) for bit in self._positions(customer, upn_key))
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -311,7 +334,7 @@ class Journal:
         # `prior` for a small journal: per customer, the committed states it had when first asked (None: too many
         # rows, ask row by row); a key this journal has written to since is asked again (`_touched`).
         self._known: dict[str, dict[str, tuple[Any, ...]] | None] = {}
-        self._touched: set[tuple[str, str]] = set()
+        self._touched = _KeysSeen()
         self._timer: asyncio.TimerHandle | None = None
         self._writer, self._reader = _connect(self.path, create=create)
         try:
@@ -376,7 +399,7 @@ class Journal:
         if known is ...:
             self._report(self._drain())  # what is queued is in the file first: later writes are `_touch`ed
             known = self._known[customer] = self._read_known(customer)
-        if known is not None and (customer, upn_key) not in self._touched:
+        if known is not None and not self._touched.maybe_has(customer, upn_key):
             found = known.get(upn_key)
         else:
             found = self._reader.execute(
@@ -413,10 +436,7 @@ class Journal:
         without the cache)."""
         if not self._known:
             return
-        if len(self._touched) >= _PRIOR_CACHE_TOUCHED:
-            self._known = dict.fromkeys(self._known)  # every customer row by row from now on
-            self._touched.clear()
-        self._touched.add((customer, upn_key))
+        self._touched.add(customer, upn_key)
 
     def pending(self, customer: str, upn_key: str, row: int) -> None:
         """The run took the row to send it (lazy; never replaces `sent` or `created`)."""
@@ -585,7 +605,7 @@ class Journal:
         with self._write_lock:
             self._check_open()
             self._known.clear()
-            self._touched.clear()
+            self._touched = _KeysSeen()
             with _transaction(self._writer):
                 cursor = self._writer.execute(f"DELETE FROM rows{clause}", params)
         return cursor.rowcount

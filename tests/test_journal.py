@@ -410,6 +410,28 @@ async def test_runs_are_recorded_with_what_journal_show_needs(tmp_path: Path) ->
         assert journal.runs(customer="someone-else") == []
 
 
+async def test_prior_states_read_in_bulk_still_see_every_later_change(tmp_path: Path) -> None:
+    """`prior` loads a customer's rows once; whatever this run writes afterwards, or forgets, must still be seen."""
+    path = tmp_path / "j.sqlite"
+    with open_journal(path, service=SERVICE) as journal:
+        await journal.sending(CUSTOMER, "old@contoso.com", 2, "req-old")
+        journal.finished(CUSTOMER, "old@contoso.com", created(2, "old@contoso.com", "id-old", "req-old"))
+        journal.flush()
+    with open_journal(path, service=SERVICE) as journal:
+        old = journal.prior(CUSTOMER, "old@contoso.com")  # loads the customer's rows
+        assert old is not None and old.outcome is PriorOutcome.CREATED and old.user_id == "id-old"
+        assert journal.prior(CUSTOMER, "new@contoso.com") is None
+        await journal.sending(CUSTOMER, "new@contoso.com", 3, "req-new")  # written after the load
+        new = journal.prior(CUSTOMER, "new@contoso.com")
+        assert new is not None and new.outcome is PriorOutcome.IN_DOUBT and new.request_id == "req-new"
+        journal.finished(CUSTOMER, "new@contoso.com", created(3, "new@contoso.com", "id-new", "req-new"))
+        journal.flush()
+        settled = journal.prior(CUSTOMER, "new@contoso.com")
+        assert settled is not None and settled.outcome is PriorOutcome.CREATED and settled.user_id == "id-new"
+        assert journal.forget(RowFilter(upns=("old@contoso.com",))) == 1
+        assert journal.prior(CUSTOMER, "old@contoso.com") is None  # forgotten: the next run may send it again
+
+
 async def test_forget_deletes_only_what_the_filter_names(tmp_path: Path) -> None:
     with open_journal(tmp_path / "j.sqlite", service=SERVICE) as journal:
         for n in range(4):
