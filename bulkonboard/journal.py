@@ -31,7 +31,6 @@ Keys are the customer (case-folded tenant id) and the case-folded UPN, as everyw
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import logging
@@ -265,8 +264,11 @@ class _KeysSeen:
         self._bits = bytearray(_SEEN_BITS // 8)
 
     def _positions(self, customer: str, upn_key: str) -> list[int]:
-        digest = hashlib.blake2b(f"{customer}\x00{upn_key}".encode(), digest_size=4 * _SEEN_PROBES).digest()
-        return [int.from_bytes(digest[4 * i : 4 * i + 4], "little") % _SEEN_BITS for i in range(_SEEN_PROBES)]
+        # Double hashing from Python's own 64-bit hash (salted per process, which is all a run needs: the filter
+        # never leaves it); cheap enough for three calls per row on the event loop.
+        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
+        first, step = h & 0xFFFF_FFFF, (h >> 32) | 1
+        return [(first + i * step) % _SEEN_BITS for i in range(_SEEN_PROBES)]
 
     def add(self, customer: str, upn_key: str) -> None:
         for bit in self._positions(customer, upn_key):
