@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -73,3 +74,20 @@ def standalone_sandbox(*args: str, token: str = "sandbox") -> Iterator[Standalon
 
 def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "bulkonboard.cli", *map(str, args)]
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps: waits cost nothing and repeat exactly. Shared by
+    the pipeline under test and, where given, the sandbox's rate window."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)

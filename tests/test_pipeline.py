@@ -45,6 +45,8 @@ from bulkonboard.pipeline import (
 from bulkonboard.retry import AdaptiveRate, Backoff
 from bulkonboard.validation import CheckedRow
 
+from .support import FakeTime
+
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
 PASSWORD = "Tr0ub4dor&3-horse"
 URL = f"https://pc.test/v1/customers/{CUSTOMER}/users"
@@ -52,22 +54,6 @@ URL = f"https://pc.test/v1/customers/{CUSTOMER}/users"
 
 # ---------------------------------------------------------------------------------------------------------------
 # fakes
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @dataclass

@@ -8,7 +8,6 @@ by polling the sandbox's users, then run the same command again.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import math
 import signal
@@ -43,7 +42,7 @@ from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.sandbox.data import DomainData
 from bulkonboard.workbook import read_passwords
 
-from .support import StandaloneSandbox
+from .support import FakeTime, StandaloneSandbox
 from .support import standalone_sandbox as start_standalone_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,20 +52,6 @@ HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLoc
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.2)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class FakeTime:
-    """One clock for the sandbox's rate window and the pipeline's waits; it moves only when the pipeline sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -186,7 +171,7 @@ def assert_journal_agrees_with_the_service(journal_path: Path, held: dict[str, s
 
 
 async def test_throttling_outages_and_lost_answers_together_end_with_each_user_once(tmp_path: Path) -> None:
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     people = list(range(1, 301))
     sheet = write_sheet(
         tmp_path / "hires.csv",

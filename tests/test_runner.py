@@ -39,28 +39,14 @@ from bulkonboard.retry import Backoff
 from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 
+from .support import FakeTime
+
 SANDBOX_DATA = Path(__file__).resolve().parent.parent / "samples" / "sandbox.toml"
 CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
 FAST_BACKOFF = Backoff(initial=0.01, maximum=0.05)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FakeTime:
-    """One clock for the sandbox's rate window and the pipeline's waits; it moves only when the pipeline sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -287,7 +273,7 @@ async def test_every_refusal_is_a_row_with_a_reason(tmp_path: Path) -> None:
 
 
 async def test_a_429_storm_pauses_and_every_user_is_created_once(tmp_path: Path) -> None:
-    time = FakeTime()
+    time = FakeTime(1000.0)
     upns = [f"new.hire{n}@contoso.com" for n in range(1, 13)]
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 13)])
     async with service(SandboxOptions(rate_limit=(5, 1.0)), clock=time.clock) as svc:
