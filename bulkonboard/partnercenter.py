@@ -319,7 +319,6 @@ async def _exchange(
     body: _Secret | None = None,
 ) -> _Answer:
     """Send one request and read the whole answer; every way of getting no answer becomes a TransportError."""
-    shown = _display_url(url)
     failure: TransportError | None = None
     try:
         async with session.request(
@@ -341,17 +340,19 @@ async def _exchange(
     # The failure is built here and raised below, outside the except block, so that the aiohttp exception
     # (whose frames hold the request body) is neither the cause nor the context of what callers see.
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        failure = _transport(method, shown, request_id, "could not connect", exc, maybe_processed=False)
+        failure = _transport(
+            method, _display_url(url), request_id, "could not connect", exc, maybe_processed=False
+        )
     except aiohttp.ServerDisconnectedError as exc:
         failure = _transport(
-            method, shown, request_id, "the server closed the connection without answering", exc
+            method, _display_url(url), request_id, "the server closed the connection without answering", exc
         )
     except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError since 3.11; aiohttp's timeouts too
-        failure = _transport(method, shown, request_id, "timed out waiting for the answer", exc)
+        failure = _transport(method, _display_url(url), request_id, "timed out waiting for the answer", exc)
     except aiohttp.ClientPayloadError as exc:
-        failure = _transport(method, shown, request_id, "the answer was cut short", exc)
+        failure = _transport(method, _display_url(url), request_id, "the answer was cut short", exc)
     except aiohttp.ClientError as exc:  # ClientOSError (reset), protocol errors, invalid URLs...
-        failure = _transport(method, shown, request_id, "the connection failed", exc)
+        failure = _transport(method, _display_url(url), request_id, "the connection failed", exc)
     assert failure is not None
     raise failure
 
@@ -515,6 +516,10 @@ def _without_secrets(item: dict[str, Any]) -> dict[str, Any]:
 # Partner Center
 
 
+#: How many distinct customer URLs `PartnerCenterClient` remembers (a run uses a handful; lookups add one per user).
+_URL_CACHE_SIZE = 256
+
+
 class PartnerCenterClient:
     """Partner Center's customer-user endpoints, with the headers its docs ask for.
 
@@ -541,6 +546,8 @@ class PartnerCenterClient:
         self.application = application
         self.locale = locale
         self._clock = clock
+        # `_customer_url`'s answers: quoting and parsing a URL for every create cost more than the rest of a call
+        self._urls: dict[tuple[str, ...], URL] = {}
 
     def __repr__(self) -> str:
         return f"PartnerCenterClient({self.base_url!r}, correlation_id={self.correlation_id!r})"
@@ -588,8 +595,15 @@ class PartnerCenterClient:
         )
 
     def _customer_url(self, customer_id: str, *rest: str) -> URL:
-        path = "/".join(_path_part(part) for part in ("customers", customer_id, *rest))
-        return URL(f"{self._v1}/{path}")
+        key = (customer_id, *rest)
+        url = self._urls.get(key)
+        if url is None:
+            path = "/".join(_path_part(part) for part in ("customers", *key))
+            url = URL(f"{self._v1}/{path}")
+            if len(self._urls) >= _URL_CACHE_SIZE:  # per-user URLs (lookups) must not pile up over a long run
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     # -- the endpoints
 
