@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import re
@@ -91,3 +92,29 @@ class FakeTime:
         self.slept.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
+
+
+#: The columns of the sheets the run tests write (a plain sheet, the API's own names).
+HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
+
+
+def person(n: int, domain: str = "contoso.com", **overrides: str) -> list[str]:
+    """Row n of a sheet of new hires: valid unless `overrides` say otherwise."""
+    values = {
+        "userPrincipalName": f"new.hire{n}@{domain}",
+        "firstName": f"New{n}",
+        "lastName": "Hire",
+        "displayName": f"New{n} Hire",
+        "usageLocation": "US",
+        "password": f"Str0ng!Pass{n:03d}",
+    }
+    values.update(overrides)
+    return [values[name] for name in HEADER]
+
+
+def write_sheet(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -8,7 +8,6 @@ by polling the sandbox's users, then run the same command again.
 
 from __future__ import annotations
 
-import csv
 import math
 import signal
 import subprocess
@@ -42,13 +41,12 @@ from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.sandbox.data import DomainData
 from bulkonboard.workbook import read_passwords
 
-from .support import FakeTime, StandaloneSandbox
+from .support import HEADER, FakeTime, StandaloneSandbox, person, write_sheet
 from .support import standalone_sandbox as start_standalone_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_DATA = ROOT / "samples" / "sandbox.toml"
 CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
-HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.2)
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,27 +80,6 @@ async def service(options: SandboxOptions | None = None, *, clock: Any = None) -
             )
             graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
             yield Service(sandbox, session, client, graph, tokens)
-
-
-def person(n: int, domain: str = "contoso.com", **overrides: str) -> list[str]:
-    values = {
-        "userPrincipalName": f"new.hire{n}@{domain}",
-        "firstName": f"New{n}",
-        "lastName": "Hire",
-        "displayName": f"New{n} Hire",
-        "usageLocation": "US",
-        "password": f"Str0ng!Pass{n:03d}",
-    }
-    values.update(overrides)
-    return [values[name] for name in HEADER]
-
-
-def write_sheet(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def results_rows(path: Path) -> list[dict[str, str]]:

@@ -8,7 +8,6 @@ rate window and the pipeline's waits, so a Retry-After of a second costs no real
 from __future__ import annotations
 
 import asyncio
-import csv
 import math
 import os
 import stat
@@ -39,11 +38,10 @@ from bulkonboard.retry import Backoff
 from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 
-from .support import FakeTime
+from .support import HEADER, FakeTime, person, write_sheet
 
 SANDBOX_DATA = Path(__file__).resolve().parent.parent / "samples" / "sandbox.toml"
 CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
-HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
 FAST_BACKOFF = Backoff(initial=0.01, maximum=0.05)
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,27 +69,6 @@ async def service(
             client = PartnerCenterClient(session, tokens, base_url=sandbox.url, correlation_id=correlation_id)
             graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
             yield Service(sandbox, client, graph, ServiceFacts(client, graph), tokens, correlation_id)
-
-
-def write_sheet(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def person(n: int, domain: str = "contoso.com", **overrides: str) -> list[str]:
-    values = {
-        "userPrincipalName": f"new.hire{n}@{domain}",
-        "firstName": f"New{n}",
-        "lastName": "Hire",
-        "displayName": f"New{n} Hire",
-        "usageLocation": "US",
-        "password": f"Str0ng!Pass{n:03d}",
-    }
-    values.update(overrides)
-    return [values[name] for name in HEADER]
 
 
 async def run(svc: Service, sheet: Path, tmp_path: Path, **kwargs: Any) -> RunOutcome:
