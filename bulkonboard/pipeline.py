@@ -687,13 +687,8 @@ class Pipeline:
                 return
             except _SignInUnreachable as failure:
                 self._count_send(attempt, -1)
-                attempt.last_failure = failure
-                attempt.failures += 1
-                wait = self._policy.wait_before_retry(failure, attempt.failures)
-                if wait is None:
-                    await self._give_up(attempt, result, failure)
+                if not await self._retry_after_failure(attempt, result, failure):
                     return
-                await self._wait(wait)
                 continue
             except Throttled as failure:
                 self._answered()
@@ -740,13 +735,8 @@ class Pipeline:
                     return
                 except _SignInUnreachable as unreachable:
                     attempt.refreshed = False  # the refresh never happened: the next 401 may try again
-                    attempt.last_failure = unreachable
-                    attempt.failures += 1
-                    wait = self._policy.wait_before_retry(unreachable, attempt.failures)
-                    if wait is None:
-                        await self._give_up(attempt, result, unreachable)
+                    if not await self._retry_after_failure(attempt, result, unreachable):
                         return
-                    await self._wait(wait)
                 continue
             except Refused as failure:
                 self._answered()
@@ -764,18 +754,26 @@ class Pipeline:
                 attempt.last_failure = failure
                 if _may_have_created(failure):
                     attempt.maybe_created = True
-                attempt.failures += 1
-                wait = self._policy.wait_before_retry(failure, attempt.failures)
-                if wait is None:
-                    await self._give_up(attempt, result, failure)
+                if not await self._retry_after_failure(attempt, result, failure):
                     return
-                await self._wait(wait)
                 continue
             self._answered()
             self._controller.on_success(usage=created.throttle_usage)
             self._pacer.set_rate(self._controller.current_rate)
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    async def _retry_after_failure(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> bool:
+        """A failure that uses up one of the row's attempts: wait out the backoff and say True (try again), or
+        give the row up and say False."""
+        attempt.last_failure = failure
+        attempt.failures += 1
+        wait = self._policy.wait_before_retry(failure, attempt.failures)
+        if wait is None:
+            await self._give_up(attempt, result, failure)
+            return False
+        await self._wait(wait)
+        return True
 
     def _count_send(self, attempt: _Attempt, change: int) -> None:
         """Count a request as it leaves; -1 takes it back when it never did (no token)."""
