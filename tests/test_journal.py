@@ -337,6 +337,25 @@ def test_an_existing_journal_others_could_read_is_made_private(tmp_path: Path) -
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_indexes_older_journals_kept_on_the_hot_path_are_dropped_on_opening(tmp_path: Path) -> None:
+    # Every record sets `state` and `run_id`: an index on either cost a page write per record. Journals written
+    # by earlier versions had them; opening one drops them, and reads by state or run still work (by a scan).
+    path = tmp_path / "j.sqlite"
+    open_journal(path, service=SERVICE).close()
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE INDEX rows_by_state ON rows (state)")
+    connection.execute("CREATE INDEX rows_by_run ON rows (run_id)")
+    connection.close()
+    with open_journal(path, service=SERVICE) as journal:
+        journal.pending(CUSTOMER, "a@contoso.com", 2)
+        journal.flush()
+        assert journal.count_rows(RowFilter(states=("pending",))) == {"pending": 1}
+    connection = sqlite3.connect(path)
+    indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'rows'")
+    assert [name for (name,) in indexes if not name.startswith("sqlite_autoindex")] == []
+    connection.close()
+
+
 def test_a_journal_belongs_to_one_service(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     open_journal(path, service="http://127.0.0.1:8765/").close()
