@@ -1,5 +1,5 @@
 """`python -m bulkonboard` is the `bulkonboard` command."""
 
-from .cli import main
+from .cli import entry
 
-main()
+entry()

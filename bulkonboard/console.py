@@ -13,26 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol, TypeVar
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import EXIT_INTERRUPTED, BulkOnboardError
 from .model import RowResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 LOGGER_NAME = "bulkonboard"
 log = logging.getLogger(LOGGER_NAME)
@@ -61,27 +48,40 @@ class NullProgress:
         pass
 
 
-class _RateColumn(ProgressColumn):
-    """Rows per second over the whole task: the figure a person compares with --rate."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        if elapsed <= 0 or not task.completed:
-            return Text("-- rows/s", style="progress.data.speed")
-        return Text(f"{task.completed / elapsed:,.1f} rows/s", style="progress.data.speed")
-
-
 class RichProgress:
     """A bar with done/total, rate, ETA and the failures so far."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            SpinnerColumn,
+            Task,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgressBar
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            """Rows per second over the whole task: the figure a person compares with --rate."""
+
+            def render(self, task: Task) -> Text:
+                elapsed = task.elapsed or 0.0
+                if elapsed <= 0 or not task.completed:
+                    return Text("-- rows/s", style="progress.data.speed")
+                return Text(f"{task.completed / elapsed:,.1f} rows/s", style="progress.data.speed")
+
         self._bar = RichProgressBar(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TaskProgressColumn(),
-            _RateColumn(),
+            RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),
@@ -127,14 +127,17 @@ class TextFormatter(logging.Formatter):
 
 
 class Output:
-    """Everything a command prints, chosen once from --quiet / --log-format and whether stderr is a terminal."""
+    """Everything a command prints, chosen once from --quiet / --log-format and whether stderr is a terminal.
+
+    Rich is imported the first time something is drawn for a person: a `--quiet` or JSON-logging run (cron's)
+    never needs it."""
 
     def __init__(self, *, quiet: bool = False, log_format: str = "text", stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.json = log_format == "json"
-        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
-        self.interactive = self.console.is_terminal and not quiet and not self.json
+        self._console: Console | None = None
+        self.interactive = not quiet and not self.json and self.console.is_terminal
         handler = logging.StreamHandler(self.stream)
         handler.setFormatter(JsonFormatter() if self.json else TextFormatter())
         log.handlers[:] = [handler]
@@ -147,6 +150,14 @@ class Output:
         else:
             log.setLevel(logging.WARNING)
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        return self._console
+
     def progress(self) -> Progress:
         return RichProgress(self.console) if self.interactive else NullProgress()
 
@@ -155,12 +166,16 @@ class Output:
         if self.json:
             log.error(message, extra={"fields": {"event": "error"}})
         else:
+            from rich.text import Text
+
             self.console.print(Text(f"error: {message}", style="bold red"))
 
     def warn(self, message: str) -> None:
         if self.json:
             log.warning(message, extra={"fields": {"event": "warning"}})
         elif not self.quiet:
+            from rich.text import Text
+
             self.console.print(Text(f"warning: {message}", style="yellow"))
 
     def info(self, message: str) -> None:
@@ -199,6 +214,9 @@ class Output:
             return
         if self.quiet:
             return
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
         table.add_column("status")
         table.add_column("rows", justify="right")

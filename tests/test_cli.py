@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+
+from bulkonboard import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -139,6 +142,43 @@ def test_help_explains_itself() -> None:
         assert command in result.stdout
     assert "Exit codes" in result.stdout
     assert "--domains" in bulkonboard("validate", "--help").stdout
+    for command in ("auth", "journal", "sandbox"):  # loaded only when named: each still answers
+        assert command in result.stdout
+        assert bulkonboard(command, "--help").returncode == 0
+
+
+def test_the_program_ends_with_its_commands_code_and_every_line_it_wrote(tmp_path: Path) -> None:
+    # `bulkonboard` skips the interpreter's teardown once the command is done: nothing written may be lost.
+    version = bulkonboard("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"bulkonboard, version {__version__}")
+    result = bulkonboard(
+        "validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--log-format", "json",
+        "--report", tmp_path / "r.xlsx",
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines[-1]["event"] == "summary" and sum(lines[-1]["counts"].values()) == 35
+    assert bulkonboard("validate", tmp_path / "nope.csv", "--domains", SAMPLES / "domains.csv").returncode == 2
+
+
+def test_a_quiet_dry_run_loads_neither_msal_nor_the_sandbox_nor_rich(tmp_path: Path) -> None:
+    # Each costs start-up time on every scheduled run; they load when a command needs them.
+    probe = (
+        "import sys\n"
+        "from bulkonboard.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print(sorted({m.split('.')[0] if not m.startswith('bulkonboard') else m for m in sys.modules\n"
+        "              if m.startswith(('msal', 'rich', 'bulkonboard.sandbox', 'bulkonboard.auth'))}))\n"
+    )
+    args = ["validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *map(str, args), "--report", str(tmp_path / "r.xlsx")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == ["exit 1", "[]"], result.stderr
 
 
 def test_run_against_the_embedded_sandbox_creates_the_valid_rows(tmp_path: Path) -> None:
