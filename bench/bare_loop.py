@@ -58,8 +58,10 @@ async def create_all(url: str, customer: str, token: str, payloads: list[bytes],
                 "MS-RequestId": str(uuid.uuid4()),
                 "MS-CorrelationId": correlation,
                 "MS-Contract-Version": "v1",
+                "MS-PartnerCenter-Application": "bulkonboard",
+                "X-Locale": "en-US",
             }
-            async with session.post(target, data=payload, headers=headers) as response:
+            async with session.post(target, data=payload, headers=headers, allow_redirects=False) as response:
                 answer = await response.json()
                 if response.status != 200 or not answer.get("id"):
                     failures += 1
