@@ -121,6 +121,7 @@ _PRIOR_CACHE_ROWS = 50_000
 #: The Bloom filter's size (bits) and probes: at 1,000,000 keys written, about one lookup in 30 reads the file.
 _SEEN_BITS = 1 << 23
 _SEEN_PROBES = 3
+_SEEN_MASK = _SEEN_BITS - 1  # a power of two: `& mask` is `% size`
 _PROBES = range(_SEEN_PROBES)
 #: Copying the WAL back into the database (a checkpoint, with two fsyncs) is left to a thread of its own, asked
 #: every this many committed records (~4,000 WAL pages): SQLite's automatic one (every 1,000 pages) ran inside a
@@ -273,19 +274,24 @@ class _KeysSeen:
     def __init__(self) -> None:
         self._bits = bytearray(_SEEN_BITS // 8)
 
-    def _positions(self, customer: str, upn_key: str) -> list[int]:
-        # Double hashing from Python's own 64-bit hash (salted per process, which is all a run needs: the filter
-        # never leaves it); cheap enough for three calls per row on the event loop.
-        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
-        first, step = h & 0xFFFF_FFFF, (h >> 32) | 1
-        return [(first + i * step) % _SEEN_BITS for i in _PROBES]
+    # Double hashing from Python's own 64-bit hash (salted per process, which is all a run needs: the filter never
+    # leaves it). Spelled out in each method: this runs for every record, on the event loop.
 
     def add(self, customer: str, upn_key: str) -> None:
-        for bit in self._positions(customer, upn_key):
-            self._bits[bit >> 3] |= 1 << (bit & 7)
+        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
+        bit, step, bits = h & _SEEN_MASK, (h >> 32) | 1, self._bits
+        for _ in _PROBES:
+            bits[bit >> 3] |= 1 << (bit & 7)
+            bit = (bit + step) & _SEEN_MASK
 
     def maybe_has(self, customer: str, upn_key: str) -> bool:
-        return all(self._bits[bit >> 3] & (1 << (bit & 7)) for bit in self._positions(customer, upn_key))
+        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
+        bit, step, bits = h & _SEEN_MASK, (h >> 32) | 1, self._bits
+        for _ in _PROBES:
+            if not bits[bit >> 3] & (1 << (bit & 7)):
+                return False
+            bit = (bit + step) & _SEEN_MASK
+        return True
 
 
 def _utc_now() -> datetime:

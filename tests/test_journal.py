@@ -32,6 +32,7 @@ from bulkonboard.journal import (
     JournalClosed,
     JournalError,
     RowFilter,
+    _KeysSeen,
     open_existing,
     open_journal,
     read_meta,
@@ -335,6 +336,23 @@ def test_an_existing_journal_others_could_read_is_made_private(tmp_path: Path) -
     os.chmod(path, 0o644)
     open_journal(path, service=SERVICE).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@settings(max_examples=50, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([CUSTOMER, "other"]), st.text(max_size=30)), max_size=50))
+def test_the_filter_of_keys_written_never_forgets_one(keys: list[tuple[str, str]]) -> None:
+    seen = _KeysSeen()
+    for customer, upn_key in keys:
+        seen.add(customer, upn_key)
+    assert all(seen.maybe_has(customer, upn_key) for customer, upn_key in keys)
+
+
+def test_the_filter_of_keys_written_rarely_answers_yes_for_another() -> None:
+    # A false "yes" costs one read from the file; a filter that always said yes would cost one per row.
+    seen = _KeysSeen()
+    for n in range(10_000):
+        seen.add(CUSTOMER, f"user{n}@contoso.com")
+    assert sum(seen.maybe_has(CUSTOMER, f"other{n}@contoso.com") for n in range(10_000)) < 5
 
 
 def test_indexes_older_journals_kept_on_the_hot_path_are_dropped_on_opening(tmp_path: Path) -> None:
