@@ -704,7 +704,7 @@ class PartnerCenterClient:
         if not user.password:
             raise ValueError(f"row {user.row}: create_user needs a password (generate one before sending)")
         url = self._customer_url(customer_id, "users")
-        body = _Secret(json.dumps(_create_body(user), ensure_ascii=False).encode("utf-8"))
+        body = _Secret(_BODY_ENCODER.encode(_create_body(user)).encode("utf-8"))
         usage: list[float | None] = [None]
 
         def note_usage(answer: _Answer) -> None:
@@ -731,6 +731,11 @@ class PartnerCenterClient:
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
         return customer
+
+
+#: `json.dumps(..., ensure_ascii=False)` builds a new encoder on every call (only the default one is shared): a
+#: third of the cost of a create's body.
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _create_body(user: model.UserRow) -> dict[str, Any]:
