@@ -1,5 +1,5 @@
 """`python -m bulkonboard` is the `bulkonboard` command."""
 
-from .cli import entry
+from .program import entry
 
 entry()

@@ -7,7 +7,6 @@ Every failure that stops a command becomes one line on stderr and the contract's
 from __future__ import annotations
 
 import asyncio
-import atexit
 import importlib
 import os
 import signal
@@ -610,36 +609,7 @@ def stop_on_signals(stop: Callable[[], None], output: Output, *, abort: Callable
             loop.remove_signal_handler(sig)
 
 
-def entry() -> None:
-    """The `bulkonboard` program: `main`, then an exit that skips tearing the interpreter down.
-
-    Why: once a command has returned, every file, journal and socket it opened is closed; what is left is freeing
-    each object one by one (the sheet's frame, pandas, aiohttp), which took ~0.1 s after a 20,000-row run, a
-    cost paid on every start of a scheduler's command and in every benchmark. Threads are joined and atexit
-    handlers (logging's flush among them) still run first: this one is registered before any other, so it runs
-    last. Tests that invoke `main` in-process (click's CliRunner) are untouched."""
-    outcome = {"code": 1}  # an exception that is not SystemExit: Python prints it and exits 1
-    atexit.register(_exit_now, outcome)
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            outcome["code"] = exc.code or 0
-        raise  # anything else (a message) Python prints, then exits 1
-    except KeyboardInterrupt:
-        outcome["code"] = EXIT_INTERRUPTED
-        raise
-    outcome["code"] = 0
-
-
-def _exit_now(outcome: dict[str, int]) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it anyway
-            pass
-    os._exit(outcome["code"])
-
-
 if __name__ == "__main__":  # `python -m bulkonboard.cli`, for tests that run the command as a process
-    entry()
+    from .program import entry
+
+    entry(main)

@@ -1,0 +1,51 @@
+"""The `bulkonboard` program as the system starts it: the CLI, then an exit that skips tearing the interpreter down.
+
+Why: once a command has returned, every file, journal and socket it opened is closed; what is left is freeing each
+object one by one (the sheet's frame, pandas, aiohttp), which took ~0.1 s after a 20,000-row run, paid on every
+start of a scheduler's command and in every benchmark. Python still joins the threads and runs the atexit
+handlers registered after ours (ours is registered before the CLI is imported, so that is all of them but what
+was imported earlier); logging's flush is called here in any case. Tests that call the click command in-process
+(CliRunner) never come through here.
+
+Kept apart from `cli` so that registering comes before the CLI's imports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EXIT_INTERRUPTED  # a module of constants and exception classes: nothing is registered
+
+
+def entry(main: Callable[[], Any] | None = None) -> None:
+    outcome = {"code": 1}  # an exception that is not SystemExit: Python prints it and exits 1
+    atexit.register(_exit_now, outcome)
+    if main is None:
+        from .cli import main as cli_main
+
+        main = cli_main
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            outcome["code"] = exc.code or 0
+        raise  # anything else (a message) Python prints, then exits 1
+    except KeyboardInterrupt:
+        outcome["code"] = EXIT_INTERRUPTED
+        raise
+    outcome["code"] = 0
+
+
+def _exit_now(outcome: dict[str, int]) -> None:
+    logging.shutdown()  # idempotent; registered by logging before us when the CLI was imported first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it anyway
+            pass
+    os._exit(outcome["code"])
