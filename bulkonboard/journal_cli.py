@@ -164,10 +164,12 @@ def _describe(
         raise InputError(
             f"{journal.path}: no run {run_id}" + (f" for customer {customer}" if customer else "")
         )
+    holder = _lock_holder(journal.path)
+    by_run = journal.count_rows_by_run() if runs else {}
     document: dict[str, Any] = {
         "journal": str(journal.path),
         "service": journal.service,
-        "runs": [_run_document(journal, run) for run in runs],
+        "runs": [_run_document(run, holder, by_run.get(run.id, {})) for run in runs],
     }
     if run_id is not None or with_rows:
         where = RowFilter(customer=customer, run_id=run_id, states=tuple(states) or None)
@@ -175,11 +177,11 @@ def _describe(
     return document
 
 
-def _run_document(journal: Journal, run: RunRecord) -> dict[str, Any]:
+def _run_document(run: RunRecord, holder: dict[str, Any], rows_by_state: dict[str, int]) -> dict[str, Any]:
     document = asdict(run)
-    document["state"] = _run_state(run, _lock_holder(journal.path))
+    document["state"] = _run_state(run, holder)
     # What a run that never finished left behind, from its rows (its counts were never written).
-    document["rows_by_state"] = journal.count_rows(RowFilter(run_id=run.id))
+    document["rows_by_state"] = rows_by_state
     return document
 
 

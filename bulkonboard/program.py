@@ -3,8 +3,9 @@
 Why: once a command has returned, every file, journal and socket it opened is closed; what is left is freeing each
 object one by one (the sheet's frame, pandas, aiohttp), which took ~0.1 s after a 20,000-row run, paid on every
 start of a scheduler's command and in every benchmark. Python still joins the threads and runs the atexit
-handlers registered after ours (ours is registered before the CLI is imported, so that is all of them but what
-was imported earlier); logging's flush is called here in any case. Tests that call the click command in-process
+handlers registered after ours (the installed program registers it before importing the CLI, so that is all of
+them but logging's; `python -m bulkonboard.cli`, as the tests run it, registers it after); logging's flush is
+called here in any case. Tests that call the click command in-process
 (CliRunner) never come through here.
 
 Kept apart from `cli` so that registering comes before the CLI's imports.
@@ -25,11 +26,11 @@ from .errors import EXIT_INTERRUPTED  # a module of constants and exception clas
 def entry(main: Callable[[], Any] | None = None) -> None:
     outcome = {"code": 1}  # an exception that is not SystemExit: Python prints it and exits 1
     atexit.register(_exit_now, outcome)
-    if main is None:
-        from .cli import main as cli_main
-
-        main = cli_main
     try:
+        if main is None:  # inside the `try`: a Ctrl-C while the CLI is still being imported also exits 130
+            from .cli import main as cli_main
+
+            main = cli_main
         main()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):

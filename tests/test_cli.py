@@ -168,6 +168,21 @@ def test_the_program_ends_with_its_commands_code_and_every_line_it_wrote(tmp_pat
     assert_one_clear_line(program("validate", tmp_path / "nope.csv", "--domains", SAMPLES / "domains.csv"), 2, "nope")
 
 
+def test_ctrl_c_while_the_program_is_still_starting_exits_130() -> None:
+    probe = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bulkonboard.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from bulkonboard.program import entry\n"
+        "entry()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130, result.stderr
+
+
 def test_a_quiet_dry_run_loads_neither_msal_nor_the_sandbox_nor_rich(tmp_path: Path) -> None:
     # Each costs start-up time on every scheduled run; they load when a command needs them.
     probe = (

@@ -447,6 +447,24 @@ async def test_runs_are_recorded_with_what_journal_show_needs(tmp_path: Path) ->
         assert journal.runs(customer="someone-else") == []
 
 
+async def test_rows_per_state_of_every_run_in_one_scan_match_each_runs_own_count(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "j.sqlite", service=SERVICE) as journal:
+        runs = []
+        for n, upns in enumerate([("a", "b", "c"), ("d",), ()]):
+            runs.append(journal.begin_run(input_path="/hr/x.csv", input_sha256="ab" * 32, customer=CUSTOMER,
+                                          correlation_id=f"c{n}"))  # fmt: skip
+            for row, name in enumerate(upns, start=2):
+                await journal.sending(CUSTOMER, f"{name}@contoso.com", row, f"req-{name}")
+                if name != "b":  # b stays in doubt
+                    upn = f"{name}@contoso.com"
+                    journal.finished(CUSTOMER, upn, created(row, upn, f"id-{name}", f"req-{name}"))
+            journal.end_run(counts=None, exit_code=0)
+        by_run = journal.count_rows_by_run()
+        assert by_run == {runs[0]: {"created": 2, "sent": 1}, runs[1]: {"created": 1}}
+        for run in runs:
+            assert by_run.get(run, {}) == journal.count_rows(RowFilter(run_id=run))
+
+
 async def test_prior_states_read_in_bulk_still_see_every_later_change(tmp_path: Path) -> None:
     """`prior` loads a customer's rows once; whatever this run writes afterwards, or forgets, must still be seen."""
     path = tmp_path / "j.sqlite"
