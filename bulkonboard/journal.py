@@ -107,8 +107,8 @@ DROP INDEX IF EXISTS rows_by_run;
 # No index on `state` or `run_id`: records set both, so each index cost a page write per record on the hot path
 # (a run's index pages were a third of its journal's writes), and only `journal show` / `forget` filter on them,
 # where a scan of the rows is fine (~30 ms for 100,000): once per command, never once per run
-# (`count_rows_by_run`). Journals written before lose them on opening; an older
-# bulkonboard would simply build them again.
+# (`count_rows_by_run`). Journals written before lose them on opening; an older bulkonboard would simply build
+# them again.
 
 #: A `sending`'s commit waits this many more turns of the loop, so that the workers woken by answers read in them
 #: share it (measured at 20k rows, 16 in flight: 6,000 commits without the wait, 2,600 with two turns). A turn of

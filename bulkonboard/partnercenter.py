@@ -733,8 +733,8 @@ class PartnerCenterClient:
         return customer
 
 
-#: `json.dumps(..., ensure_ascii=False)` builds a new encoder on every call (only the default one is shared): a
-#: third of the cost of a create's body.
+#: `json.dumps(..., ensure_ascii=False)` builds a new encoder on every call (only the default one is shared):
+#: about a fifth of the cost of a create's body (measured: 3.0 -> 2.3 us).
 _BODY_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 

@@ -5,8 +5,7 @@ object one by one (the sheet's frame, pandas, aiohttp), which took ~0.1 s after 
 start of a scheduler's command and in every benchmark. Python still joins the threads and runs the atexit
 handlers registered after ours (the installed program registers it before importing the CLI, so that is all of
 them but logging's; `python -m bulkonboard.cli`, as the tests run it, registers it after); logging's flush is
-called here in any case. Tests that call the click command in-process
-(CliRunner) never come through here.
+called here in any case. Tests that call the click command in-process (CliRunner) never come through here.
 
 Kept apart from `cli` so that registering comes before the CLI's imports.
 """
@@ -43,7 +42,7 @@ def entry(main: Callable[[], Any] | None = None) -> None:
 
 
 def _exit_now(outcome: dict[str, int]) -> None:
-    logging.shutdown()  # idempotent; registered by logging before us when the CLI was imported first
+    logging.shutdown()  # idempotent; logging registers it at import, before ours, so it would run after os._exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
