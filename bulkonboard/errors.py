@@ -9,7 +9,9 @@ CLI turns any of them into one line on stderr and its exit code, never a traceba
     ├── ServiceUnavailable      exit 3: the service or sandbox cannot be reached
     ├── AuthError               exit 3: no credentials, a refused token, a missing role or consent
     ├── CustomerNotFound        exit 3: the customer is not the partner's (404 / 403 on the customer)
-    └── JournalBusy             exit 3: another run holds the journal
+    ├── JournalBusy             exit 3: another run holds the journal
+    └── OwnFailure              exit 4: bulkonboard could not finish its own work (results or journal not
+                                writable, disk full, a damaged journal, a bug); what the service did is kept
 """
 
 from __future__ import annotations
@@ -43,9 +45,17 @@ class JournalBusy(BulkOnboardError):
     exit_code = 3
 
 
+class OwnFailure(BulkOnboardError):
+    """Exit 4, never 1: exit 1 means "rows to fix", and a scheduler that treats it as success must not miss a
+    night whose results or journal could not be written."""
+
+    exit_code = 4
+
+
 #: Exit codes of the contract, by meaning.
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_AUTH_OR_CONNECTION = 3
+EXIT_OWN_FAILURE = 4
 EXIT_INTERRUPTED = 130

@@ -53,6 +53,17 @@ class Code:
     # ours, added to the contract (docs/CONTRACT-ADDITIONS.md):
     API_UNREACHABLE = "api.unreachable"  # no usable answer came back for the row, however often it was asked
     RUN_INTERRUPTED = "run.interrupted"  # the run was stopped before this row finished
+    # the contract's additions of 2026-12-03:
+    USER_DELETED = "user.deleted"
+    PERMISSION_DENIED = "permission.denied"
+    API_MISMATCH = "api.mismatch"  # the service's answer names another user than the one asked for
+    LICENSE_UNKNOWN = "license.unknown"
+    LICENSE_INSUFFICIENT = "license.insufficient"
+    LICENSE_FAILED = "license.failed"
+    MANAGER_UNKNOWN = "manager.unknown"
+    MANAGER_CYCLE = "manager.cycle"
+    PROFILE_FAILED = "profile.failed"
+    MANAGER_FAILED = "manager.failed"
 
 
 def api_code(http_status: int) -> str:
