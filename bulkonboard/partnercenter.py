@@ -15,8 +15,12 @@ Per-request errors (what one call can run into; not the command-stopping errors 
         ├── ServerError          5xx
         ├── Refused              any other 4xx: the service said no (`is_duplicate_upn` tells one refusal apart)
         │   └── Unauthorized     401: the token was refused; refresh it once and retry
-        └── MalformedAnswer      a success (or a 3xx) whose body is not the JSON expected: a create may have
-                                 happened, so treat it like a TransportError and look the user up
+        ├── MalformedAnswer      a success (or a 3xx) whose body is not the JSON expected: a create may have
+        │   │                    happened, so treat it like a TransportError and look the user up
+        │   └── EndlessPaging    a list whose `links.next` repeats a continuation token or passes `MAX_PAGES` /
+        │                        `MAX_LISTED_ITEMS`: not worth retrying (the same list would run away again)
+        └── MismatchedAnswer     a create's 200 that names another UPN than the one sent (`api.mismatch`):
+                                 neither its id nor its "created" can be taken; look the UPN up instead
 
 `description` is always a short text taken from the service's error fields (or written here), never a raw
 body: Partner Center echoes the password in its create answer. For the same reason a raw answer is never kept
@@ -68,6 +72,13 @@ _DUPLICATE_UPN_LOOSE = re.compile(
 #: Partner Center's documented codes that this module tells apart.
 CODE_NO_RELATIONSHIP = 20002  # 403: the partner has no relationship with the customer
 CODE_TENANT_NOT_FOUND = 60003  # 404: no such customer tenant (as opposed to 60002, no such user)
+
+#: Bounds on following `links.next` (Partner Center's user list, Graph's domain list), documented in
+#: docs/CONTRACT-ADDITIONS.md. A tenant holds at most 300,000 directory objects unless Microsoft raises its quota,
+#: and a page holds at least one item unless the service misbehaves, so a list past either bound is not ending:
+#: the run stops with one line instead of paging (and growing) for ever.
+MAX_PAGES = 10_000
+MAX_LISTED_ITEMS = 1_000_000
 
 _TRY_AGAIN_IN = re.compile(r"try again in (\d+) seconds?", re.I)
 
@@ -198,6 +209,31 @@ class MalformedAnswer(ApiError):
 
     When this follows a create, the service may have created the user: treat it as an unknown outcome.
     """
+
+
+class EndlessPaging(MalformedAnswer):
+    """A paged list that does not end: a repeated continuation token, or past `MAX_PAGES` / `MAX_LISTED_ITEMS`.
+    Asking again would run away again, so this is never retried; before any row is sent it stops the run (exit 3)."""
+
+
+class MismatchedAnswer(ApiError):
+    """A create answered 200 for another user (`named_upn`) than the one sent: a service that mixes answers up.
+
+    Its id belongs to someone else and its "created" may not be about our user at all, so neither is taken: the
+    pipeline looks the UPN up and settles the row by what the lookup shows (`api.mismatch` when it shows nothing).
+    Not retried: a replay of the same MS-RequestId gets the same answer.
+    """
+
+    def __init__(self, *, method: str, url: str, request_id: str | None, sent_upn: str, named_upn: str) -> None:
+        super().__init__(
+            method=method,
+            url=url,
+            request_id=request_id,
+            status=200,
+            description=f"the create answer names {named_upn}, not {sent_upn}",
+        )
+        self.sent_upn = sent_upn
+        self.named_upn = named_upn
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -507,6 +543,27 @@ def _malformed(method: str, url: URL, request_id: str | None, status: int, what:
     )
 
 
+def _continuation(headers: dict[str, str]) -> str | None:
+    """The MS-ContinuationToken a next link carries (header names compare case-insensitively)."""
+    for key, value in headers.items():
+        if key.casefold() == "ms-continuationtoken" and value:
+            return value
+    return None
+
+
+def _endless(url: URL, request_id: str | None, pages: int, items: int, why: str) -> EndlessPaging:
+    return EndlessPaging(
+        method="GET",
+        url=_display_url(url),
+        request_id=request_id,
+        status=200,
+        description=(
+            f"the list does not end: {why} after {pages:,} pages and {items:,} items (bounds: {MAX_PAGES:,} pages, "
+            f"{MAX_LISTED_ITEMS:,} items)"
+        ),
+    )
+
+
 def _without_secrets(item: dict[str, Any]) -> dict[str, Any]:
     """A user as the list shows it, minus a password profile should a service ever echo one."""
     return {key: value for key, value in item.items() if key != "passwordProfile"}
@@ -615,16 +672,24 @@ class PartnerCenterClient:
         return payload
 
     async def iter_users(self, customer_id: str) -> AsyncGenerator[dict[str, Any], None]:
-        """Every user of the customer, page after page (`links.next` + its MS-ContinuationToken header)."""
+        """Every user of the customer, page after page (`links.next` + its MS-ContinuationToken header).
+
+        Stops with `EndlessPaging` at a continuation token (or, without one, a next link) seen before, and past
+        `MAX_PAGES` pages or `MAX_LISTED_ITEMS` users: a service that never ends its list must not keep a run
+        paging, and growing, for ever. Only the tokens are remembered, so memory stays within the bound too.
+        """
         url = self._customer_url(customer_id, "users")
         extra: dict[str, str] = {}
-        seen = {(str(url), json.dumps(extra, sort_keys=True))}
+        seen: set[str] = set()
+        pages = items_listed = 0
         while True:
             request_id = str(uuid.uuid4())
             page = await self._call("GET", url, request_id=request_id, extra_headers=extra)
+            pages += 1
             items = page.get("items") if isinstance(page, dict) else None
             if not isinstance(items, list):
                 raise _malformed("GET", url, request_id, 200, "the user list has no `items` array")
+            items_listed += len(items)
             for item in items:
                 if isinstance(item, dict):
                     yield _without_secrets(item)
@@ -632,12 +697,12 @@ class PartnerCenterClient:
             if following is None:
                 return
             url, extra = following
-            key = (str(url), json.dumps(extra, sort_keys=True))
-            if key in seen:  # a service that hands out the same page again would loop forever
-                raise _malformed(
-                    "GET", url, request_id, 200, "the user list's next link repeats an earlier page"
-                )
-            seen.add(key)
+            token = _continuation(extra) or f"{url} {json.dumps(extra, sort_keys=True)}"
+            if token in seen:  # a service that hands out the same page again would loop forever
+                raise _endless(url, request_id, pages, items_listed, "its next link repeats an earlier page")
+            if pages >= MAX_PAGES or items_listed >= MAX_LISTED_ITEMS:
+                raise _endless(url, request_id, pages, items_listed, "it passed the bound on paging")
+            seen.add(token)
 
     def _next_page(
         self, page: dict[str, Any], url: URL, request_id: str
@@ -717,6 +782,14 @@ class PartnerCenterClient:
         del payload, body  # the answer echoes the password: keep nothing of it
         if created is None:
             raise _malformed("POST", url, request_id, 200, "the create answer has no user id")
+        if created.userPrincipalName.casefold() != user.userPrincipalName.casefold():
+            raise MismatchedAnswer(
+                method="POST",
+                url=_display_url(url),
+                request_id=request_id,
+                sent_upn=user.userPrincipalName,
+                named_upn=_clean(created.userPrincipalName, (user.password,))[:200],
+            )
         return dataclasses.replace(created, throttle_usage=usage[0]) if usage[0] is not None else created
 
     async def preflight(self, customer_id: str) -> dict[str, Any]:
@@ -840,8 +913,12 @@ class GraphClient:
             if not isinstance(following, str) or not following:
                 return domains
             next_url = URL(following)
-            if not _same_origin(next_url, root) or following in seen:
+            if not _same_origin(next_url, root):
                 raise _malformed("GET", url, None, 200, "the domain list's next link is not usable")
+            if following in seen:
+                raise _endless(url, None, len(seen) + 1, len(domains), "its next link repeats an earlier page")
+            if len(seen) + 1 >= MAX_PAGES:
+                raise _endless(url, None, len(seen) + 1, len(domains), "it passed the bound on paging")
             seen.add(following)
             url = next_url
 
@@ -946,6 +1023,11 @@ def command_error(exc: RequestError, *, service: str, customer_id: str) -> BulkO
         check = "the network, proxy and firewall" + (", and --sandbox-url" if not graph else "")
         return ServiceUnavailable(f"cannot reach {service}: {where}: {exc.reason}; check {check}")
     assert isinstance(exc, ApiError)
+    if isinstance(exc, EndlessPaging):
+        return ServiceUnavailable(
+            f"{service} is not answering normally for customer {customer_id}: {exc.description} (at {where}); "
+            "stopped before any row was sent: try again later, or report it to the service"
+        )
     said = f"{exc.status}{f' {exc.code}' if exc.code not in (None, '') else ''}: {exc.description}"
     if isinstance(exc, Unauthorized):
         if graph:

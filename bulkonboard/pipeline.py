@@ -55,6 +55,7 @@ from .partnercenter import (
     ApiError,
     Audience,
     CreatedUser,
+    MismatchedAnswer,
     Refused,
     RequestError,
     Throttled,
@@ -74,6 +75,7 @@ from .retry import (
     RetryPolicy,
     Sleep,
     SlowStartRate,
+    WaitLog,
 )
 
 DEFAULT_CONCURRENCY = 16
@@ -376,6 +378,7 @@ class Pipeline:
             attempts=self.options.attempts, backoff=self.options.backoff, rng=rng or random.Random(0)
         )
         self.stats = PipelineStats()
+        self._waits = WaitLog(self._clock)
         self._stopping = False
         self._interrupted = False  # stop() or abort(): a person or a scheduler asked
         self._aborting = False
@@ -706,9 +709,15 @@ class Pipeline:
                     )
                     return
                 retry_after = failure.retry_after
+                said = f"Retry-After {retry_after:.0f} s" if retry_after else "no Retry-After, backing off"
                 if retry_after is None or retry_after <= 0:
                     retry_after = self._policy.backoff.delay(attempt.throttles, self._policy.rng)
                 self._gate.pause_for(retry_after)
+                self._waits.waiting(
+                    self._gate.remaining(),
+                    "throttled",
+                    f"Partner Center answered 429 ({said}); no request is sent until then",
+                )
                 continue
             except Unauthorized as failure:
                 self._answered()
@@ -738,6 +747,11 @@ class Pipeline:
                     if not await self._retry_after_failure(attempt, result, unreachable):
                         return
                 continue
+            except MismatchedAnswer as failure:
+                self._answered()
+                attempt.last_failure = failure
+                await self._after_mismatch(attempt, result, failure)
+                return
             except Refused as failure:
                 self._answered()
                 attempt.last_failure = failure
@@ -772,6 +786,7 @@ class Pipeline:
         if wait is None:
             await self._give_up(attempt, result, failure)
             return False
+        self._waits.waiting(wait, "retry", f"before trying again after {_describe(failure)}{_asked(failure)}")
         await self._wait(wait)
         return True
 
@@ -943,6 +958,38 @@ class Pipeline:
                 refusal,
             )
 
+    async def _after_mismatch(self, attempt: _Attempt, result: RowResult, mismatch: MismatchedAnswer) -> None:
+        """The service said 200 about another user. Its id is someone else's and its "created" may not be about
+        this row: only a lookup by UPN can say. Found: the row is settled by the lookup, as after a duplicate
+        refusal. Not found: `api.mismatch`, and the row stays "sent" in the journal (the 200 may still be ours, not
+        yet visible), so the next run reconciles it with the same request id."""
+        attempt.maybe_created = True
+        named = f"the service answered 200 naming {mismatch.named_upn} instead of {attempt.user.userPrincipalName}"
+        try:
+            user_id = await self._find_ours(attempt)
+        except RequestError as failure:
+            self._fail(
+                result,
+                Code.API_MISMATCH,
+                f"{named}, and looking the user up failed ({_describe(failure)}); it may exist: run the same "
+                "command again with the same journal, or check the tenant",
+                None,
+            )
+            return
+        if user_id is not None:
+            result.status, result.userId = Status.CREATED, user_id
+            result.problems = (
+                Problem(Code.API_MISMATCH, f"{named}; a lookup by UPN found the user (id {user_id}), kept that id"),
+            )
+            return
+        self._fail(
+            result,
+            Code.API_MISMATCH,
+            f"{named}, and no user with this UPN was found; it may exist: run the same command again with the same "
+            "journal, or check the tenant",
+            None,
+        )
+
     async def _after_refusal(self, attempt: _Attempt, result: RowResult, refusal: Refused) -> None:
         """A refusal now says nothing of an earlier request of this row that may have created the user (its
         answer never came, or an earlier run was stopped before it did): ask before calling the row failed."""
@@ -991,7 +1038,11 @@ class Pipeline:
         retry = 0
         while user_id is None and retry < self.options.lookup_retries:
             retry += 1
-            await self._wait(self._policy.backoff.ceiling(retry))
+            wait = self._policy.backoff.ceiling(retry)
+            self._waits.waiting(
+                wait, "lookup", "before looking a user up again (a user created a moment ago may not show yet)"
+            )
+            await self._wait(wait)
             user_id = await self._lookup(attempt)
         return user_id
 
@@ -1008,7 +1059,11 @@ class Pipeline:
         async def ask_with_token() -> dict[str, Any] | None:
             return await self._cancellable(lambda: self._with_token(ask(), request_id=None))
 
-        found = await self._policy.call(ask_with_token, sleep=self._wait)
+        async def wait_to_ask_again(seconds: float) -> None:
+            self._waits.waiting(seconds, "retry", "before trying a lookup again")
+            await self._wait(seconds)
+
+        found = await self._policy.call(ask_with_token, sleep=wait_to_ask_again)
         user_id = found.get("id") if found else None
         return user_id if isinstance(user_id, str) and user_id else None
 
@@ -1083,6 +1138,12 @@ def _may_exist_note(attempt: _Attempt) -> str:
         "; it may exist: a request of this row may have created the user, so run the same command again "
         "with the same journal, or check the tenant"
     )
+
+
+def _asked(failure: RequestError) -> str:
+    """", as the service asked" when the wait is the service's Retry-After rather than our backoff."""
+    asked = getattr(failure, "retry_after", None)
+    return f" (the service asked for {asked:.0f} s)" if asked else ""
 
 
 def _may_have_created(failure: RequestError) -> bool:

@@ -15,6 +15,8 @@ Three small parts, each replaceable on its own:
   about 1.7x the time a 20/s limit allows for 600 users, where slow start needs about 1.1x (tests/test_rate.py
   simulates both; docs/BENCHMARKS.md measures them). The controllers sit behind a small protocol, so the
   pipeline does not care which one runs.
+- `WaitLog`: one log line per wait of `LONG_WAIT` seconds or more (429 gate, Retry-After, backoff), with its
+  reason, however many rows wait behind it.
 - `Pacer`: requests 1/rate apart on one schedule that survives rate changes (see its docstring for why the
   pipeline should prefer it to a fresh aiolimiter per rate).
 """
@@ -22,6 +24,7 @@ Three small parts, each replaceable on its own:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -30,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .partnercenter import MalformedAnswer, ServerError, Throttled, TransportError
+from .partnercenter import EndlessPaging, MalformedAnswer, ServerError, Throttled, TransportError
 
 T = TypeVar("T")
 
@@ -44,6 +47,13 @@ RetryHook = Callable[[BaseException], bool | float]
 #: creating users; Graph allows about 20 identity writes a second per app and tenant, so a quarter of that
 #: leaves room for other tools working on the same tenant, and the controller climbs from there.
 DEFAULT_RATE = 5.0
+#: A wait this long or longer gets a log line (its reason and length): a run that sits still for more than a
+#: few seconds says why. Shorter waits (pacing, the first backoffs) are the normal rhythm of a run.
+LONG_WAIT = 5.0
+
+#: A child of console's "bulkonboard" logger, so its lines take the run's --log-format (text or JSON).
+log = logging.getLogger("bulkonboard.waits")
+
 #: Attempts per row for failures that count (5xx, no answer); a 429 does not count (see `PauseGate`).
 DEFAULT_ATTEMPTS = 5
 
@@ -56,6 +66,8 @@ def retry_on_service_trouble(failure: BaseException) -> bool | float:
     """
     if isinstance(failure, Throttled | ServerError):
         return failure.retry_after if failure.retry_after is not None else True
+    if isinstance(failure, EndlessPaging):
+        return False  # the same list would run away again (it is bounded, but the bound is large)
     return isinstance(failure, TransportError | MalformedAnswer)
 
 
@@ -122,6 +134,35 @@ class RetryPolicy:
                 if wait is None:
                     raise
             await sleep(wait)
+
+
+class WaitLog:
+    """One warning line per wait of `LONG_WAIT` or more, never one per row waiting.
+
+    Waits of one reason that overlap are one wait: every worker behind the 429 gate, or rows backing off together
+    after the same burst of 503s. A wait is logged when none of its reason is under way, or when it reaches more
+    than `LONG_WAIT` past the end of the one logged (the service asked for longer)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self.lines = 0
+
+    def waiting(self, seconds: float, reason: str, why: str) -> None:
+        if not seconds >= LONG_WAIT:
+            return
+        now = self._clock()
+        end = now + seconds
+        until = self._until.get(reason)
+        if until is not None and now < until and end <= until + LONG_WAIT:
+            return
+        self._until[reason] = end
+        self.lines += 1
+        shown = f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
+        log.warning(
+            f"waiting {shown} s: {why}",
+            extra={"fields": {"event": "wait", "seconds": round(seconds, 1), "reason": reason}},
+        )
 
 
 class PauseGate:

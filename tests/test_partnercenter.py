@@ -203,7 +203,7 @@ async def test_create_sends_the_text_as_typed_and_keeps_four_fields(session: aio
 
 
 async def test_create_leaves_out_empty_optional_fields(session: aiohttp.ClientSession) -> None:
-    async with FakeServer(answer({"id": "u-1", "userPrincipalName": "x@contoso.com"})) as srv:
+    async with FakeServer(answer({"id": "u-1", "userPrincipalName": "jane.doe@contoso.com"})) as srv:
         row = jane(firstName="", lastName="", immutableId="", forceChangePassword=True)
         created = await pc(session, srv.url).create_user(CUSTOMER, row, request_id="r")
     body = json.loads(srv.seen[0].body)
