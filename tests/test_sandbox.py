@@ -41,6 +41,7 @@ from bulkonboard.sandbox.codes import (
     USAGE_LOCATION_INVALID_CODE,
     USER_NOT_FOUND_CODE,
 )
+from bulkonboard.sandbox.state import read_state
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sandbox.toml"
 CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
@@ -987,19 +988,10 @@ async def test_url_has_no_trailing_slash_and_needs_a_start() -> None:
 # --state
 
 
-async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a condition (never a fixed sleep): the state writer runs on its own schedule."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def _state_upns(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    document = json.loads(path.read_text(encoding="utf-8"))
-    return {u["userPrincipalName"]: u["state"] for u in document["customers"][CONTOSO]["users"]}
+    """What a restarted sandbox would load (the snapshot and the write log after it)."""
+    saved = read_state(path) or {}
+    return {u["userPrincipalName"]: u["state"] for u in saved.get(CONTOSO, [])}
 
 
 async def test_state_keeps_users_across_restarts_without_passwords(
@@ -1009,7 +1001,7 @@ async def test_state_keeps_users_across_restarts_without_passwords(
     box = await start(state_path=state)
     status, created, _ = await post_user(http, box, new_user())
     assert status == 200
-    await _eventually(lambda: "new.hire@contoso.com" in _state_upns(state))  # written while running
+    assert "new.hire@contoso.com" in _state_upns(state), "on disk before the answer came"
     jane = box.store.user_by_upn(CONTOSO, "jane.doe@contoso.com")
     assert jane is not None
     async with http.delete(f"{box.url}/v1/customers/{CONTOSO}/users/{jane['id']}", headers=AUTH) as response:

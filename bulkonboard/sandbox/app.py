@@ -34,6 +34,7 @@ from .codes import (
     INVALID_INPUT_CODE,
     ROUTE_NOT_FOUND_CODE,
     SERVICE_UNAVAILABLE_CODE,
+    STATE_NOT_SAVED_CODE,
     TENANT_NOT_FOUND_CODE,
     TOKEN_MISSING_CODE,
     UNEXPECTED_ERROR_CODE,
@@ -43,6 +44,7 @@ from .codes import (
 )
 from .faults import Clock, Faults
 from .options import SandboxOptions
+from .state import StateNotSaved
 from .store import ACTIVE, CustomerState, Record, Store, answer, public, user_not_found_error
 
 log = logging.getLogger("bulkonboard.sandbox")
@@ -75,6 +77,8 @@ class SandboxContext:
     faults: Faults
     stats: SandboxStats
     verifier: TokenVerifier
+    #: With `--state`: returns once every write so far is on disk (raises `StateNotSaved` if it cannot be).
+    durable: Callable[[], Awaitable[None]] | None = None
 
 
 CONTEXT = web.AppKey("bulkonboard_sandbox_context", SandboxContext)
@@ -145,6 +149,16 @@ async def _frame(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = _pc_error(
             ApiError(500, UNEXPECTED_ERROR_CODE, "An unexpected error occurred in the sandbox.")
         )
+    if context.durable is not None:
+        try:
+            # No answer leaves before the writes it may tell of are on disk (reads too: a list may show them).
+            await context.durable()
+        except StateNotSaved as exc:
+            # Sandbox's own: a 500 says "outcome unknown", so a client looks the user up or replays the request
+            # (the replay waits for the disk again) instead of believing a write that a restart would lose.
+            response = _pc_error(
+                ApiError(500, STATE_NOT_SAVED_CODE, f"The sandbox could not save its state ({exc}).")
+            )
     _echo_headers(request, response)
     return response
 

@@ -31,6 +31,7 @@ PASSWORD_WEAK_CODE = 90006
 IMMUTABLE_ID_INVALID_CODE = 90007
 SERVICE_UNAVAILABLE_CODE = 90503  # the --fail-rate fault
 ROUTE_NOT_FOUND_CODE = 90404  # a path or method the sandbox does not serve
+STATE_NOT_SAVED_CODE = 90500  # 500: --state FILE could not be written, so the write is not promised
 
 #: Graph's text for a duplicate UPN; clients recognise a duplicate by it (or by DUPLICATE_UPN_CODE).
 DUPLICATE_UPN_TEXT = "Another object with the same value for property userPrincipalName already exists."

@@ -19,12 +19,12 @@ from typing import TextIO
 
 from aiohttp import web
 
-from .app import SandboxStats, build_app
+from .app import CONTEXT, SandboxStats, build_app
 from .auth import TokenVerifier
 from .data import SandboxData, SandboxDataError, load_data
 from .faults import Clock, Faults
 from .options import SandboxOptions
-from .state import StateWriter, read_state
+from .state import StateLog, read_state
 from .store import Store
 
 
@@ -32,7 +32,7 @@ class Sandbox:
     """The sandbox on a real socket (port 0 picks a free one); `async with Sandbox(...) as sb: sb.url ...`.
 
     `data`: a TOML path, parsed data, or None for `samples/sandbox.toml` in the current directory.
-    `state_path`: a JSON file that keeps users across restarts (read now, written after changes).
+    `state_path`: a file that keeps users across restarts (read now; every write on disk before its answer).
     `verifier`, `extra_routes`, `setup_app(app)` and `ssl_context` (then the URL is https) let a test or a later
     feature put its own token check and routes, e.g. a sign-in authority, on the same server.
     `clock` drives the rate limiter's window, so a test can move time instead of waiting.
@@ -72,7 +72,7 @@ class Sandbox:
         self._ssl_context = ssl_context
         self._clock = clock
         self._runner: web.AppRunner | None = None
-        self._writer: StateWriter | None = None
+        self._writer: StateLog | None = None
         self._url: str | None = None
 
     @property
@@ -95,10 +95,10 @@ class Sandbox:
             setup=self._setup_app,
         )
         if self.state_path is not None:
-            self._writer = StateWriter(self.state_path, self.store)
-            self.store.on_change = self._writer.mark_dirty
-            self._writer.start()
-            self._writer.mark_dirty()  # the file exists (with the seeded users) from the start
+            self._writer = StateLog(self.state_path, self.store)
+            self._writer.start()  # compacts: the file exists (with the seeded users) from the start
+            self.store.on_change = self._writer.record
+            self.app[CONTEXT].durable = self._writer.durable
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await runner.setup()
         try:

@@ -158,7 +158,7 @@ class ReplayCache:
 class Store:
     """All customers; the rules a create, delete or restore must pass; what tests inspect (`users`, `user_by_upn`)."""
 
-    def __init__(self, data: SandboxData, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, data: SandboxData, on_change: Callable[[str, Record], None] | None = None) -> None:
         self._customers: dict[str, CustomerState] = {c.id.lower(): CustomerState(c) for c in data.customers}
         self.replays = ReplayCache()
         self.on_change = on_change
@@ -297,7 +297,7 @@ class Store:
             record["passwordProfile"] = {"forceChangePassword": new_user.force_change_password}
         record.update(_system_fields(new_user.domain))
         customer.put(record)
-        self._changed()
+        self._changed(customer, record)
         return record
 
     # -- deleting and restoring -----------------------------------------------------------------------------
@@ -306,8 +306,9 @@ class Store:
         # Sandbox's own: deleting a user that is already deleted answers "not found", as Entra's /users does.
         if record is None or record["state"] != ACTIVE:
             return user_not_found_error(user_id)
-        customer.put({**record, "state": INACTIVE, "softDeletionTime": _now()})
-        self._changed()
+        deleted = {**record, "state": INACTIVE, "softDeletionTime": _now()}
+        customer.put(deleted)
+        self._changed(customer, deleted)
         return None
 
     def patch(self, customer: CustomerState, user_id: str, body: Any) -> Record | ApiError:
@@ -351,7 +352,7 @@ class Store:
             updated[name] = value
         if updated != record:
             customer.put(updated)
-            self._changed()
+            self._changed(customer, updated)
         return updated
 
     # -- the state file -------------------------------------------------------------------------------------
@@ -375,9 +376,10 @@ class Store:
                 ):
                     customer.put(record)
 
-    def _changed(self) -> None:
+    def _changed(self, customer: CustomerState, record: Record) -> None:
+        """Tell the state log (`--state`): it appends the record and the answer waits until it is on disk."""
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(customer.id, record)
 
 
 def answer(record: Record, new_user: NewUser) -> Record:
