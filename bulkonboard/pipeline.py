@@ -714,7 +714,7 @@ class Pipeline:
                     retry_after = self._policy.backoff.delay(attempt.throttles, self._policy.rng)
                 self._gate.pause_for(retry_after)
                 self._waits.waiting(
-                    self._gate.remaining(),
+                    max(retry_after, self._gate.remaining()),
                     "throttled",
                     f"Partner Center answered 429 ({said}); no request is sent until then",
                 )
