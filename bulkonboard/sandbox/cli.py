@@ -105,7 +105,7 @@ class _RateLimit(click.ParamType):
     "state_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="JSON file that keeps users across restarts (never passwords).",
+    help="File that keeps users across restarts (never passwords); every write is on disk before its answer.",
 )
 @click.option(
     "--page-size",
