@@ -18,6 +18,10 @@ Shape of a run:
   (killed, answer lost) is sent again with the SAME request id, and a row found in the tenant that the journal
   knows as ours is said to be ours. Only an outcome known for sure is recorded: a row that may exist and could
   not be confirmed stays "sent" for the next run.
+- A create answered 200 for another UPN than the one sent is never taken (its id is someone else's): the UPN is
+  looked up, and the row is settled by what the lookup shows, or fails `api.mismatch` and stays in doubt.
+- A wait of `retry.LONG_WAIT` seconds or more (the 429 gate, a Retry-After, backoff) is one log line with its
+  reason, however many rows wait behind it (`retry.WaitLog`).
 - Every row's outcome is a `RowResult` value; only a bug (or the sink, or the journal, failing) stops the run with
   an exception. A token the sign-in service cannot give is a row's outcome too: unreachable, it is retried as a
   connection that could not be made; refused (a revoked refresh token an hour in), the row fails and the run
@@ -695,29 +699,8 @@ class Pipeline:
                 continue
             except Throttled as failure:
                 self._answered()
-                attempt.throttles += 1
-                attempt.last_failure = failure
-                self.stats.throttled += 1
-                self._controller.on_throttle(failure.retry_after, sent_at=sent_at)
-                self._pacer.set_rate(self._controller.current_rate)
-                if attempt.throttles >= self.options.max_throttled:
-                    self._fail(
-                        result,
-                        api_code(429),
-                        f"still throttled after {attempt.throttles} tries{_may_exist_note(attempt)}",
-                        failure,
-                    )
+                if not self._after_throttle(attempt, result, failure, sent_at):
                     return
-                retry_after = failure.retry_after
-                said = f"Retry-After {retry_after:.0f} s" if retry_after else "no Retry-After, backing off"
-                if retry_after is None or retry_after <= 0:
-                    retry_after = self._policy.backoff.delay(attempt.throttles, self._policy.rng)
-                self._gate.pause_for(retry_after)
-                self._waits.waiting(
-                    max(retry_after, self._gate.remaining()),
-                    "throttled",
-                    f"Partner Center answered 429 ({said}); no request is sent until then",
-                )
                 continue
             except Unauthorized as failure:
                 self._answered()
@@ -776,6 +759,34 @@ class Pipeline:
             self._pacer.set_rate(self._controller.current_rate)
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    def _after_throttle(self, attempt: _Attempt, result: RowResult, failure: Throttled, sent_at: float) -> bool:
+        """A 429: slow the rate, close the gate for every sender (one log line per long wait), and say True (try
+        again) or False (given up: the row is throttled without end)."""
+        attempt.throttles += 1
+        attempt.last_failure = failure
+        self.stats.throttled += 1
+        self._controller.on_throttle(failure.retry_after, sent_at=sent_at)
+        self._pacer.set_rate(self._controller.current_rate)
+        if attempt.throttles >= self.options.max_throttled:
+            self._fail(
+                result,
+                api_code(429),
+                f"still throttled after {attempt.throttles} tries{_may_exist_note(attempt)}",
+                failure,
+            )
+            return False
+        retry_after = failure.retry_after
+        said = f"Retry-After {retry_after:.0f} s" if retry_after else "no Retry-After, backing off"
+        if retry_after is None or retry_after <= 0:
+            retry_after = self._policy.backoff.delay(attempt.throttles, self._policy.rng)
+        self._gate.pause_for(retry_after)
+        self._waits.waiting(
+            max(retry_after, self._gate.remaining()),
+            "throttled",
+            f"Partner Center answered 429 ({said}); no request is sent until then",
+        )
+        return True
 
     async def _retry_after_failure(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> bool:
         """A failure that uses up one of the row's attempts: wait out the backoff and say True (try again), or
@@ -1141,7 +1152,7 @@ def _may_exist_note(attempt: _Attempt) -> str:
 
 
 def _asked(failure: RequestError) -> str:
-    """", as the service asked" when the wait is the service's Retry-After rather than our backoff."""
+    """Says so when a wait is the service's own Retry-After rather than our backoff."""
     asked = getattr(failure, "retry_after", None)
     return f" (the service asked for {asked:.0f} s)" if asked else ""
 
