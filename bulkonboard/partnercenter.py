@@ -224,13 +224,22 @@ class MismatchedAnswer(ApiError):
     Not retried: a replay of the same MS-RequestId gets the same answer.
     """
 
-    def __init__(self, *, method: str, url: str, request_id: str | None, sent_upn: str, named_upn: str) -> None:
+    def __init__(
+        self,
+        *,
+        method: str,
+        url: str,
+        request_id: str | None,
+        sent_upn: str,
+        named_upn: str,
+        answer: str = "create answer",
+    ) -> None:
         super().__init__(
             method=method,
             url=url,
             request_id=request_id,
             status=200,
-            description=f"the create answer names {named_upn}, not {sent_upn}",
+            description=f"the {answer} names {named_upn}, not {sent_upn}",
         )
         self.sent_upn = sent_upn
         self.named_upn = named_upn
@@ -932,6 +941,17 @@ class GraphClient:
             raise
         if not isinstance(payload, dict):
             raise _malformed("GET", url, None, 200, "the user answer is not a JSON object")
+        named = payload.get("userPrincipalName")
+        if isinstance(named, str) and named and named.casefold() != upn.casefold():
+            # Someone else's id must never settle a row: a lookup that answers for another user is no answer.
+            raise MismatchedAnswer(
+                method="GET",
+                url=_display_url(url),
+                request_id=None,
+                sent_upn=upn,
+                named_upn=_clean(named, ())[:200],
+                answer="user lookup",
+            )
         return payload
 
 

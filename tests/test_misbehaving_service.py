@@ -30,6 +30,7 @@ from bulkonboard.journal import open_journal
 from bulkonboard.model import Code, Status, UserRow
 from bulkonboard.partnercenter import (
     EndlessPaging,
+    GraphClient,
     MismatchedAnswer,
     PartnerCenterClient,
     StaticTokens,
@@ -193,6 +194,24 @@ async def test_the_client_raises_mismatch_instead_of_returning_the_other_users_i
     assert caught.value.named_upn == "jane.doe@contoso.com" and jane["id"] not in str(caught.value)
     assert "Str0ng!Pass" not in str(caught.value)
     assert created.id == jane["id"]
+
+
+async def test_a_graph_lookup_that_answers_for_another_user_is_no_answer() -> None:
+    async with service() as (sandbox, proxy):
+        jane = sandbox.store.user_by_upn(CONTOSO, "jane.doe@contoso.com")
+        assert jane is not None
+
+        async def always_jane(request: web.Request, body: bytes) -> web.StreamResponse | None:
+            if request.method == "GET" and "/v1.0/users/" in request.path:
+                return web.json_response({"id": jane["id"], "userPrincipalName": jane["userPrincipalName"]})
+            return None
+
+        proxy.rules.append(always_jane)
+        async with aiohttp.ClientSession() as http:
+            graph = GraphClient(http, StaticTokens("sandbox"), graph_url=proxy.url + "/graph/{tenant}")
+            with pytest.raises(MismatchedAnswer, match="the user lookup names jane.doe@contoso.com"):
+                await graph.get_user(CONTOSO, "wei.zhang@contoso.com")
+            assert (await graph.get_user(CONTOSO, "JANE.doe@contoso.com") or {})["id"] == jane["id"]
 
 
 async def test_a_mismatch_whose_user_is_found_later_is_created_with_the_looked_up_id() -> None:
