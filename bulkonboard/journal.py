@@ -300,14 +300,28 @@ def open_journal(
     lazy_delay: float = DEFAULT_LAZY_DELAY,
     lazy_batch: int = DEFAULT_LAZY_BATCH,
     clock: Callable[[], datetime] = _utc_now,
+    service_starts_empty: bool = False,
 ) -> Journal:
-    """Open (creating if needed, mode 0600) the journal at `path` for `service` (the Partner Center base URL).
+    """Open (creating if needed, mode 0600) the journal at `path` for `service` (the Partner Center base URL, or
+    `sandbox:embedded:<data file>` for an embedded sandbox, whose port changes at every start).
 
     A journal remembers what ONE service holds: opening it for another service raises `JournalError` (exit 2),
     because its "created" rows would be skipped against a service that never saw them. Close it when the run
     ends (`with open_journal(...) as journal:` or `journal.close()`); the caller holds the run lock.
+
+    `service_starts_empty`: the service holds none of the users an earlier run recorded (an embedded sandbox is
+    born again from its data file at every start), so the rows of earlier runs are forgotten once the journal
+    is known to be this service's; its runs stay listed (`journal show`), and this run creates those users again
+    in the tenant that exists now, rather than skipping users it does not hold.
     """
-    return Journal(Path(path), service=service, lazy_delay=lazy_delay, lazy_batch=lazy_batch, clock=clock)
+    journal = Journal(Path(path), service=service, lazy_delay=lazy_delay, lazy_batch=lazy_batch, clock=clock)
+    if service_starts_empty:
+        try:
+            journal.start_afresh()
+        except BaseException:
+            journal.close()
+            raise
+    return journal
 
 
 class Journal:
@@ -626,6 +640,21 @@ class Journal:
         for run_id, state, count in found:
             counts.setdefault(run_id, {})[state] = count
         return counts
+
+    def start_afresh(self) -> int:
+        """Forget every row (not the runs): the service holds none of the users they name. Returns how many."""
+        with self._write_lock:
+            self._check_open()
+            self._known.clear()
+            self._touched = _KeysSeen()
+            with _transaction(self._writer, self.path):
+                cursor = self._writer.execute("DELETE FROM rows")
+        if cursor.rowcount > 0:
+            log.info(
+                "%s: %d row(s) of earlier runs forgotten: %s starts empty, so none of their users exist in it",
+                self.path, cursor.rowcount, self.service,
+            )
+        return cursor.rowcount
 
     def _query(self, sql: str, params: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows; a failed read (a damaged page, an I/O error) is `JournalFailure`, exit 4."""
@@ -1014,6 +1043,7 @@ __all__: Sequence[str] = (
     "Journal",
     "JournalClosed",
     "JournalError",
+    "JournalFailure",
     "JournalStats",
     "RowFilter",
     "RowRecord",

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from .errors import InputError, JournalBusy
+from .errors import InputError, JournalBusy, OwnFailure
 
 
 def real_path(journal: Path) -> Path:
@@ -76,11 +76,20 @@ class RunLock:
         self._fd = fd
 
     def _open_lock_file(self) -> int:
+        """A journal that exists but whose lock cannot be made (a read-only folder) is bulkonboard's own work
+        that cannot go on (exit 4, as the journal says of itself); a new journal's path that cannot hold one is
+        a path to fix (exit 2)."""
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot create the journal's lock ({exc.strerror or exc})") from None
+            reason = exc.strerror or str(exc)
+            if os.path.isfile(self.journal):
+                raise OwnFailure(
+                    f"{self.journal}: cannot lock the journal: {self.path} cannot be written ({reason}); its "
+                    "folder must be writable for a run (SQLite's -wal and -shm files go there too)"
+                ) from None
+            raise InputError(f"{self.path}: cannot create the journal's lock ({reason})") from None
 
     def _lock_journal_file(self) -> int | None:
         """The journal file itself, locked too: another name of it (a hard link) has another `.lock` file.
