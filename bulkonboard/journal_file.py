@@ -81,13 +81,27 @@ def check_file(path: Path, *, create: bool) -> bool:
 
 
 def _check_writable(path: Path, info: os.stat_result) -> None:
+    folder = path.parent
+    try:
+        read_only_disk = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_disk = False
+    if read_only_disk:
+        raise JournalFailure(
+            f"{path}: the journal is on a read-only file system, and a run must write it (and its -wal and -shm "
+            "files beside it); give a --journal on a writable disk"
+        )
     mode = stat.S_IMODE(info.st_mode)
-    if not mode & stat.S_IWUSR or not os.access(path, os.W_OK):
+    if not mode & stat.S_IWUSR:
         raise JournalFailure(
             f"{path}: the journal is read-only (mode {mode:04o}) and bulkonboard never changes a journal's "
             "permissions; make it writable (chmod u+w) to run with it, or give another --journal"
         )
-    folder = path.parent
+    if not os.access(path, os.W_OK):
+        raise JournalFailure(
+            f"{path}: the journal is not writable by this user (mode {mode:04o}, owner uid {info.st_uid}); "
+            "run as its owner, or give another --journal"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise JournalFailure(
             f"{path}: the journal's folder {folder} is read-only, and SQLite must create the journal's -wal and "
