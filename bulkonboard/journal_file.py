@@ -129,7 +129,7 @@ def check_identity(connection: sqlite3.Connection, path: Path) -> bool:
             else None
         )
     except sqlite3.DatabaseError as exc:
-        raise damaged(path, exc) from None
+        raise failed(path, "read", exc) from None
     if format_row is not None and format_row[0] == FORMAT and tables <= JOURNAL_TABLES:
         return True
     raise JournalError(f"{path}: is an SQLite database but not a bulkonboard journal ({_tables_text(tables)}); "
@@ -141,7 +141,7 @@ def check_integrity(connection: sqlite3.Connection, path: Path) -> None:
     try:
         (verdict,) = connection.execute("PRAGMA quick_check(1)").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise damaged(path, exc) from None
+        raise failed(path, "read", exc) from None
     if verdict != "ok":
         raise damaged(path, verdict)
 
@@ -154,8 +154,9 @@ def damaged(path: Path, what: object) -> JournalFailure:
 
 
 def failed(path: Path, doing: str, error: BaseException) -> JournalFailure:
-    """A read or write of an open journal failed (a full disk, an I/O error, a damaged page)."""
-    if isinstance(error, sqlite3.DatabaseError) and "malformed" in str(error):
+    """A read or write of a journal failed (a full disk, an I/O error, a damaged page)."""
+    code = getattr(error, "sqlite_errorname", "") or ""
+    if code.startswith("SQLITE_CORRUPT") or code == "SQLITE_NOTADB" or "malformed" in str(error):
         return damaged(path, error)
     return JournalFailure(f"{path}: cannot {doing} the journal ({_first_line(error)})")
 

@@ -71,8 +71,11 @@ class RunLock:
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "what": self.what,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock is held all the same; only its courtesy note is missing
         self._fd = fd
 
     def _open_lock_file(self) -> int:
@@ -125,7 +128,10 @@ class RunLock:
         if self._fd is None:
             return
         # Leave the file: deleting it would race a second run that opened it already and is waiting to lock it.
-        os.ftruncate(self._fd, 0)
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

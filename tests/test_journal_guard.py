@@ -352,3 +352,39 @@ def test_the_embedded_sandbox_journal_serves_run_after_run(tmp_path: Path) -> No
     third = run_sandbox(tmp_path, journal, results="third.xlsx", extra=("--sandbox-data", str(other_data)))
     assert_one_clear_line(third, 2, f"this run talks to sandbox:embedded:{other_data.resolve()}")
     assert set(journal_rows(journal).values()) == {("created", 2)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. a journal that cannot be written any more
+
+
+def test_a_journal_on_a_full_disk_exits_4_with_one_line_and_keeps_its_rows(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
+        pytest.skip("a small disk needs root and the right to mount a tmpfs")
+    try:
+        journal = disk / "j.sqlite"
+        assert run_sandbox(tmp_path, journal).returncode == 0
+        before = journal_rows(journal)
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:  # the rest of the disk, to the last block
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(filler)
+        more = tmp_path / "more.csv"
+        write_sheet(more, [person(i) for i in range(10, 60)])
+        result = bulkonboard(
+            "run", more, "--sandbox", "--customer", CONTOSO, "--results", tmp_path / "more.xlsx", "--journal",
+            journal, "--quiet", tmp=tmp_path,
+        )
+        assert_one_clear_line(result, 4, f"{journal}: cannot ")
+        (disk / "filler").unlink()
+        assert journal_rows(journal) == before
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
