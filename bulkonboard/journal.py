@@ -26,6 +26,17 @@ that possible by knowing, for every row ever sent:
   workbook shows. The file is mode 0600 (SQLite gives its -wal and -shm files the same mode).
 
 Keys are the customer (case-folded tenant id) and the case-folded UPN, as everywhere else.
+
+What opening checks before anything is written (a journal is opened only if it is one, never chmod-ed) is in
+`journal_file`. The errors, each one line naming the journal:
+- `JournalError` (exit 2): the file named is not this run's journal (empty, not SQLite, another program's
+  database, another service's journal, a newer format). Nothing was written to it.
+- `JournalFailure` (`errors.OwnFailure`, exit 4): the journal is one, but cannot be read or written: read-only,
+  on a read-only disk or folder, damaged (left as it is), or a write that fails mid-run (a full disk, an I/O
+  error): `sending` raises it before its request may leave, `flush`, `begin_run`, `end_run` and `forget` raise
+  it for their own writes, reads (`prior`, `rows`, `runs`) for theirs. "<journal>: cannot write the journal
+  (database or disk is full)". The run must stop sending: a request whose record is not durable could not be
+  reconciled after a crash. What was committed before stays committed.
 """
 
 from __future__ import annotations
