@@ -401,7 +401,7 @@ class Journal:
                 meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
                 if not meta and not service_given:
                     _rollback(self._writer)
-                    raise JournalError(f"{self.path}: is not a bulkonboard journal (it is empty)")
+                    raise JournalError(f"{self.path}: the journal holds nothing yet (no run has written to it)")
                 if not meta:
                     now = self._stamp()
                     self._writer.executemany(

@@ -25,6 +25,7 @@ writable.
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import stat
@@ -163,8 +164,11 @@ def failed(path: Path, doing: str, error: BaseException) -> JournalFailure:
 
 def create(path: Path) -> None:
     """A new journal: built under a temporary name (mode 0600, application id, WAL) and linked into place whole,
-    so that no run ever finds a half-made journal, an empty file, where a journal should be."""
+    so that no run ever finds a half-made journal, an empty file, where a journal should be. The caller holds
+    the run lock of `path`: a temporary left by a creation killed before (kill -9) is nobody's, and removed."""
     _make_private_dir(path.parent)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.new-*"):
+        leftover.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.new-{os.getpid()}")
     try:
         os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bulkonboard import journal_file
 from bulkonboard.journal import JournalError, JournalFailure, open_existing, open_journal
 from bulkonboard.journal_file import APPLICATION_ID
 from tests.support import ROOT, clean_env
@@ -56,6 +57,16 @@ def test_a_new_journal_is_made_whole_private_and_marked(tmp_path: Path) -> None:
     assert application_id(path) == APPLICATION_ID
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in path.parent.iterdir()) == ["j.sqlite"]  # no temporary left behind
+
+
+def test_a_creation_killed_half_way_leaves_nothing_in_the_way(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    killed = tmp_path / ".j.sqlite.new-999999"  # what kill -9 in the middle of a creation leaves
+    killed.write_bytes(b"")
+    assert not path.exists()
+    open_journal(path, service=SERVICE).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.sqlite"]
+    assert application_id(path) == APPLICATION_ID
 
 
 def test_a_journal_of_the_release_before_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -198,3 +209,12 @@ def test_a_journal_in_a_folder_its_user_cannot_write_is_exit_4_naming_the_folder
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+def test_a_journal_made_but_never_written_says_so_to_journal_show(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal_file.create(path)  # a creation that stopped before its first run wrote its meta
+    with pytest.raises(JournalError, match="holds nothing yet"):
+        open_existing(path)
+    with open_journal(path, service=SERVICE) as journal:  # a run takes it as the new journal it is
+        assert journal.service == SERVICE
