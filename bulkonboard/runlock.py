@@ -2,16 +2,15 @@
 
 A journal can be named many ways (a symlink, a relative path, `..`, a hard link), so the lock follows the FILE,
 not the words: an `flock` on `<real path>.lock` (the path with every symlink and `..` resolved), which carries
-the holder's name, and an `flock` on the journal file itself when it exists, which a hard link cannot dodge. The
+the holder's name, and an `flock` on the journal file itself, which a hard link cannot dodge (a new journal is
+made, whole and empty, before it is locked). The
 kernel releases both the moment the process dies, even under kill -9: a stale lock file left by a dead process
 holds nothing and is simply taken over. The lock file's content (pid, host, start time, command) is only there to
 tell the person who is refused which run is in the way.
 
 Portability: `flock` is Linux/BSD/macOS (not Windows). On Linux `flock` and SQLite's POSIX (fcntl) locks are
 independent, so locking the journal file does not touch SQLite's own locking; on NFS, Linux emulates `flock`
-with POSIX locks, which would conflict with SQLite's, but a WAL journal does not work on NFS anyway. One gap is
-left: a hard link made to a journal while the run that CREATED it is still going is not seen by that run's lock
-(the journal did not exist when it was locked); the next run locks it.
+with POSIX locks, which would conflict with SQLite's, but a WAL journal does not work on NFS anyway.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from . import journal_file
 from .errors import InputError, JournalBusy, OwnFailure
 
 
@@ -60,6 +60,10 @@ class RunLock:
             os.close(fd)
             raise
         try:
+            if not os.path.exists(self.journal):
+                # Made now, whole (`journal_file.create`), so that the file itself is locked from the start: a
+                # hard link made to it while this run goes cannot dodge the lock.
+                journal_file.create(real_path(self.journal))
             self._file_fd = self._lock_journal_file()
         except BaseException:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -102,8 +106,6 @@ class RunLock:
         the POSIX locks SQLite's connections of this process hold on it, so it is closed only in `release`."""
         try:
             fd = os.open(real_path(self.journal), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        except FileNotFoundError:
-            return None  # a new journal: nobody can reach it by another name yet
         except OSError:
             return None  # not openable (a folder, no permission): the journal says so in its own words
         try:

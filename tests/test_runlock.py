@@ -125,3 +125,14 @@ def test_a_lock_that_cannot_be_made_beside_an_existing_journal_is_exit_4(tmp_pat
             subprocess.run(["umount", "-l", str(folder)], check=True)
         else:
             folder.chmod(0o755)
+
+
+def test_a_new_journal_is_locked_as_a_file_from_the_start(tmp_path: Path) -> None:
+    journal = tmp_path / "new.sqlite"
+    with RunLock(journal, what="the first run"):
+        assert journal.read_bytes().startswith(b"SQLite format 3\x00")  # made whole, before it is locked
+        assert os.stat(journal).st_mode & 0o777 == 0o600
+        hard_link = tmp_path / "hard.sqlite"
+        os.link(journal, hard_link)  # a second name, made while the first run goes
+        with pytest.raises(JournalBusy, match="hard link"):
+            RunLock(hard_link).acquire()
