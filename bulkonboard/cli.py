@@ -182,7 +182,7 @@ class Connection:
     partner_center: Any = None
     graph: Any = None
     tokens: Any = None
-    service_url: str = ""  # Partner Center's base URL: a journal belongs to one service
+    service_url: str = ""  # the service a journal belongs to: Partner Center's base URL, or the embedded sandbox
     embedded: bool = False  # an embedded sandbox lives and dies with the command, and so does its journal
 
 
@@ -247,7 +247,8 @@ async def connect(choice: SourceChoice, *, correlation_id: str) -> AsyncIterator
             partner_center=pc,
             graph=graph,
             tokens=tokens,
-            service_url=base_url,
+            # An embedded sandbox's port changes per start; its data file says which tenants it holds.
+            service_url=f"sandbox:embedded:{os.path.realpath(data)}" if choice.sandbox else base_url,
             embedded=choice.sandbox,
         )
 
@@ -543,7 +544,9 @@ def run(input_path: Path, **kwargs: Any) -> None:
             elif journal_path is None:
                 journal_path = default_journal(connection.service_url, customer)
             stack.enter_context(RunLock(journal_path, what=f"run {input_path}"))
-            journal = stack.enter_context(open_journal(journal_path, service=connection.service_url))
+            journal = stack.enter_context(
+                open_journal(journal_path, service=connection.service_url, service_starts_empty=connection.embedded)
+            )
             job = SheetRun(
                 input_path,
                 results=results,

@@ -26,6 +26,17 @@ that possible by knowing, for every row ever sent:
   workbook shows. The file is mode 0600 (SQLite gives its -wal and -shm files the same mode).
 
 Keys are the customer (case-folded tenant id) and the case-folded UPN, as everywhere else.
+
+What opening checks before anything is written (a journal is opened only if it is one, never chmod-ed) is in
+`journal_file`. The errors, each one line naming the journal:
+- `JournalError` (exit 2): the file named is not this run's journal (empty, not SQLite, another program's
+  database, another service's journal, a newer format). Nothing was written to it.
+- `JournalFailure` (`errors.OwnFailure`, exit 4): the journal is one, but cannot be read or written: read-only,
+  on a read-only disk or folder, damaged (left as it is), or a write that fails mid-run (a full disk, an I/O
+  error): `sending` raises it before its request may leave, `flush`, `begin_run`, `end_run` and `forget` raise
+  it for their own writes, reads (`prior`, `rows`, `runs`) for theirs. "<journal>: cannot write the journal
+  (database or disk is full)". The run must stop sending: a request whose record is not durable could not be
+  reconciled after a crash. What was committed before stays committed.
 """
 
 from __future__ import annotations
@@ -46,13 +57,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import InputError
+from . import journal_file
+from .journal_file import FORMAT, JournalError, JournalFailure
 from .model import RowResult, Status
 from .pipeline import PriorOutcome, PriorState
 
 log = logging.getLogger("bulkonboard")
 
-FORMAT = "bulkonboard-journal"
 SCHEMA_VERSION = 1
 
 PENDING = "pending"  # taken by a run, not yet sent (an admin reads it as "never left")
@@ -175,12 +186,6 @@ ON CONFLICT (customer, upn_key) DO UPDATE SET
     run_id = excluded.run_id, updated_at = excluded.updated_at
 """
 _OUTCOME_SQL = {Status.CREATED: _CREATED_SQL, Status.FAILED: _FAILED_SQL, Status.SKIPPED: _SKIPPED_SQL}
-
-
-class JournalError(InputError):
-    """The journal cannot be used: not a journal, another service's, a newer format, or it cannot be written.
-
-    Exit 2, like any other unusable path given on the command line."""
 
 
 class JournalClosed(JournalError):
@@ -306,14 +311,28 @@ def open_journal(
     lazy_delay: float = DEFAULT_LAZY_DELAY,
     lazy_batch: int = DEFAULT_LAZY_BATCH,
     clock: Callable[[], datetime] = _utc_now,
+    service_starts_empty: bool = False,
 ) -> Journal:
-    """Open (creating if needed, mode 0600) the journal at `path` for `service` (the Partner Center base URL).
+    """Open (creating if needed, mode 0600) the journal at `path` for `service` (the Partner Center base URL, or
+    `sandbox:embedded:<data file>` for an embedded sandbox, whose port changes at every start).
 
     A journal remembers what ONE service holds: opening it for another service raises `JournalError` (exit 2),
     because its "created" rows would be skipped against a service that never saw them. Close it when the run
     ends (`with open_journal(...) as journal:` or `journal.close()`); the caller holds the run lock.
+
+    `service_starts_empty`: the service holds none of the users an earlier run recorded (an embedded sandbox is
+    born again from its data file at every start), so the rows of earlier runs are forgotten once the journal
+    is known to be this service's; its runs stay listed (`journal show`), and this run creates those users again
+    in the tenant that exists now, rather than skipping users it does not hold.
     """
-    return Journal(Path(path), service=service, lazy_delay=lazy_delay, lazy_batch=lazy_batch, clock=clock)
+    journal = Journal(Path(path), service=service, lazy_delay=lazy_delay, lazy_batch=lazy_batch, clock=clock)
+    if service_starts_empty:
+        try:
+            journal.start_afresh()
+        except BaseException:
+            journal.close()
+            raise
+    return journal
 
 
 class Journal:
@@ -356,11 +375,11 @@ class Journal:
         self._known: dict[str, dict[str, tuple[Any, ...]] | None] = {}
         self._touched = _KeysSeen()
         self._timer: asyncio.TimerHandle | None = None
-        self._writer, self._reader = _connect(self.path, create=create)
+        self._writer, self._reader, legacy = _connect(self.path, create=create)
         self._checkpointer = _Checkpointer(self.path)
         self._records_since_checkpoint = 0
         try:
-            self._check_or_init(service_given=bool(service))
+            self._check_or_init(service_given=bool(service), legacy=legacy)
         except BaseException:
             self._writer.close()
             self._reader.close()
@@ -368,17 +387,21 @@ class Journal:
 
     # -- opening
 
-    def _check_or_init(self, *, service_given: bool) -> None:
+    def _check_or_init(self, *, service_given: bool, legacy: bool) -> None:
+        """The schema and meta of a journal `_connect` has checked is one (a new one is filled in here; one of
+        an earlier release gets the application id in the same transaction)."""
         try:
             with self._write_lock:
                 self._writer.execute("BEGIN IMMEDIATE")
+                if legacy:
+                    self._writer.execute(f"PRAGMA application_id = {journal_file.APPLICATION_ID}")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._writer.execute(statement)
                 meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
                 if not meta and not service_given:
                     _rollback(self._writer)
-                    raise JournalError(f"{self.path}: is not a bulkonboard journal (it is empty)")
+                    raise JournalError(f"{self.path}: the journal holds nothing yet (no run has written to it)")
                 if not meta:
                     now = self._stamp()
                     self._writer.executemany(
@@ -394,7 +417,7 @@ class Journal:
                 self._writer.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             _rollback(self._writer)
-            raise JournalError(f"{self.path}: is not a bulkonboard journal ({exc})") from None
+            raise journal_file.failed(self.path, "open", exc) from None
         if meta.get("format") != FORMAT:
             raise JournalError(f"{self.path}: is not a bulkonboard journal")
         if meta.get("version") != str(SCHEMA_VERSION):
@@ -418,16 +441,20 @@ class Journal:
         self._check_open()
         customer, upn_key = customer.casefold(), upn_key.casefold()
         known = self._known.get(customer, ...)
-        if known is ...:
-            self._report(self._drain())  # what is queued is in the file first: later writes are `_touch`ed
-            known = self._known[customer] = self._read_known(customer)
-        if known is not None and not self._touched.maybe_has(customer, upn_key):
-            found = known.get(upn_key)
-        else:
-            found = self._reader.execute(
-                "SELECT state, request_id, user_id, sent_at, created_at FROM rows WHERE customer = ? AND upn_key = ?",
-                (customer, upn_key),
-            ).fetchone()
+        try:
+            if known is ...:
+                self._report(self._drain())  # what is queued is in the file first: later writes are `_touch`ed
+                known = self._known[customer] = self._read_known(customer)
+            if known is not None and not self._touched.maybe_has(customer, upn_key):
+                found = known.get(upn_key)
+            else:
+                found = self._reader.execute(
+                    "SELECT state, request_id, user_id, sent_at, created_at FROM rows "
+                    "WHERE customer = ? AND upn_key = ?",
+                    (customer, upn_key),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise journal_file.failed(self.path, "read", exc) from None
         if found is None:
             return None
         state, request_id, user_id, sent_at, created_at = found
@@ -509,15 +536,15 @@ class Journal:
 
     def flush(self) -> None:
         """Commit everything queued, now (blocking). The pipeline calls it when a run ends. Raises
-        `JournalError` if this commit fails, or if a lazy batch failed since the last flush (its records are
-        lost: the run must not end as if they were written)."""
+        `JournalFailure` (exit 4) if this commit fails, or if a lazy batch failed since the last flush (its records
+        are lost: the run must not end as if they were written)."""
         if self._closed:
             return
         error = self._drain()
         lost, self._lost = self._lost, None
         error = error or lost
         if error is not None:
-            raise JournalError(f"{self.path}: cannot write the journal ({error})") from error
+            raise journal_file.failed(self.path, "write", error) from error
 
     # -- run records (the runner's calls)
 
@@ -534,7 +561,7 @@ class Journal:
         self.flush()
         with self._write_lock:
             self._check_open()
-            with _transaction(self._writer):
+            with _transaction(self._writer, self.path):
                 cursor = self._writer.execute(
                     "INSERT INTO runs (started, input_path, input_sha256, customer, correlation_id, pid, host, "
                     "command) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -561,7 +588,7 @@ class Journal:
         self.flush()
         with self._write_lock:
             self._check_open()
-            with _transaction(self._writer):
+            with _transaction(self._writer, self.path):
                 self._writer.execute(
                     "UPDATE runs SET finished = ?, counts = ?, exit_code = ? WHERE id = ?",
                     (
@@ -589,10 +616,9 @@ class Journal:
             params.append(run_id)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        cursor = self._reader.execute(sql + " ORDER BY id", params)
-        names = [d[0] for d in cursor.description]
+        names, found = self._query(sql + " ORDER BY id", params)
         records = []
-        for values in cursor.fetchall():
+        for values in found:
             raw = dict(zip(names, values, strict=True))
             raw["counts"] = json.loads(raw["counts"]) if raw["counts"] else None
             records.append(RunRecord(**raw))
@@ -604,17 +630,14 @@ class Journal:
         sql = f"SELECT {_COLUMNS} FROM rows{clause} ORDER BY run_id, row, upn_key"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cursor = self._reader.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [RowRecord(**dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
+        names, found = self._query(sql, params)
+        return [RowRecord(**dict(zip(names, values, strict=True))) for values in found]
 
     def count_rows(self, where: RowFilter | None = None) -> dict[str, int]:
         """Rows per state."""
         self.flush()
         clause, params = (where or RowFilter()).where()
-        found = self._reader.execute(
-            f"SELECT state, count(*) FROM rows{clause} GROUP BY state", params
-        ).fetchall()
+        _, found = self._query(f"SELECT state, count(*) FROM rows{clause} GROUP BY state", params)
         return {state: count for state, count in found}
 
     def count_rows_by_run(self) -> dict[int, dict[str, int]]:
@@ -622,12 +645,35 @@ class Journal:
         would read the whole table once per run)."""
         self.flush()
         counts: dict[int, dict[str, int]] = {}
-        found = self._reader.execute(
-            "SELECT run_id, state, count(*) FROM rows WHERE run_id IS NOT NULL GROUP BY run_id, state"
+        _, found = self._query(
+            "SELECT run_id, state, count(*) FROM rows WHERE run_id IS NOT NULL GROUP BY run_id, state", []
         )
         for run_id, state, count in found:
             counts.setdefault(run_id, {})[state] = count
         return counts
+
+    def start_afresh(self) -> int:
+        """Forget every row (not the runs): the service holds none of the users they name. Returns how many."""
+        with self._write_lock:
+            self._check_open()
+            self._known.clear()
+            self._touched = _KeysSeen()
+            with _transaction(self._writer, self.path):
+                cursor = self._writer.execute("DELETE FROM rows")
+        if cursor.rowcount > 0:
+            log.info(
+                "%s: %d row(s) of earlier runs forgotten: %s starts empty, so none of their users exist in it",
+                self.path, cursor.rowcount, self.service,
+            )
+        return cursor.rowcount
+
+    def _query(self, sql: str, params: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows; a failed read (a damaged page, an I/O error) is `JournalFailure`, exit 4."""
+        try:
+            cursor = self._reader.execute(sql, params)
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise journal_file.failed(self.path, "read", exc) from None
 
     def forget(self, where: RowFilter) -> int:
         """Delete the matching rows, so the next run treats them as new; returns how many. The caller holds the run
@@ -640,7 +686,7 @@ class Journal:
             self._check_open()
             self._known.clear()
             self._touched = _KeysSeen()
-            with _transaction(self._writer):
+            with _transaction(self._writer, self.path):
                 cursor = self._writer.execute(f"DELETE FROM rows{clause}", params)
         return cursor.rowcount
 
@@ -760,7 +806,7 @@ class Journal:
                     for sql, params in _grouped(batch):
                         writer.executemany(sql, params)
             except sqlite3.Error as exc:
-                _settle(waiters, exc)
+                _settle(waiters, journal_file.failed(self.path, "write", exc))
                 if len(waiters) < len(batch) and self._lost is None:
                     self._lost = exc  # lazy records lost: the next flush() says so
                 return exc
@@ -849,79 +895,83 @@ def _normal_service(service: str) -> str:
     return service.strip().rstrip("/")
 
 
-def _connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    """Two connections (one for commits, one for reads) to a file only its owner may read."""
-    if path.exists() and not path.is_file():
-        raise JournalError(f"{path}: the journal path is not a file")
-    if not path.exists():
-        if not create:
-            raise JournalError(f"{path}: no such journal")
-        _make_private_dir(path.parent)
-        try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise JournalError(f"{path}: cannot create the journal ({exc.strerror or exc})") from None
-    try:
-        info = path.stat()
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            os.chmod(path, 0o600)  # rows hold people's names: owner only, and its -wal/-shm inherit it
-    except OSError as exc:
-        raise JournalError(f"{path}: cannot open the journal ({exc.strerror or exc})") from None
+def _connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, sqlite3.Connection, bool]:
+    """Two connections (one for commits, one for reads) to a file that is a journal (`journal_file` checks it
+    before anything is written), and whether it is a journal of an earlier release to be given the id."""
+    if journal_file.check_file(path, create=create):
+        journal_file.create(Path(os.path.realpath(path)))
+        journal_file.check_file(path, create=False)
     try:
         writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
         reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot open the journal ({exc})") from None
+        raise JournalFailure(f"{path}: cannot open the journal ({exc})") from None
     try:
         for connection in (writer, reader):
             connection.execute("PRAGMA busy_timeout = 10000")
+        legacy = journal_file.check_identity(writer, path)
+        journal_file.check_integrity(writer, path)
+        _warn_if_readable_by_others(path)
         mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise JournalError(
-                f"{path}: the journal needs SQLite's WAL mode, and this file system refused it"
-            )
+            raise JournalFailure(f"{path}: the journal needs SQLite's WAL mode, and this file system refused it")
         for connection in (writer, reader):
             connection.execute("PRAGMA synchronous = NORMAL")
         writer.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
     except sqlite3.DatabaseError as exc:
         writer.close()
         reader.close()
-        raise JournalError(f"{path}: is not a bulkonboard journal ({exc})") from None
+        raise journal_file.failed(path, "open", exc) from None
     except BaseException:
         writer.close()
         reader.close()
         raise
-    return writer, reader
+    return writer, reader, legacy
 
 
-def _make_private_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
+def _warn_if_readable_by_others(path: Path) -> None:
+    """Rows hold people's names: owner only. Said, never done: bulkonboard does not change a journal's mode."""
     try:
-        directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise JournalError(
-            f"{directory}: cannot create the journal's directory ({exc.strerror or exc})"
-        ) from None
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "%s: the journal is readable by others (mode %04o); it holds people's names: chmod 600 it", path, mode
+        )
 
 
 class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure (autocommit connections)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure (autocommit connections). Given the journal's
+    path, an SQLite failure becomes `JournalFailure` naming it (exit 4: a full disk, an I/O error)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path | None = None) -> None:
         self.connection = connection
+        self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if self.path is None:
+                raise
+            raise journal_file.failed(self.path, "write", exc) from None
         return self.connection
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            self.connection.execute("COMMIT")
-        else:
-            _rollback(self.connection)
+        try:
+            if exc_type is None:
+                self.connection.execute("COMMIT")
+                return
+        except sqlite3.Error as failure:
+            exc = failure
+        _rollback(self.connection)
+        if self.path is not None and isinstance(exc, sqlite3.Error):
+            raise journal_file.failed(self.path, "write", exc) from None
+        if exc_type is None and exc is not None:
+            raise exc
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
@@ -939,12 +989,7 @@ def _settle(waiters: Iterable[asyncio.Future[None]], error: BaseException | None
         if error is None:
             _call_soon_safe(waiter, waiter.set_result, None)
         else:
-            failure = (
-                error
-                if isinstance(error, JournalError)
-                else JournalError(f"cannot write the journal ({error})")
-            )
-            _call_soon_safe(waiter, waiter.set_exception, failure)
+            _call_soon_safe(waiter, waiter.set_exception, error)
 
 
 def _call_soon_safe(waiter: asyncio.Future[None], method: Callable[..., None], value: Any) -> None:
@@ -1009,6 +1054,7 @@ __all__: Sequence[str] = (
     "Journal",
     "JournalClosed",
     "JournalError",
+    "JournalFailure",
     "JournalStats",
     "RowFilter",
     "RowRecord",

@@ -31,6 +31,7 @@ from bulkonboard.journal import (
     STATES,
     JournalClosed,
     JournalError,
+    JournalFailure,
     RowFilter,
     _KeysSeen,
     open_existing,
@@ -237,8 +238,9 @@ async def test_a_record_that_cannot_be_committed_stops_the_send(tmp_path: Path) 
         service = ModelService(mode="unique", script=[])
         pipeline = Pipeline(service, options=fast_options(1), customer=CUSTOMER, journal=journal)
         results: list[RowResult] = []
-        with pytest.raises(JournalError, match="disk says no"):
+        with pytest.raises(JournalFailure, match="j.sqlite: cannot write the journal .disk says no") as caught:
             await pipeline.run([checked(2, "doomed@contoso.com")], results.append)
+        assert caught.value.exit_code == 4
     assert service.sends == []  # nothing left without its record
 
 
@@ -263,7 +265,7 @@ async def test_a_lazy_batch_that_cannot_be_committed_is_logged_and_raised_by_the
                 await asyncio.sleep(0.01)
         (record,) = caplog.records
         assert record.name == "bulkonboard" and "disk says no" in record.getMessage()
-        with pytest.raises(JournalError, match="disk says no"):
+        with pytest.raises(JournalFailure, match="j.sqlite: cannot write the journal .disk says no"):
             journal.flush()  # the end of the run hears of it: a record was lost
         journal.flush()  # said once
         assert committed_states(path) == {}
@@ -330,12 +332,17 @@ def test_wal_mode_and_only_the_owner_may_read(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_an_existing_journal_others_could_read_is_made_private(tmp_path: Path) -> None:
+def test_an_existing_journal_others_could_read_is_said_but_never_chmod_ed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "j.sqlite"
     open_journal(path, service=SERVICE).close()
     os.chmod(path, 0o644)
-    open_journal(path, service=SERVICE).close()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with caplog.at_level("WARNING", logger="bulkonboard"):
+        open_journal(path, service=SERVICE).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # the owner's choice: said, not undone
+    (record,) = caplog.records
+    assert "readable by others (mode 0644)" in record.getMessage() and "chmod 600" in record.getMessage()
 
 
 @settings(max_examples=50, derandomize=True, deadline=None)
