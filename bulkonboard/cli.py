@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .console import Output, one_line_errors
-from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
+from .console import Output, one_line_errors, unexpected_error_line
+from .errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, AuthError, BulkOnboardError, InputError, OwnFailure
 from .facts import DomainsFile, FactsSource
 from .model import Status
 from .paths import default_journal, expand
@@ -278,11 +278,11 @@ def run_command(output: Output, work: Callable[[], Coroutine[Any, Any, int]]) ->
     except KeyboardInterrupt:
         output.error("interrupted")
         code = EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: still one line, unless the user asks for the traceback
+    except Exception as exc:  # a bug: still one line and exit 4 (never 1, "rows to fix"), unless asked for more
         if os.environ.get("BULKONBOARD_DEBUG"):
             raise
-        output.error(f"unexpected {type(exc).__name__}: {exc} (set BULKONBOARD_DEBUG=1 for details)")
-        code = 1
+        output.error(unexpected_error_line(exc))
+        code = EXIT_OWN_FAILURE
     sys.exit(code)
 
 
@@ -536,14 +536,16 @@ def run(input_path: Path, **kwargs: Any) -> None:
     async def work() -> int:
         async with connect(choice, correlation_id=correlation_id) as connection, AsyncExitStack() as stack:
             journal_path = kwargs["journal"]
-            if journal_path is None and connection.embedded:
+            throwaway = journal_path is None and connection.embedded
+            if throwaway:
                 # A fresh embedded sandbox knows none of an earlier demo's users: a throwaway journal, so a second
                 # `make demo` creates them again instead of skipping them.
                 journal_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bulkonboard-"))) / "j.sqlite"
             elif journal_path is None:
                 journal_path = default_journal(connection.service_url, customer)
             stack.enter_context(RunLock(journal_path, what=f"run {input_path}"))
-            journal = stack.enter_context(open_journal(journal_path, service=connection.service_url))
+            journal = open_journal(journal_path, service=connection.service_url)
+            stack.push(closing_journal(journal))
             job = SheetRun(
                 input_path,
                 results=results,
@@ -557,6 +559,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
                 progress=output.progress(),
                 source_name=connection.source_name,
                 on_result=(lambda result: output.row(result, correlation_id=correlation_id)) if output.json else None,
+                journal_kept=not throwaway,
             )
             with stop_on_signals(job.stop, output, abort=job.abort):
                 outcome = await job.run()
@@ -574,6 +577,24 @@ def run(input_path: Path, **kwargs: Any) -> None:
         return outcome.exit_code
 
     run_command(output, work)
+
+
+def closing_journal(journal: Any) -> Callable[..., bool]:
+    """The journal's close as an exit callback: a close that fails after the run failed must not hide why it
+    failed (the journal is often the cause); after a run that went well it is bulkonboard's own failure (exit 4)."""
+
+    def close(exc_type: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> bool:
+        import sqlite3  # loaded by the journal already; not at the CLI's start, which `validate` pays for
+
+        try:
+            journal.close()
+        except (BulkOnboardError, sqlite3.Error, OSError) as failure:
+            if exc is None:
+                message = failure.message if isinstance(failure, BulkOnboardError) else str(failure)
+                raise OwnFailure(f"the results are written, but closing the journal failed: {message}") from failure
+        return False
+
+    return close
 
 
 @contextmanager

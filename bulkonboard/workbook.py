@@ -14,6 +14,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -36,7 +37,7 @@ from typing import IO, Any
 import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
-from .errors import InputError
+from .errors import InputError, OwnFailure
 from .model import SECRET_FIELDS, RowResult, Status, join_problems
 
 #: Excel's hard limits: rows per sheet (the header included) and UTF-16 units per cell.
@@ -146,6 +147,16 @@ def _scrub(text: str, secret: str) -> str:
 # ------------------------------------------------------------------------------------- atomic output
 
 
+class WorkbookNotWritten(OwnFailure):
+    """A workbook that could not be written (a full disk, a read-only or forbidden folder): exit 4, bulkonboard's
+    own failure. `reason` alone (the system's words) lets a caller say in its own line how to get it back."""
+
+    def __init__(self, path: Path, what: str, reason: str) -> None:
+        super().__init__(f"{path}: {what} ({reason})")
+        self.reason = reason
+
+
+
 class _AtomicTarget:
     """A temp file beside `path`, created exclusively with `mode`; `commit` renames it over `path`.
 
@@ -160,16 +171,18 @@ class _AtomicTarget:
         try:
             fd = os.open(self.temp_path, flags, mode)
         except OSError as exc:
-            raise InputError(f"{path}: cannot write the workbook there ({exc.strerror or exc})") from None
+            raise WorkbookNotWritten(path, "cannot write the workbook there", exc.strerror or str(exc)) from None
         self.file: IO[bytes] = os.fdopen(fd, "wb")
         # xlsxwriter's own temp files (constant_memory row data, parts being zipped) go to a private folder
         # (mode 0700), so that they are easy to remove however the writing ends.
         try:
             self.scratch_dir = tempfile.mkdtemp(prefix="bulkonboard-xlsx-")
-        except OSError:
+        except OSError as exc:
             self.file.close()
             self.temp_path.unlink(missing_ok=True)
-            raise
+            raise OwnFailure(
+                f"{path}: cannot make a scratch folder in {tempfile.gettempdir()} ({exc.strerror or exc})"
+            ) from None
 
     def commit(self) -> None:
         try:
@@ -179,13 +192,16 @@ class _AtomicTarget:
             os.replace(self.temp_path, self.path)
         except OSError as exc:
             self.discard()
-            raise InputError(f"{self.path}: cannot write the workbook ({exc.strerror or exc})") from None
+            raise WorkbookNotWritten(self.path, "cannot write the workbook", exc.strerror or str(exc)) from None
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def discard(self) -> None:
         if not self.file.closed:
-            self.file.close()
-        self.temp_path.unlink(missing_ok=True)
+            # Closing flushes what is buffered, which fails again on a full disk: the file goes all the same.
+            with contextlib.suppress(OSError):
+                self.file.close()
+        with contextlib.suppress(OSError):
+            self.temp_path.unlink(missing_ok=True)
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
@@ -204,7 +220,8 @@ def _close_workbook(workbook: Any, target: _AtomicTarget) -> None:
         workbook.close()
     except (OSError, XlsxWriterException) as exc:
         target.discard()
-        raise InputError(f"{target.path}: cannot write the workbook ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WorkbookNotWritten(target.path, "cannot write the workbook", reason) from None
     except BaseException:
         target.discard()
         raise
