@@ -7,8 +7,11 @@ Every failure that stops a command becomes one line on stderr and the contract's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
+import math
 import os
+import re
 import signal
 import ssl
 import sys
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -127,6 +131,75 @@ def source_options(func: F) -> F:
     return func
 
 
+class Rate(click.ParamType):
+    """Users per second, above 0. `nan` parses as a float and would stall the pacer: refused. `inf` stays: no pacing
+    at all, bounded by --concurrency and the service's 429s (the benchmarks run so against the sandbox)."""
+
+    name = "rate"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if math.isnan(rate) or rate <= 0:
+            self.fail(
+                f"{value!r} is not a rate: give users per second above 0, e.g. --rate 20 (or leave --rate out and "
+                "the run adapts to the service)",
+                param,
+                ctx,
+            )
+        return rate
+
+
+class Concurrency(click.ParamType):
+    name = "concurrency"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = 0
+        if not MIN_CONCURRENCY <= count <= MAX_CONCURRENCY:
+            self.fail(
+                f"{value!r}: give how many requests may be in flight, {MIN_CONCURRENCY} to {MAX_CONCURRENCY}, "
+                f"e.g. --concurrency {DEFAULT_CONCURRENCY}",
+                param,
+                ctx,
+            )
+        return count
+
+
+MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 256
+_SCHEME = re.compile(r"^([^:/?#]*)://")
+_LOCAL_HOSTS = ("localhost", "127.", "[::1]", "0.0.0.0")
+
+
+def checked_url(value: str, option: str, *, example: str) -> str:
+    """A service URL as aiohttp needs it (http or https, a host, a numeric port), refused up front with the fix:
+    a URL typo must never reach the run (it became a journal for `ht!tp://x`, then an unexpected ValueError)."""
+    url = value.strip()
+    shown = f"{option} {value!r}"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise InputError(f"{shown}: a URL has no spaces or control characters; e.g. {option} {example}")
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        if not url or url.startswith("/"):
+            raise InputError(f"{shown}: not a URL; e.g. {option} {example}")
+        prefix = "http://" if url.lower().startswith(_LOCAL_HOSTS) else "https://"
+        raise InputError(f"{shown}: add {prefix}, as in {option} {prefix}{url}")
+    if scheme.group(1).lower() not in ("http", "https"):
+        raise InputError(f"{shown}: the URL must start with http:// or https://; e.g. {option} {example}")
+    parts = urlsplit(url.replace("{tenant}", "tenant"))
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise InputError(f"{shown}: the port must be a number from 1 to 65535; e.g. {option} {example}") from None
+    if not parts.hostname:
+        raise InputError(f"{shown}: the URL names no host; e.g. {option} {example}")
+    return url
+
+
 @dataclass(frozen=True)
 class SourceChoice:
     domains: Path | None
@@ -147,9 +220,12 @@ class SourceChoice:
             sandbox_url=kwargs.pop("sandbox_url"),
             access_token=kwargs.pop("access_token"),
             ca_bundle=kwargs.pop("ca_bundle"),
-            base_url=kwargs.pop("base_url"),
-            graph_url=kwargs.pop("graph_url"),
+            base_url=checked_url(kwargs.pop("base_url"), "--base-url", example=PARTNER_CENTER_URL),
+            graph_url=checked_url(kwargs.pop("graph_url"), "--graph-url", example=GRAPH_URL),
         )
+        if choice.sandbox_url is not None:
+            url = checked_url(choice.sandbox_url, "--sandbox-url", example="http://127.0.0.1:8080")
+            choice = dataclasses.replace(choice, sandbox_url=url)
         if choice.sandbox and choice.sandbox_url:
             raise InputError("give either --sandbox or --sandbox-url, not both")
         if choice.sandbox_data and not choice.sandbox:
@@ -478,14 +554,14 @@ def validate(input_path: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Rate(),
     metavar="N",
     help=f"User creations per second. Without it the run starts at {DEFAULT_RATE:g}/s and adapts to the "
-    "service's 429 answers.",
+    "service's 429 answers. inf: no pacing (only --concurrency and 429s bound it; for the sandbox).",
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=256),
+    type=Concurrency(),
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     metavar="N",
