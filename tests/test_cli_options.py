@@ -79,3 +79,17 @@ def test_a_good_url_with_a_tenant_placeholder_and_a_port_is_accepted(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 3, result.stderr  # nothing listens on port 9: past the checks, to the service
     assert "Traceback" not in result.stderr
+
+
+def test_a_customer_placeholder_never_leads_the_results_out_of_their_folder(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(1)])
+    nightly = tmp_path / "a" / "b"
+    nightly.mkdir(parents=True)
+    result = bulkonboard(
+        "run", sheet, "--sandbox", "--customer", "../../escaped", "--results", nightly / "r-{customer}.xlsx",
+        "--journal", tmp_path / "j.sqlite",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--customer '../../escaped'" in lines[0] and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*escaped*")) and not (tmp_path / "j.sqlite").exists()
