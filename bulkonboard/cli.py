@@ -643,8 +643,8 @@ def run(input_path: Path, **kwargs: Any) -> None:
         if output.json:
             details["exit code"] = outcome.exit_code
             details["not reached"] = outcome.not_reached
-        if passwords is not None:
-            details["generated passwords"] = str(passwords)
+        if outcome.passwords_written is not None:  # named only when written: nothing generated, no file
+            details["generated passwords"] = str(outcome.passwords_written)
         if outcome.interrupted:
             details["interrupted"] = "run the same command again to finish the rest"
         if outcome.stats.halted:

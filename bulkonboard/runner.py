@@ -110,6 +110,7 @@ class RunOutcome:
     not_reached: int  # rows to create never sent because the run stopped first (each listed, failed)
     stats: PipelineStats
     summary: Summary
+    passwords_written: Path | None = None  # the --generate-passwords workbook, if this run wrote it
 
 
 class SheetRun:
@@ -145,6 +146,7 @@ class SheetRun:
         # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line
         # must not send anyone to it.
         self.journal_kept = journal_kept
+        self.passwords_written: Path | None = None  # named in the Summary only once it exists
         self.results = Path(results)
         self.options = options or RunOptions()
         self.correlation_id = correlation_id
@@ -291,6 +293,7 @@ class SheetRun:
             not_reached=not_reached,
             stats=stats,
             summary=summary,
+            passwords_written=self.passwords_written,
         )
 
     def _details(
@@ -331,8 +334,8 @@ class SheetRun:
             details["rows not reached"] = not_reached
         if self._journal_run is not None:
             details["journal run"] = self._journal_run
-        if self.options.generated_passwords is not None:
-            details["generated passwords"] = str(self.options.generated_passwords)
+        if self.passwords_written is not None:
+            details["generated passwords"] = str(self.passwords_written)
         return details
 
     def _close_after_failure(
@@ -374,6 +377,7 @@ class SheetRun:
                         "source": self.source_name,
                         "run failed": why,
                         "rows sent": self.pipeline.stats.sent_rows,
+                        **({"generated passwords": str(self.passwords_written)} if self.passwords_written else {}),
                     },
                 )
             )
@@ -430,7 +434,10 @@ class SheetRun:
             entries.append((user.row, user.userPrincipalName, password))
         # Keep the earlier run's passwords for users not in this sheet: they may be the only copy.
         kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
+        if not entries and not kept:
+            return iter(validation)  # every row to send has its own password: no workbook, and none named
         write_passwords(path, entries + kept)
+        self.passwords_written = path
         return _fill_passwords(validation, chosen)
 
 

@@ -238,3 +238,20 @@ def test_a_bug_is_one_line_and_exit_4_never_1(tmp_path: Path) -> None:
     line = one_line(result, 4)
     assert "unexpected RuntimeError: an invariant broke" in line and "second line" not in line
     assert journal_rows(journal)["new.hire1@contoso.com"][0] == "created"
+
+
+@pytest.mark.parametrize("with_passwords", [True, False])
+def test_the_passwords_workbook_is_named_only_when_it_was_written(tmp_path: Path, with_passwords: bool) -> None:
+    header = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
+    rows = [person(n) if with_passwords else [*person(n)[:-1], ""] for n in range(1, 4)]
+    sheet = write_sheet(tmp_path / "hires.csv", rows, header=header)
+    passwords = tmp_path / "passwords.xlsx"
+    results = tmp_path / "results.xlsx"
+    result = bulkonboard(
+        "run", sheet, "--sandbox", "--customer", CONTOSO, "--results", results, "--generate-passwords", passwords,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    named_in_table = f"generated passwords: {passwords}" in result.stderr
+    named_in_summary = summary_of(results).get("generated passwords") == str(passwords)
+    assert passwords.exists() is (not with_passwords)
+    assert named_in_table is named_in_summary is passwords.exists()
