@@ -448,7 +448,9 @@ def main() -> None:
 
     \b
     Exit codes: 0 every row valid/created/skipped; 1 some row invalid or failed; 2 unusable input or
-    arguments; 3 auth, connection or permission problem, or another run holds the journal; 130 interrupted.
+    arguments; 3 auth, connection or permission problem, or another run holds the journal; 4 bulkonboard could not
+    finish its own work (disk full, results or journal not writable, a bug: `journal results` rebuilds a run's
+    results from its journal); 130 interrupted.
     """
 
 
