@@ -33,6 +33,7 @@ from .errors import (
     EXIT_OK,
     EXIT_ROWS_FAILED,
     BulkOnboardError,
+    InputError,
     OwnFailure,
 )
 from .facts import CustomerFacts, FactsSource
@@ -193,13 +194,16 @@ class SheetRun:
         facts = await gather_facts(sheet, self._facts, dry.customer)
         if self._recorder is None:
             return await self._run(sheet, facts, started, phase_start)
-        self._journal_run = self._recorder.begin_run(
-            input_path=sheet.path.resolve(),
-            input_sha256=_sha256(sheet.path),
-            customer=self.options.customer or ", ".join(facts),
-            correlation_id=self.correlation_id,
-            command="run",
-        )
+        try:
+            self._journal_run = self._recorder.begin_run(
+                input_path=sheet.path.resolve(),
+                input_sha256=_sha256(sheet.path),
+                customer=self.options.customer or ", ".join(facts),
+                correlation_id=self.correlation_id,
+                command="run",
+            )
+        except (InputError, sqlite3.Error) as exc:  # the journal opened, then took no write: a full disk, say
+            raise OwnFailure(f"cannot record the run in the journal ({_failure_text(exc)}); nothing was sent") from exc
         try:
             outcome = await self._run(sheet, facts, started, phase_start)
         except BaseException as exc:

@@ -51,6 +51,12 @@ elif what == "journal":
                 raise sqlite3.OperationalError("database or disk is full")
         return real(batch)
     journal._grouped = grouped
+elif what == "begin":
+    import sqlite3
+    from bulkonboard import journal
+    def full(self, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+    journal.Journal.begin_run = full
 elif what == "bug":
     from bulkonboard import runner
     def broken(*args, **kwargs):
@@ -255,3 +261,39 @@ def test_the_passwords_workbook_is_named_only_when_it_was_written(tmp_path: Path
     named_in_summary = summary_of(results).get("generated passwords") == str(passwords)
     assert passwords.exists() is (not with_passwords)
     assert named_in_table is named_in_summary is passwords.exists()
+
+
+@pytest.fixture
+def read_only_disk(small_disk: Path) -> Path:
+    folder = small_disk / "results"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine refuses a read-only remount: {done.stderr.decode(errors='replace').strip()}")
+    return folder
+
+
+def test_results_on_a_read_only_file_system_exit_4_before_anything_is_sent(
+    tmp_path: Path, read_only_disk: Path
+) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 4)])
+    journal = tmp_path / "journal.sqlite"
+    result = bulkonboard(
+        "run", sheet, "--sandbox", "--customer", CONTOSO, "--journal", journal, "--results",
+        read_only_disk / "results.xlsx",
+    )  # fmt: skip
+    line = one_line(result, 4)
+    assert "results.xlsx: cannot write the workbook there (Read-only file system)" in line
+    assert journal_rows(journal) == {}  # nothing was sent
+
+
+def test_a_journal_that_takes_no_write_at_the_start_exits_4_and_sends_nothing(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "hires.csv", [person(1)])
+    with standalone_sandbox() as sandbox:
+        result = bulkonboard_with(
+            "begin", "run", sheet, "--sandbox-url", sandbox.url, "--customer", CONTOSO, "--journal",
+            tmp_path / "journal.sqlite", "--results", tmp_path / "r.xlsx",
+        )  # fmt: skip
+        line = one_line(result, 4)
+        assert "cannot record the run in the journal" in line and "nothing was sent" in line
+        assert not [u for u in sandbox.users() if u["userPrincipalName"].startswith("new.hire")]
