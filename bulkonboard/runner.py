@@ -222,7 +222,8 @@ class SheetRun:
         except (BulkOnboardError, sqlite3.Error, OSError) as exc:
             raise OwnFailure(
                 f"the results are in {self.results}, but the journal could not record the run's end "
-                f"({_failure_text(exc)}); its rows are kept: the next run of it is right"
+                f"({_failure_text(exc)}); what it recorded before each request is kept, so the next run with it still "
+                "creates nobody twice"
             ) from exc
         return outcome
 
@@ -399,13 +400,14 @@ class SheetRun:
             return None
         if isinstance(failure, BulkOnboardError) and failure.exit_code == EXIT_AUTH_OR_CONNECTION:
             return None
-        why = _failure_text(failure)
         if results_saved:
             return OwnFailure(
-                f"the run stopped: {why}; no further row was sent, and the results of what finished are in "
-                f"{self.results}"
+                f"the run stopped: {_failure_text(failure)}; no further row was sent, and the results of what "
+                f"finished are in {self.results}"
             )
-        return OwnFailure(self._results_lost(why))
+        if isinstance(failure, OSError):  # most likely the workbook's own writes: the system's words say enough
+            return OwnFailure(self._results_lost(failure.strerror or type(failure).__name__))
+        return OwnFailure(self._results_lost(_failure_text(failure)))
 
     def _results_lost(self, why: str) -> str:
         """The one line for results that could not be written: what failed, and how to get them back."""
