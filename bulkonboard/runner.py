@@ -202,7 +202,7 @@ class SheetRun:
                 correlation_id=self.correlation_id,
                 command="run",
             )
-        except (InputError, sqlite3.Error) as exc:  # the journal opened, then took no write: a full disk, say
+        except (InputError, OwnFailure, sqlite3.Error) as exc:  # the journal opened, then took no write (disk full)
             raise OwnFailure(f"cannot record the run in the journal ({_failure_text(exc)}); nothing was sent") from exc
         try:
             outcome = await self._run(sheet, facts, started, phase_start)
