@@ -7,6 +7,7 @@ Every failure that stops a command becomes one line on stderr and the contract's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import os
 import signal
@@ -24,10 +25,11 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .console import Output, one_line_errors
-from .errors import EXIT_INTERRUPTED, AuthError, BulkOnboardError, InputError
+from .console import Output, one_line_errors, unexpected_error_line
+from .errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, AuthError, BulkOnboardError, InputError, OwnFailure
 from .facts import DomainsFile, FactsSource
 from .model import Status
+from .options import Concurrency, Rate, checked_url
 from .paths import default_journal, expand
 from .pipeline import DEFAULT_CONCURRENCY
 from .retry import DEFAULT_RATE
@@ -147,9 +149,12 @@ class SourceChoice:
             sandbox_url=kwargs.pop("sandbox_url"),
             access_token=kwargs.pop("access_token"),
             ca_bundle=kwargs.pop("ca_bundle"),
-            base_url=kwargs.pop("base_url"),
-            graph_url=kwargs.pop("graph_url"),
+            base_url=checked_url(kwargs.pop("base_url"), "--base-url", example=PARTNER_CENTER_URL),
+            graph_url=checked_url(kwargs.pop("graph_url"), "--graph-url", example=GRAPH_URL),
         )
+        if choice.sandbox_url is not None:
+            url = checked_url(choice.sandbox_url, "--sandbox-url", example="http://127.0.0.1:8080")
+            choice = dataclasses.replace(choice, sandbox_url=url)
         if choice.sandbox and choice.sandbox_url:
             raise InputError("give either --sandbox or --sandbox-url, not both")
         if choice.sandbox_data and not choice.sandbox:
@@ -279,11 +284,11 @@ def run_command(output: Output, work: Callable[[], Coroutine[Any, Any, int]]) ->
     except KeyboardInterrupt:
         output.error("interrupted")
         code = EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: still one line, unless the user asks for the traceback
+    except Exception as exc:  # a bug: still one line and exit 4 (never 1, "rows to fix"), unless asked for more
         if os.environ.get("BULKONBOARD_DEBUG"):
             raise
-        output.error(f"unexpected {type(exc).__name__}: {exc} (set BULKONBOARD_DEBUG=1 for details)")
-        code = 1
+        output.error(unexpected_error_line(exc))
+        code = EXIT_OWN_FAILURE
     sys.exit(code)
 
 
@@ -373,7 +378,9 @@ def main() -> None:
 
     \b
     Exit codes: 0 every row valid/created/skipped; 1 some row invalid or failed; 2 unusable input or
-    arguments; 3 auth, connection or permission problem, or another run holds the journal; 130 interrupted.
+    arguments; 3 auth, connection or permission problem, or another run holds the journal; 4 bulkonboard could not
+    finish its own work (disk full, results or journal not writable, a bug: `journal results` rebuilds a run's
+    results from its journal); 130 interrupted.
     """
 
 
@@ -479,14 +486,14 @@ def validate(input_path: Path, **kwargs: Any) -> None:
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Rate(),
     metavar="N",
     help=f"User creations per second. Without it the run starts at {DEFAULT_RATE:g}/s and adapts to the "
-    "service's 429 answers.",
+    "service's 429 answers. inf: no pacing (only --concurrency and 429s bound it; for the sandbox).",
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=256),
+    type=Concurrency(),
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     metavar="N",
@@ -537,16 +544,18 @@ def run(input_path: Path, **kwargs: Any) -> None:
     async def work() -> int:
         async with connect(choice, correlation_id=correlation_id) as connection, AsyncExitStack() as stack:
             journal_path = kwargs["journal"]
-            if journal_path is None and connection.embedded:
+            throwaway = journal_path is None and connection.embedded
+            if throwaway:
                 # A fresh embedded sandbox knows none of an earlier demo's users: a throwaway journal, so a second
                 # `make demo` creates them again instead of skipping them.
                 journal_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bulkonboard-"))) / "j.sqlite"
             elif journal_path is None:
                 journal_path = default_journal(connection.service_url, customer)
             stack.enter_context(RunLock(journal_path, what=f"run {input_path}"))
-            journal = stack.enter_context(
-                open_journal(journal_path, service=connection.service_url, service_starts_empty=connection.embedded)
+            journal = open_journal(
+                journal_path, service=connection.service_url, service_starts_empty=connection.embedded
             )
+            stack.push(closing_journal(journal))
             job = SheetRun(
                 input_path,
                 results=results,
@@ -560,6 +569,7 @@ def run(input_path: Path, **kwargs: Any) -> None:
                 progress=output.progress(),
                 source_name=connection.source_name,
                 on_result=(lambda result: output.row(result, correlation_id=correlation_id)) if output.json else None,
+                journal_kept=not throwaway,
             )
             with stop_on_signals(job.stop, output, abort=job.abort):
                 outcome = await job.run()
@@ -567,8 +577,8 @@ def run(input_path: Path, **kwargs: Any) -> None:
         if output.json:
             details["exit code"] = outcome.exit_code
             details["not reached"] = outcome.not_reached
-        if passwords is not None:
-            details["generated passwords"] = str(passwords)
+        if outcome.passwords_written is not None:  # named only when written: nothing generated, no file
+            details["generated passwords"] = str(outcome.passwords_written)
         if outcome.interrupted:
             details["interrupted"] = "run the same command again to finish the rest"
         if outcome.stats.halted:
@@ -577,6 +587,24 @@ def run(input_path: Path, **kwargs: Any) -> None:
         return outcome.exit_code
 
     run_command(output, work)
+
+
+def closing_journal(journal: Any) -> Callable[..., bool]:
+    """The journal's close as an exit callback: a close that fails after the run failed must not hide why it
+    failed (the journal is often the cause); after a run that went well it is bulkonboard's own failure (exit 4)."""
+
+    def close(exc_type: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> bool:
+        import sqlite3  # loaded by the journal already; not at the CLI's start, which `validate` pays for
+
+        try:
+            journal.close()
+        except (BulkOnboardError, sqlite3.Error, OSError) as failure:
+            if exc is None:
+                message = failure.message if isinstance(failure, BulkOnboardError) else str(failure)
+                raise OwnFailure(f"the results are written, but closing the journal failed: {message}") from failure
+        return False
+
+    return close
 
 
 @contextmanager

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .errors import EXIT_INTERRUPTED, BulkOnboardError
+from .errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, BulkOnboardError
 from .model import RowResult
 
 if TYPE_CHECKING:
@@ -247,5 +248,21 @@ def one_line_errors(func: F) -> F:
         except KeyboardInterrupt:
             output().error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # a bug outside the event loop: one line and exit 4, like one inside it
+            if os.environ.get("BULKONBOARD_DEBUG"):
+                raise
+            output().error(unexpected_error_line(exc))
+            sys.exit(EXIT_OWN_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def unexpected_error_line(exc: BaseException) -> str:
+    """The one line for a bug: exit 4 says "bulkonboard's own failure", and what the service did is in the journal.
+    Only the first line of the exception's text, so that the one-line promise holds whatever it says."""
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return (
+        f"unexpected {type(exc).__name__}{detail} (a bug in bulkonboard: what the service did is in the journal; "
+        "set BULKONBOARD_DEBUG=1 for details)"
+    )

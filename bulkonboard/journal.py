@@ -366,6 +366,7 @@ class Journal:
         self._closed = False
         # A lazy batch that failed to commit: nobody waited for it, so the next flush() raises it.
         self._lost: BaseException | None = None
+        self._failure_told = False  # the last failed commit was raised to a `sending` (no need to log it too)
         # loop-bound: the commit asked for this turn of the loop, or a lazy batch's deadline (reset by a new loop)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_soon: asyncio.Handle | None = None
@@ -787,7 +788,7 @@ class Journal:
     def _report(self, failure: BaseException | None) -> None:
         """A commit nobody called directly failed: a `sending` in it already raised to its caller, but lazy records
         have nobody waiting. Said now in the log, and raised by the next `flush()` (the end of the run)."""
-        if failure is not None:
+        if failure is not None and not self._failure_told:
             log.error("%s: the journal could not commit a batch of records: %s", self.path, failure)
 
     def _drain(self) -> BaseException | None:
@@ -809,6 +810,7 @@ class Journal:
                 _settle(waiters, journal_file.failed(self.path, "write", exc))
                 if len(waiters) < len(batch) and self._lost is None:
                     self._lost = exc  # lazy records lost: the next flush() says so
+                self._failure_told = bool(waiters)  # a `sending` raised it: its run stops and says so itself
                 return exc
             self.stats.commits += 1
             self.stats.records += len(batch)

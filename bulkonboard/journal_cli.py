@@ -412,3 +412,46 @@ def _warn_about(matching: list[RowRecord], output: Output) -> None:
             f"{_rows(len(sent))} sent without a known outcome: forgetting loses the request id that would "
             "settle it; if the service created the user, the next run finds it existing instead"
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# results
+
+
+@journal_command.command("results")
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    required=True,
+    help="The run's journal (the exit-4 line names it).",
+)
+@click.option(
+    "--run", "run_id", type=click.IntRange(min=1), metavar="N", help="The run to rebuild (default: the last one)."
+)
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.argument("out", metavar="OUT.xlsx", type=click.Path(dir_okay=False, path_type=Path))
+@one_line_errors
+def results(journal_path: Path, run_id: int | None, force: bool, out: Path) -> None:
+    """Rebuild a run's results workbook from its journal, when the run could not write it (exit 4: a full disk,
+    a read-only folder).
+
+    OUT has the results' sheets (Rows, Summary, Problems) with every row the run recorded: created, skipped,
+    failed, and sent without a known outcome. Rows never sent (invalid ones, users already in the tenant) and the
+    display columns are not in the journal; the Summary says so. Only reads the journal: a run may hold it.
+    """
+    from .journal_results import chosen_run, write_results_from_journal
+
+    path = _existing(journal_path)
+    if out.suffix.lower() != ".xlsx":
+        raise InputError(f"{out}: the results workbook must be an .xlsx file")
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to overwrite it")
+    if out.exists() and out.resolve() == path.resolve():
+        raise InputError(f"{out}: refusing to write the results over the journal")
+    with open_existing(path) as journal:
+        run = chosen_run(journal, run_id)
+        counts = write_results_from_journal(journal, run, out)
+    listed = ", ".join(f"{status} {count}" for status, count in counts.items())
+    click.echo(f"rebuilt the results of run {run.id} of {path} in {out} ({listed})")

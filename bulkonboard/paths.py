@@ -30,9 +30,25 @@ def expand(path: Path, *, now: datetime, customer: str = "") -> Path:
         name = match.group(1)
         if name not in values:
             raise InputError(f"{path}: unknown placeholder {{{name}}} (known: {', '.join(PLACEHOLDERS)})")
+        if name == "customer":
+            _check_customer_for_path(customer, path)
         return values[name]
 
     return Path(re.sub(r"\{([^{}]*)\}", substitute, str(path)))
+
+
+#: What a customer id may be when it becomes part of a file name: a tenant GUID or a domain (IDN letters too).
+_CUSTOMER_IN_PATH = re.compile(r"[^\W_][\w.-]*")
+
+
+def _check_customer_for_path(customer: str, path: Path) -> None:
+    """`{customer}` must never lead the file elsewhere: `--customer ../../x` would write outside the folder a
+    scheduler's command line names (and over whatever is there)."""
+    if customer and (not _CUSTOMER_IN_PATH.fullmatch(customer) or ".." in customer):
+        raise InputError(
+            f"--customer {customer!r} cannot fill {{customer}} in {path}: a customer id is a tenant GUID or a domain "
+            "(letters, digits, '.' and '-'; no path separator or '..')"
+        )
 
 
 def state_dir() -> Path:

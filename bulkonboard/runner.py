@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,15 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from .console import NullProgress, Progress
 from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, BulkOnboardError
+from .errors import (
+    EXIT_AUTH_OR_CONNECTION,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    BulkOnboardError,
+    InputError,
+    OwnFailure,
+)
 from .facts import CustomerFacts, FactsSource
 from .model import Code, Problem, RowResult, Status
 from .partnercenter import TokenProvider
@@ -43,7 +52,14 @@ from .pipeline import (
 from .reader import Sheet, read_sheet
 from .retry import DEFAULT_ATTEMPTS, DEFAULT_RATE, Backoff, Clock, RateController, Sleep
 from .validation import CheckedRow, Validation
-from .workbook import ReportWriter, Summary, example_password, read_passwords, write_passwords
+from .workbook import (
+    ReportWriter,
+    Summary,
+    WorkbookNotWritten,
+    example_password,
+    read_passwords,
+    write_passwords,
+)
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
@@ -95,6 +111,7 @@ class RunOutcome:
     not_reached: int  # rows to create never sent because the run stopped first (each listed, failed)
     stats: PipelineStats
     summary: Summary
+    passwords_written: Path | None = None  # the --generate-passwords workbook, if this run wrote it
 
 
 class SheetRun:
@@ -124,8 +141,13 @@ class SheetRun:
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        journal_kept: bool = True,
     ) -> None:
         self.input_path = Path(input_path)
+        # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line
+        # must not send anyone to it.
+        self.journal_kept = journal_kept
+        self.passwords_written: Path | None = None  # named in the Summary only once it exists
         self.results = Path(results)
         self.options = options or RunOptions()
         self.correlation_id = correlation_id
@@ -172,13 +194,16 @@ class SheetRun:
         facts = await gather_facts(sheet, self._facts, dry.customer)
         if self._recorder is None:
             return await self._run(sheet, facts, started, phase_start)
-        self._journal_run = self._recorder.begin_run(
-            input_path=sheet.path.resolve(),
-            input_sha256=_sha256(sheet.path),
-            customer=self.options.customer or ", ".join(facts),
-            correlation_id=self.correlation_id,
-            command="run",
-        )
+        try:
+            self._journal_run = self._recorder.begin_run(
+                input_path=sheet.path.resolve(),
+                input_sha256=_sha256(sheet.path),
+                customer=self.options.customer or ", ".join(facts),
+                correlation_id=self.correlation_id,
+                command="run",
+            )
+        except (InputError, OwnFailure, sqlite3.Error) as exc:  # the journal opened, then took no write (disk full)
+            raise OwnFailure(f"cannot record the run in the journal ({_failure_text(exc)}); nothing was sent") from exc
         try:
             outcome = await self._run(sheet, facts, started, phase_start)
         except BaseException as exc:
@@ -192,7 +217,14 @@ class SheetRun:
             with contextlib.suppress(Exception):
                 self._recorder.end_run(counts=None, exit_code=code)
             raise
-        self._recorder.end_run(counts=outcome.counts, exit_code=outcome.exit_code)
+        try:
+            self._recorder.end_run(counts=outcome.counts, exit_code=outcome.exit_code)
+        except (BulkOnboardError, sqlite3.Error, OSError) as exc:
+            raise OwnFailure(
+                f"the results are in {self.results}, but the journal could not record the run's end "
+                f"({_failure_text(exc)}); what it recorded before each request is kept, so the next run with it still "
+                "creates nobody twice"
+            ) from exc
         return outcome
 
     async def _run(
@@ -225,8 +257,11 @@ class SheetRun:
             except BaseException as failure:
                 # Never lose what finished: the rows already written, the ones finished but held back for an
                 # earlier row, and a line for every other, then a Summary that says the run failed.
-                self._close_after_failure(writer, validation, written, failure, sheet, facts, started)
-                raise
+                saved = self._close_after_failure(writer, validation, written, failure, sheet, facts, started)
+                own = self._own_failure(failure, results_saved=saved)
+                if own is None:
+                    raise
+                raise own from failure
             sending_seconds = time.monotonic() - sending_start
             counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
             not_reached = stats.not_reached
@@ -241,7 +276,12 @@ class SheetRun:
                 problem_counts=dict(stats.problem_counts),
                 extra=self._details(stats, facts, validation_seconds, sending_seconds, not_reached),
             )
-            writer.close(summary)
+            try:
+                writer.close(summary)
+            except WorkbookNotWritten as exc:
+                raise OwnFailure(self._results_lost(exc.reason)) from exc
+            except OSError as exc:  # the workbook turns its own write failures into the above; this is a stray
+                raise OwnFailure(self._results_lost(exc.strerror or str(exc))) from exc
 
         if stats.interrupted:
             code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
@@ -258,6 +298,7 @@ class SheetRun:
             not_reached=not_reached,
             stats=stats,
             summary=summary,
+            passwords_written=self.passwords_written,
         )
 
     def _details(
@@ -298,8 +339,8 @@ class SheetRun:
             details["rows not reached"] = not_reached
         if self._journal_run is not None:
             details["journal run"] = self._journal_run
-        if self.options.generated_passwords is not None:
-            details["generated passwords"] = str(self.options.generated_passwords)
+        if self.passwords_written is not None:
+            details["generated passwords"] = str(self.passwords_written)
         return details
 
     def _close_after_failure(
@@ -311,12 +352,13 @@ class SheetRun:
         sheet: Sheet,
         facts: Mapping[str, CustomerFacts],
         started: datetime,
-    ) -> None:
+    ) -> bool:
         """The results of a run that failed: what finished, and for every other row what is known of it.
 
         Rows the pipeline had taken may have been sent (their outcome is unknown: they may exist); rows it never
         took were not sent. Invalid and skipped rows keep validation's words. If even this fails (the workbook
-        itself may be the cause), the workbook is discarded and the original error goes on up."""
+        itself may be the cause), the workbook is discarded and False comes back: the caller's line then says how
+        to rebuild them from the journal."""
         why = _failure_text(failure)
         held_back = self.pipeline.held_back()
         taken = self.pipeline.stats.rows
@@ -340,11 +382,45 @@ class SheetRun:
                         "source": self.source_name,
                         "run failed": why,
                         "rows sent": self.pipeline.stats.sent_rows,
+                        **({"generated passwords": str(self.passwords_written)} if self.passwords_written else {}),
                     },
                 )
             )
         except Exception:
             writer.discard()
+            return False
+        return True
+
+    def _own_failure(self, failure: BaseException, *, results_saved: bool) -> OwnFailure | None:
+        """What a failure once sending has begun means to the caller: bulkonboard's own failure (exit 4: the journal
+        or the results could not be written), with one line saying where what finished is. None for a failure that
+        keeps its own meaning: an interruption; a refused sign-in or an unreachable service (exit 3); a bug, which
+        goes up as itself (the CLI gives it exit 4 too, and BULKONBOARD_DEBUG=1 its traceback)."""
+        if not isinstance(failure, BulkOnboardError | sqlite3.Error | OSError):
+            return None
+        if isinstance(failure, BulkOnboardError) and failure.exit_code == EXIT_AUTH_OR_CONNECTION:
+            return None
+        if results_saved:
+            return OwnFailure(
+                f"the run stopped: {_failure_text(failure)}; no further row was sent, and the results of what "
+                f"finished are in {self.results}"
+            )
+        if isinstance(failure, OSError):  # most likely the workbook's own writes: the system's words say enough
+            return OwnFailure(self._results_lost(failure.strerror or type(failure).__name__))
+        return OwnFailure(self._results_lost(_failure_text(failure)))
+
+    def _results_lost(self, why: str) -> str:
+        """The one line for results that could not be written: what failed, and how to get them back."""
+        line = f"{self.results}: cannot write the results workbook ({why}); "
+        journal_path = getattr(self._recorder, "path", None)
+        if self._recorder is None or journal_path is None or self._journal_run is None:
+            return line + "the tenant holds what was created: list its users to see the outcome"
+        if not self.journal_kept:
+            return line + f"the throwaway journal of this run (run {self._journal_run}) goes with it: run again"
+        return line + (
+            f"nothing is lost: the journal holds what the service did; rebuild them with "
+            f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
+        )
 
     def _with_generated_passwords(self, validation: Validation, path: Path) -> Iterator[CheckedRow]:
         """A strong password for each row to send that has none, saved (0600) before any of them is sent.
@@ -364,7 +440,10 @@ class SheetRun:
             entries.append((user.row, user.userPrincipalName, password))
         # Keep the earlier run's passwords for users not in this sheet: they may be the only copy.
         kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
+        if not entries and not kept:
+            return iter(validation)  # every row to send has its own password: no workbook, and none named
         write_passwords(path, entries + kept)
+        self.passwords_written = path
         return _fill_passwords(validation, chosen)
 
 
@@ -380,6 +459,10 @@ def _failure_text(failure: BaseException) -> str:
         return failure.message
     if isinstance(failure, KeyboardInterrupt | asyncio.CancelledError):
         return "interrupted at once"
+    if isinstance(failure, sqlite3.Error):  # the journal's own failure, e.g. a full disk
+        return f"cannot write the journal ({failure})"
+    if isinstance(failure, OSError):
+        return f"cannot write ({failure.strerror or type(failure).__name__})"
     return f"unexpected {type(failure).__name__} (a bug: please report it)"
 
 

@@ -14,6 +14,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -36,7 +37,8 @@ from typing import IO, Any
 import xlsxwriter
 from xlsxwriter.exceptions import XlsxWriterException
 
-from .errors import InputError
+from .errors import InputError, OwnFailure
+from .leftovers import LOCKS, SCRATCH_PREFIX, hold, remove_leftovers
 from .model import SECRET_FIELDS, RowResult, Status, join_problems
 
 #: Excel's hard limits: rows per sheet (the header included) and UTF-16 units per cell.
@@ -146,47 +148,79 @@ def _scrub(text: str, secret: str) -> str:
 # ------------------------------------------------------------------------------------- atomic output
 
 
+class WorkbookNotWritten(OwnFailure):
+    """A workbook that could not be written (a full disk, a read-only or forbidden folder): exit 4, bulkonboard's
+    own failure. `reason` alone (the system's words) lets a caller say in its own line how to get it back."""
+
+    def __init__(self, path: Path, what: str, reason: str) -> None:
+        super().__init__(f"{path}: {what} ({reason})")
+        self.reason = reason
+
+
+
 class _AtomicTarget:
     """A temp file beside `path`, created exclusively with `mode`; `commit` renames it over `path`.
 
     The temp file is in the same folder so that the rename is atomic; O_EXCL means it is ours and new, with
-    its mode set at creation (no window where a passwords file is readable by others).
+    its mode set at creation (no window where a passwords file is readable by others). The temp file and the
+    scratch folder are locked while this writer lives, so that the next run removes them if it is killed, and
+    never while it lives (leftovers.py); that next run is any writer's start.
     """
 
     def __init__(self, path: Path, mode: int) -> None:
         self.path = path
+        remove_leftovers(path.parent)
         self.temp_path = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
         try:
             fd = os.open(self.temp_path, flags, mode)
         except OSError as exc:
-            raise InputError(f"{path}: cannot write the workbook there ({exc.strerror or exc})") from None
+            raise WorkbookNotWritten(path, "cannot write the workbook there", exc.strerror or str(exc)) from None
+        hold(fd)
         self.file: IO[bytes] = os.fdopen(fd, "wb")
+        self._scratch_lock: int | None = None
         # xlsxwriter's own temp files (constant_memory row data, parts being zipped) go to a private folder
         # (mode 0700), so that they are easy to remove however the writing ends.
         try:
-            self.scratch_dir = tempfile.mkdtemp(prefix="bulkonboard-xlsx-")
-        except OSError:
+            self.scratch_dir = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+            self._scratch_lock = os.open(self.scratch_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
             self.file.close()
             self.temp_path.unlink(missing_ok=True)
-            raise
+            raise OwnFailure(
+                f"{path}: cannot make a scratch folder in {tempfile.gettempdir()} ({exc.strerror or exc})"
+            ) from None
+        hold(self._scratch_lock)
 
     def commit(self) -> None:
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
-            self.file.close()
+            # Renamed while still open, so still locked: the next run's clean-up never takes it in between.
+            # (Windows renames no open file, and has no such locks to keep.)
+            if not LOCKS:
+                self.file.close()
             os.replace(self.temp_path, self.path)
+            self.file.close()
         except OSError as exc:
             self.discard()
-            raise InputError(f"{self.path}: cannot write the workbook ({exc.strerror or exc})") from None
-        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            raise WorkbookNotWritten(self.path, "cannot write the workbook", exc.strerror or str(exc)) from None
+        self._remove_scratch()
 
     def discard(self) -> None:
         if not self.file.closed:
-            self.file.close()
-        self.temp_path.unlink(missing_ok=True)
+            # Closing flushes what is buffered, which fails again on a full disk: the file goes all the same.
+            with contextlib.suppress(OSError):
+                self.file.close()
+        with contextlib.suppress(OSError):
+            self.temp_path.unlink(missing_ok=True)
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        if self._scratch_lock is not None:
+            os.close(self._scratch_lock)
+            self._scratch_lock = None
 
 
 def _new_workbook(target: _AtomicTarget, *, constant_memory: bool = False, in_memory: bool = False) -> Any:
@@ -204,7 +238,8 @@ def _close_workbook(workbook: Any, target: _AtomicTarget) -> None:
         workbook.close()
     except (OSError, XlsxWriterException) as exc:
         target.discard()
-        raise InputError(f"{target.path}: cannot write the workbook ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise WorkbookNotWritten(target.path, "cannot write the workbook", reason) from None
     except BaseException:
         target.discard()
         raise

@@ -34,3 +34,17 @@ def test_journal_is_per_service_and_customer(monkeypatch: pytest.MonkeyPatch, tm
 def test_journal_name_ignores_the_case_of_the_tenant_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert default_journal("http://x", "3C9A-AB") == default_journal("http://x", "3c9a-ab")
+
+
+@pytest.mark.parametrize("customer", ["../../x", "..", "a/b", "a\\b", "x/../../y", "/etc", ".hidden", "a b", "c..d"])
+def test_a_customer_that_could_lead_the_path_elsewhere_is_refused(customer: str) -> None:
+    with pytest.raises(InputError, match="tenant GUID or a domain") as caught:
+        expand(Path("out/r-{customer}.xlsx"), now=datetime(2026, 1, 1), customer=customer)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("customer", ["3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90", "contoso.onmicrosoft.com", "bücher.de"])
+def test_a_guid_or_a_domain_fills_the_customer_placeholder(customer: str) -> None:
+    assert expand(Path("r-{customer}.xlsx"), now=datetime(2026, 1, 1), customer=customer) == Path(f"r-{customer}.xlsx")
+    # without the placeholder the customer is not part of any path, and is left to validation
+    assert expand(Path("r.xlsx"), now=datetime(2026, 1, 1), customer="../x") == Path("r.xlsx")

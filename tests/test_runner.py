@@ -22,7 +22,7 @@ import aiohttp
 import openpyxl
 import pytest
 
-from bulkonboard.errors import AuthError, ServiceUnavailable
+from bulkonboard.errors import AuthError, OwnFailure, ServiceUnavailable
 from bulkonboard.facts import CustomerFacts, Domain, DomainsFile
 from bulkonboard.journal import JournalError, RowFilter, open_journal
 from bulkonboard.model import UserRow
@@ -472,11 +472,13 @@ async def test_a_run_that_fails_still_writes_what_finished_then_raises(tmp_path:
         [person(n) for n in range(1, 13)] + [person(13, "fabrikam.com")],  # the last one is invalid
     )
     async with service() as svc:
-        with pytest.raises(JournalError, match="disk is full"):
+        with pytest.raises(OwnFailure, match="disk is full") as caught:
             await run(
                 svc, sheet, tmp_path, journal=BrokenJournal(good=5), run={"rate": math.inf, "concurrency": 2}
             )
 
+        assert isinstance(caught.value.__cause__, JournalError)  # exit 4, never the journal's own exit 2
+        assert "no further row was sent" in caught.value.message and "results.xlsx" in caught.value.message
         rows = results_rows(tmp_path / "results.xlsx")
         assert [int(r["row"]) for r in rows] == list(range(2, 15))  # every row, in order
         assert_agrees_with_sandbox(svc, rows)

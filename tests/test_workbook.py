@@ -21,7 +21,7 @@ import pytest
 from openpyxl.utils.escape import unescape
 
 from bulkonboard import workbook as wbmod
-from bulkonboard.errors import InputError
+from bulkonboard.errors import InputError, OwnFailure
 from bulkonboard.model import Problem, RowResult, Status
 from bulkonboard.workbook import (
     ReportWriter,
@@ -483,9 +483,10 @@ def test_a_mismatched_summary_or_kind_is_refused(tmp_path: Path) -> None:
         writer.add(make_result(2))
 
 
-def test_an_unwritable_folder_is_an_input_error_up_front(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot write"):
+def test_an_unwritable_folder_is_our_own_failure_up_front(tmp_path: Path) -> None:
+    with pytest.raises(OwnFailure, match="cannot write") as caught:
         ReportWriter(tmp_path / "missing" / "results.xlsx", kind="results")
+    assert caught.value.exit_code == 4  # results not writable: bulkonboard's own failure, never 1 or 2
 
 
 def test_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
