@@ -23,6 +23,7 @@ from .codes import (
     DUPLICATE_UPN_TEXT,
     IMMUTABLE_ID_INVALID_CODE,
     INVALID_INPUT_CODE,
+    OBJECT_CONFLICT,
     PASSWORD_WEAK_CODE,
     UPN_INVALID_CODE,
     USAGE_LOCATION_INVALID_CODE,
@@ -30,6 +31,7 @@ from .codes import (
     ApiError,
 )
 from .data import CustomerData, DomainData, SandboxData, UserData
+from .permissions import Grant
 
 Record = dict[str, Any]
 
@@ -71,19 +73,21 @@ class CachedAnswer:
 
 
 class CustomerState:
-    """One customer's domains and users. Users are never purged (DELETE is a soft delete), so a user's position in
-    creation order is stable, which is what the continuation tokens of paging point at."""
+    """One customer's domains and users, and the partner's GDAP standing in it. Users are never purged (DELETE is
+    a soft delete; the 30 days after which Entra purges them are not emulated), so a user's position in creation
+    order is stable, which is what the continuation tokens of paging point at."""
 
     def __init__(self, data: CustomerData) -> None:
         self.id = data.id
         self.name = data.name
+        self.grant = Grant(data.id, data.relationship, data.gdap_roles)
         self.domains: dict[str, DomainData] = {d.name.casefold(): d for d in data.domains}
         self.initial_domain = data.initial_domain
         self._order: list[str] = []  # user ids (lower-cased) in creation order
         self._by_id: dict[str, Record] = {}
-        self._active_by_upn: dict[
-            str, str
-        ] = {}  # case-folded UPN -> user id (lower-cased), active users only
+        # Case-folded UPN -> user id (lower-cased): the active holder, and the latest soft-deleted one.
+        self._active_by_upn: dict[str, str] = {}
+        self._deleted_by_upn: dict[str, str] = {}
         for user in data.users:
             self.put(_seed_record(user, self.domains))
 
@@ -95,16 +99,22 @@ class CustomerState:
         user_id = self._active_by_upn.get(upn.casefold())
         return self._by_id[user_id] if user_id is not None else None
 
+    def holder_of(self, upn: str) -> Record | None:
+        """Whoever holds the UPN: the active user, else a soft-deleted one (it keeps its UPN in the recycle bin)."""
+        key = upn.casefold()
+        user_id = self._active_by_upn.get(key) or self._deleted_by_upn.get(key)
+        return self._by_id[user_id] if user_id is not None else None
+
     def records(self) -> Iterator[Record]:
         return (self._by_id[user_id] for user_id in self._order)
 
-    def page(self, position: int, size: int) -> tuple[list[Record], int | None]:
-        """Up to `size` active users from `position` on, and where the next page starts (None: this was the last)."""
+    def page(self, position: int, size: int, state: str = ACTIVE) -> tuple[list[Record], int | None]:
+        """Up to `size` users in `state` from `position` on, and where the next page starts (None: the last)."""
         items: list[Record] = []
         index = position
         while index < len(self._order):
             record = self._by_id[self._order[index]]
-            if record["state"] == ACTIVE:
+            if record["state"] == state:
                 if len(items) == size:
                     return items, index
                 items.append(record)
@@ -113,21 +123,41 @@ class CustomerState:
 
     # -- writing --------------------------------------------------------------------------------------------
     def put(self, record: Record) -> None:
-        """Add or replace a record, keeping the UPN index in step."""
+        """Add or replace a record, keeping the UPN indexes in step."""
         key = record["id"].lower()
         old = self._by_id.get(key)
         if old is None:
             self._order.append(key)
-        elif old["state"] == ACTIVE and self._active_by_upn.get(old["userPrincipalName"].casefold()) == key:
-            del self._active_by_upn[old["userPrincipalName"].casefold()]
         self._by_id[key] = record
+        if old is not None:
+            self._unindex(old, key)
+        upn = record["userPrincipalName"].casefold()
         if record["state"] == ACTIVE:
-            self._active_by_upn[record["userPrincipalName"].casefold()] = key
+            self._active_by_upn[upn] = key
+        else:
+            self._deleted_by_upn[upn] = key
+
+    def _unindex(self, old: Record, key: str) -> None:
+        upn = old["userPrincipalName"].casefold()
+        if self._active_by_upn.get(upn) == key:
+            del self._active_by_upn[upn]
+        if self._deleted_by_upn.get(upn) == key:
+            del self._deleted_by_upn[upn]
+            # Another soft-deleted user with this UPN (only a state file from before UPNs were held can have
+            # one) takes its place: a rare walk, on a restore.
+            others = [i for i in self._order if i != key and self._is_deleted_holder(i, upn)]
+            if others:
+                self._deleted_by_upn[upn] = others[-1]
+
+    def _is_deleted_holder(self, user_id: str, upn: str) -> bool:
+        record = self._by_id[user_id]
+        return record["state"] != ACTIVE and record["userPrincipalName"].casefold() == upn
 
     def replace_all(self, records: list[Record]) -> None:
         self._order.clear()
         self._by_id.clear()
         self._active_by_upn.clear()
+        self._deleted_by_upn.clear()
         for record in records:
             self.put(record)
 
@@ -283,7 +313,8 @@ class Store:
                 "Invalid value specified for property 'immutableId' of resource 'User': it may not contain $ or _.",
                 ("immutableId",),
             )
-        if customer.active_by_upn(upn) is not None:
+        if customer.holder_of(upn) is not None:
+            # A soft-deleted user still holds its UPN (shared/reference, "More facts"): restore it, or wait.
             return duplicate_upn_error()
         return NewUser(fields=fields, password=password, force_change_password=force_change, domain=domain)
 
@@ -389,8 +420,22 @@ def answer(record: Record, new_user: NewUser) -> Record:
     return {**record, "passwordProfile": profile}
 
 
-def public(record: Record) -> Record:
-    return copy.deepcopy(record)
+def public(record: Record, customer_id: str) -> Record:
+    """A user as `GET .../users/{id}` answers: the record and its `links.self`. The docs are silent on whether
+    this answer carries `passwordProfile`; the sandbox keeps `forceChangePassword` there (never a password)."""
+    return {**copy.deepcopy(record), "links": _self_link(customer_id, record["id"])}
+
+
+def listed(record: Record, customer_id: str) -> Record:
+    """A user as an item of `GET .../users`: documented with `links.self` and without `passwordProfile`."""
+    item = {key: copy.deepcopy(value) for key, value in record.items() if key != "passwordProfile"}
+    item["links"] = _self_link(customer_id, record["id"])
+    return item
+
+
+def _self_link(customer_id: str, user_id: str) -> dict[str, Any]:
+    # Partner Center's links are relative to {base}/v1, like `links.next` of a list.
+    return {"self": {"uri": f"/customers/{customer_id}/users/{user_id}", "method": "GET", "headers": []}}
 
 
 def without_password(value: Any) -> Any:
@@ -408,8 +453,9 @@ def without_password(value: Any) -> Any:
 
 
 def duplicate_upn_error() -> ApiError:
-    # Sandbox's own code; status and text are Graph's documented answer to a duplicate UPN.
-    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName",))
+    # Sandbox's own code; status, text and detail code are Graph's documented answer to a duplicate UPN. `data`
+    # carries the detail as Graph gives it (target and code), where Partner Center puts an exception's detail.
+    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName", OBJECT_CONFLICT))
 
 
 def user_not_found_error(user_id: str) -> ApiError:
@@ -428,7 +474,10 @@ def _case_insensitive(members: Mapping[str, Any]) -> dict[str, Any]:
 def _system_fields(domain: DomainData | None) -> Record:
     return {
         "lastDirectorySyncTime": None,
-        "userDomainType": "none" if domain is None else ("federated" if domain.federated else "managed"),
+        # The documented create answer says "none", even for a user on *.onmicrosoft.com; Partner Center never
+        # creates users of a federated domain, and for one seeded by the data file the docs are silent (the
+        # sandbox says "federated", the value the field documents).
+        "userDomainType": "federated" if domain is not None and domain.federated else "none",
         "state": ACTIVE,
         "softDeletionTime": None,
         "attributes": {"objectType": "CustomerUser"},
@@ -442,6 +491,9 @@ def _seed_record(user: UserData, domains: Mapping[str, DomainData]) -> Record:
         if value is not None:
             record[name] = value
     record.update(_system_fields(domains.get(user.userPrincipalName.rpartition("@")[2].casefold())))
+    if user.state == INACTIVE:
+        # Sandbox's own: a file that leaves the time out gets the time the sandbox read it.
+        record.update(state=INACTIVE, softDeletionTime=user.softDeletionTime or _now())
     return record
 
 
