@@ -13,6 +13,7 @@ import tomllib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,10 @@ def _parse_user(raw: Any, where: str, customer_id: str, domains: dict[str, Domai
     deleted_at = _text(table, "softDeletionTime", where)
     if deleted_at is not None and state != "inactive":
         raise _Bad(where, 'softDeletionTime is for a soft-deleted user (state = "inactive")')
+    if deleted_at is not None and not _is_iso_time(deleted_at):
+        raise _Bad(
+            where, f"softDeletionTime must be an ISO 8601 time (2026-11-20T09:30:00Z), not {deleted_at!r}"
+        )
     return UserData(
         id=_guid(table, "id", where) or stable_user_id(customer_id, upn),
         userPrincipalName=upn,
@@ -355,6 +360,14 @@ def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False
     if not _READABLE_ID.fullmatch(value):
         raise _Bad(where, f"{key} {value!r} is neither a GUID nor a plain id (letters, digits, . _ -)")
     return value
+
+
+def _is_iso_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:
