@@ -63,6 +63,21 @@ class ApiError:
         return body
 
 
+def invalid_input(description: str, *fields: str) -> ApiError:
+    """400 with Partner Center's documented 800002, naming the fields at fault in `data`."""
+    return ApiError(400, INVALID_INPUT_CODE, description, tuple(fields))
+
+
+def user_not_found_error(user_id: str) -> ApiError:
+    return ApiError(404, USER_NOT_FOUND_CODE, f"User {user_id} was not found.")
+
+
+def duplicate_upn_error() -> ApiError:
+    # Sandbox's own code; status, text and detail code are Graph's documented answer to a duplicate UPN. `data`
+    # carries the detail as Graph gives it (target and code), where Partner Center puts an exception's detail.
+    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName", OBJECT_CONFLICT))
+
+
 def rate_limit_body(retry_after: int) -> dict[str, Any]:
     """Partner Center's 429 has its own body shape, unlike every other error."""
     return {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."}

@@ -24,11 +24,12 @@ from .codes import (
     TOKEN_MISSING_CODE,
     ApiError,
     rate_limit_body,
+    user_not_found_error,
 )
 from .context import CONTEXT, CONTINUATION_TOKEN, REQUEST_ID, THROTTLE_HEADER, authorized
 from .paging import encode_position, parse_list_query
 from .permissions import Action
-from .store import CustomerState, answer, listed, public, user_not_found_error
+from .store import CustomerState, answer, listed, public
 
 ReplayKey = tuple[str, str, str]
 

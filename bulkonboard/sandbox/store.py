@@ -16,21 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import rules
-from .codes import (
-    DOMAIN_FEDERATED_CODE,
-    DOMAIN_UNKNOWN_CODE,
-    DUPLICATE_UPN_CODE,
-    DUPLICATE_UPN_TEXT,
-    IMMUTABLE_ID_INVALID_CODE,
-    INVALID_INPUT_CODE,
-    OBJECT_CONFLICT,
-    PASSWORD_WEAK_CODE,
-    UPN_INVALID_CODE,
-    USAGE_LOCATION_INVALID_CODE,
-    USER_NOT_FOUND_CODE,
-    ApiError,
-)
+from .codes import ApiError, duplicate_upn_error, invalid_input, user_not_found_error
 from .data import CustomerData, DomainData, SandboxData, UserData
+from .newuser import (
+    LENGTH_LIMITS,
+    USER_FIELDS,
+    NewUser,
+    case_insensitive,
+    check_new_user,
+    usage_location_error,
+)
 from .permissions import Grant
 
 Record = dict[str, Any]
@@ -38,30 +33,8 @@ Record = dict[str, Any]
 ACTIVE = "active"
 INACTIVE = "inactive"
 
-#: The CustomerUser fields a create request may carry (besides passwordProfile and attributes), in the order the
-#: documented answer lists them. Unknown members of a request are ignored, as .NET services do.
-USER_FIELDS = ("usageLocation", "userPrincipalName", "firstName", "lastName", "displayName", "immutableId")
-REQUIRED_FIELDS = ("userPrincipalName", "displayName", "usageLocation")
 #: Fields a PATCH may change besides State (Partner Center's "update user accounts").
 PATCHABLE_FIELDS = ("usageLocation", "firstName", "lastName", "displayName")
-_LENGTH_LIMITS = {
-    "displayName": rules.DISPLAY_NAME_MAX,
-    "firstName": rules.NAME_MAX,
-    "lastName": rules.NAME_MAX,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class NewUser:
-    """A create request that passed every rule. The password is kept only long enough to echo it once."""
-
-    fields: dict[str, str]
-    password: str
-    force_change_password: bool | None
-    domain: DomainData
-
-    def __repr__(self) -> str:  # never show the password, even in a debugger or a failing assertion
-        return f"NewUser(fields={self.fields!r}, password=<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,100 +196,8 @@ class Store:
 
     # -- creating -------------------------------------------------------------------------------------------
     def check_new_user(self, customer: CustomerState, body: Any) -> NewUser | ApiError:
-        """Apply the service's refusals in the order a service would: shape, required fields, syntax, domain,
-        usage location, password, immutableId, and last the directory itself (a duplicate UPN)."""
-        if not isinstance(body, dict):
-            return _invalid_input("The request body must be a JSON object describing the user.")
-        members = _case_insensitive(body)
-        fields: dict[str, str] = {}
-        for name in USER_FIELDS:
-            value = members.get(name.casefold())
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                return _invalid_input(f"The field {name} must be a string.", name)
-            fields[name] = value
-        profile = members.get("passwordprofile")
-        if profile is not None and not isinstance(profile, dict):
-            return _invalid_input("The field passwordProfile must be an object.", "passwordProfile")
-        profile_members = _case_insensitive(profile or {})
-        password = profile_members.get("password")
-        if password is not None and not isinstance(password, str):
-            return _invalid_input(
-                "The field passwordProfile.password must be a string.", "passwordProfile.password"
-            )
-        force_change = profile_members.get("forcechangepassword")
-        if force_change is not None and not isinstance(force_change, bool):
-            return _invalid_input(
-                "The field passwordProfile.forceChangePassword must be true or false.",
-                "passwordProfile.forceChangePassword",
-            )
-
-        missing = [name for name in REQUIRED_FIELDS if not fields.get(name, "").strip()]
-        if not password:
-            missing.append("passwordProfile.password")
-        if missing:
-            return _invalid_input(f"The request is missing required fields: {', '.join(missing)}.", *missing)
-        for name, limit in _LENGTH_LIMITS.items():
-            if len(fields.get(name, "")) > limit:
-                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
-        assert password is not None
-
-        upn = fields["userPrincipalName"]
-        problem = rules.upn_problem(upn)
-        if problem:
-            return ApiError(
-                400,
-                UPN_INVALID_CODE,
-                f"Invalid value specified for property 'userPrincipalName' of resource 'User': {problem}.",
-                ("userPrincipalName",),
-            )
-        domain_name = upn.rpartition("@")[2]
-        domain = customer.domains.get(domain_name.casefold())
-        if domain is None or not domain.is_verified:
-            return ApiError(
-                400,
-                DOMAIN_UNKNOWN_CODE,
-                f"The domain portion of the userPrincipalName property is invalid: {domain_name} is not a verified "
-                "domain of this customer. You must use one of the verified domain names in the organization.",
-                ("userPrincipalName",),
-            )
-        if domain.federated:
-            return ApiError(
-                400,
-                DOMAIN_FEDERATED_CODE,
-                f"The domain {domain.name} is federated; users of a federated domain cannot be created through "
-                "Partner Center.",
-                ("userPrincipalName",),
-            )
-        if not rules.usage_location_ok(fields["usageLocation"]):
-            return ApiError(
-                400,
-                USAGE_LOCATION_INVALID_CODE,
-                f"Invalid value specified for property 'usageLocation' of resource 'User': "
-                f"{fields['usageLocation']!r} is not a country or region Partner Center supports.",
-                ("usageLocation",),
-            )
-        problem = rules.password_problem(password)
-        if problem:
-            return ApiError(
-                400,
-                PASSWORD_WEAK_CODE,
-                "The specified password does not comply with password complexity requirements. Please provide a "
-                f"different password ({problem}).",
-                ("passwordProfile.password",),
-            )
-        if not rules.immutable_id_ok(fields.get("immutableId", "")):
-            return ApiError(
-                400,
-                IMMUTABLE_ID_INVALID_CODE,
-                "Invalid value specified for property 'immutableId' of resource 'User': it may not contain $ or _.",
-                ("immutableId",),
-            )
-        if customer.holder_of(upn) is not None:
-            # A soft-deleted user still holds its UPN (shared/reference, "More facts"): restore it, or wait.
-            return duplicate_upn_error()
-        return NewUser(fields=fields, password=password, force_change_password=force_change, domain=domain)
+        """The service's refusals of a create request (see `newuser`), or the user to create."""
+        return check_new_user(customer, body)
 
     def create(self, customer: CustomerState, new_user: NewUser, user_id: str) -> Record:
         """Add the user; returns the stored record (no password). The caller builds the answer with `answer()`."""
@@ -348,14 +229,14 @@ class Store:
         if record is None:
             return user_not_found_error(user_id)
         if not isinstance(body, dict):
-            return _invalid_input("The request body must be a JSON object.")
-        members = _case_insensitive(body)
+            return invalid_input("The request body must be a JSON object.")
+        members = case_insensitive(body)
         updated = dict(record)
         state = members.get("state")
         if state is not None:
             if not isinstance(state, str) or state.casefold() != ACTIVE:
                 # Sandbox's own: PATCH only restores; deleting is DELETE.
-                return _invalid_input(
+                return invalid_input(
                     "State can only be set to active (to restore a user); use DELETE to delete.", "State"
                 )
             if record["state"] != ACTIVE:
@@ -368,18 +249,12 @@ class Store:
             if value is None:
                 continue
             if not isinstance(value, str) or (name in ("displayName", "usageLocation") and not value.strip()):
-                return _invalid_input(f"The field {name} must be a non-empty string.", name)
-            limit = _LENGTH_LIMITS.get(name)
+                return invalid_input(f"The field {name} must be a non-empty string.", name)
+            limit = LENGTH_LIMITS.get(name)
             if limit is not None and len(value) > limit:
-                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
+                return invalid_input(f"The field {name} must be at most {limit} characters long.", name)
             if name == "usageLocation" and not rules.usage_location_ok(value):
-                return ApiError(
-                    400,
-                    USAGE_LOCATION_INVALID_CODE,
-                    f"Invalid value specified for property 'usageLocation' of resource 'User': {value!r} is not a "
-                    "country or region Partner Center supports.",
-                    ("usageLocation",),
-                )
+                return usage_location_error(value)
             updated[name] = value
         if updated != record:
             customer.put(updated)
@@ -450,25 +325,6 @@ def without_password(value: Any) -> Any:
     if isinstance(value, list):
         return [without_password(item) for item in value]
     return value
-
-
-def duplicate_upn_error() -> ApiError:
-    # Sandbox's own code; status, text and detail code are Graph's documented answer to a duplicate UPN. `data`
-    # carries the detail as Graph gives it (target and code), where Partner Center puts an exception's detail.
-    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName", OBJECT_CONFLICT))
-
-
-def user_not_found_error(user_id: str) -> ApiError:
-    return ApiError(404, USER_NOT_FOUND_CODE, f"User {user_id} was not found.")
-
-
-def _invalid_input(description: str, *fields: str) -> ApiError:
-    return ApiError(400, INVALID_INPUT_CODE, description, tuple(fields))
-
-
-def _case_insensitive(members: Mapping[str, Any]) -> dict[str, Any]:
-    """Partner Center is a .NET service: it binds JSON members case-insensitively (`State` and `state` alike)."""
-    return {str(key).casefold(): value for key, value in members.items()}
 
 
 def _system_fields(domain: DomainData | None) -> Record:
