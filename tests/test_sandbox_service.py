@@ -308,6 +308,7 @@ async def test_deletes_and_restores_survive_a_restart_with_their_time(
     assert (await call(http, "DELETE", f"{users_url(box, FULL)}/{dee['id']}"))[0] == 204
     assert (await call(http, "PATCH", f"{users_url(box, FULL)}/{cy['id']}", {"State": "active"}))[0] == 200
     deleted_at = box.store.user_by_upn(FULL, "dee@full.onmicrosoft.com")["softDeletionTime"]  # type: ignore[index]
+    # The first sandbox still runs: the file holds its snapshot and the logged writes, as a kill -9 leaves it.
     again = Sandbox(parse_data(DATA), SandboxOptions(seed=0), state_path=tmp_path / "state.json")
     await again.start()
     try:
