@@ -1,6 +1,6 @@
 """Error codes and error bodies the sandbox answers with.
 
-Partner Center documents only a handful of codes (800001-800003, 60002, 60003). For the
+Partner Center documents only a handful of codes (800001-800003, 60002, 60003, 20002, 900308). For the
 refusals it leaves undocumented the sandbox has to invent a code; those live in the 90000 block, a range no
 documented code uses, so nobody can mistake an invented code for Microsoft's. Clients should recognise a refusal
 by its HTTP status and text first, and use these codes only against the sandbox.
@@ -20,9 +20,16 @@ INVALID_INPUT_CODE = 800002  # 400: invalid request input
 UNEXPECTED_ERROR_CODE = 800003  # 500: unexpected service error
 USER_NOT_FOUND_CODE = 60002  # 404
 TENANT_NOT_FOUND_CODE = 60003  # 404
+NO_RELATIONSHIP_CODE = 20002  # 403: the partner has no (GDAP/commerce) relationship with the customer
+INSUFFICIENT_PRIVILEGES_CODE = 900308  # 403: the partner's GDAP roles do not allow the call
+INSUFFICIENT_PRIVILEGES_TEXT = "Insufficient privileges to complete the operation."
 
 # Sandbox's own: not documented. Partner Center publishes no code for these refusals.
 DUPLICATE_UPN_CODE = 90001  # 400, with Graph's duplicate text (Graph answers a duplicate UPN with 400)
+#: Graph's detail code for a duplicate UPN (documented by Graph); the sandbox passes it on in `data`, where Partner
+#: Center puts the underlying exception's detail. The 409 status is documented but never tied to a duplicate UPN,
+#: so the sandbox keeps Graph's 400.
+OBJECT_CONFLICT = "ObjectConflict"
 UPN_INVALID_CODE = 90002
 DOMAIN_UNKNOWN_CODE = 90003
 DOMAIN_FEDERATED_CODE = 90004
@@ -47,13 +54,28 @@ class ApiError:
     data: tuple[str, ...] = field(default=())
 
     def body(self) -> dict[str, Any]:
-        # Partner Center caps descriptions at 1024 characters.
-        return {
-            "code": self.code,
-            "description": self.description[:1024],
-            "data": list(self.data),
-            "source": SOURCE,
-        }
+        # Partner Center caps descriptions at 1024 characters, and sends `data` only for some errors: the
+        # sandbox sends it when it has detail to give (the fields at fault, the conflict), never as `[]`.
+        body: dict[str, Any] = {"code": self.code, "description": self.description[:1024]}
+        if self.data:
+            body["data"] = list(self.data)
+        body["source"] = SOURCE
+        return body
+
+
+def invalid_input(description: str, *fields: str) -> ApiError:
+    """400 with Partner Center's documented 800002, naming the fields at fault in `data`."""
+    return ApiError(400, INVALID_INPUT_CODE, description, tuple(fields))
+
+
+def user_not_found_error(user_id: str) -> ApiError:
+    return ApiError(404, USER_NOT_FOUND_CODE, f"User {user_id} was not found.")
+
+
+def duplicate_upn_error() -> ApiError:
+    # Sandbox's own code; status, text and detail code are Graph's documented answer to a duplicate UPN. `data`
+    # carries the detail as Graph gives it (target and code), where Partner Center puts an exception's detail.
+    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName", OBJECT_CONFLICT))
 
 
 def rate_limit_body(retry_after: int) -> dict[str, Any]:
@@ -72,3 +94,7 @@ def graph_error_body(
             "innerError": {"date": date, "request-id": request_id, "client-request-id": client_request_id},
         }
     }
+
+
+#: Graph's 403 for a call the caller's roles do not allow (documented by Graph with this text).
+GRAPH_FORBIDDEN_CODE = "Authorization_RequestDenied"

@@ -1,4 +1,5 @@
-"""The sandbox's data file (TOML): customers, their domains and the users that already exist.
+"""The sandbox's data file (TOML): customers, their domains, the partner's GDAP standing in each, and the users
+that already exist (soft-deleted ones too, with `state = "inactive"`).
 
 A bad file must stop the sandbox with one line that says where the mistake is (`customers[0].domains[2]: ...`),
 never with a traceback or, worse, a sandbox that quietly serves something other than what the file meant. So keys
@@ -12,12 +13,14 @@ import tomllib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from . import rules
+from .permissions import KNOWN_ROLES, canonical_role
 
 #: Where the sandbox looks when no data file is named: relative to the current directory, as the contract says.
 DEFAULT_DATA_PATH = Path("samples/sandbox.toml")
@@ -28,7 +31,7 @@ FEDERATED = "Federated"
 #: Namespace for the ids of users the file lists without one, so they keep the same id from run to run.
 USER_ID_NAMESPACE = uuid.UUID("6f1c2b9e-3d47-4a5e-9c81-0b7e4d2a6c35")
 
-_CUSTOMER_KEYS = ("id", "name", "domains", "users")
+_CUSTOMER_KEYS = ("id", "name", "domains", "users", "gdapRoles", "relationship")
 _DOMAIN_KEYS = ("name", "authenticationType", "isDefault", "isInitial", "isVerified")
 _USER_KEYS = (
     "id",
@@ -38,7 +41,11 @@ _USER_KEYS = (
     "displayName",
     "usageLocation",
     "immutableId",
+    "state",
+    "softDeletionTime",
 )
+#: A user's `state` in the file, as Partner Center spells it: active, or soft-deleted (in the recycle bin).
+USER_STATES = ("active", "inactive")
 
 
 class SandboxDataError(InputError):
@@ -69,6 +76,9 @@ class UserData:
     lastName: str | None = None
     usageLocation: str | None = None
     immutableId: str | None = None
+    state: str = "active"
+    #: When an inactive user was deleted (ISO 8601); None for an active one, or when the file leaves it out.
+    softDeletionTime: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,10 @@ class CustomerData:
     name: str
     domains: tuple[DomainData, ...]
     users: tuple[UserData, ...] = field(default=())
+    #: The partner's GDAP roles in this customer (Entra's display names); None grants every role.
+    gdap_roles: tuple[str, ...] | None = None
+    #: False: the partner has no relationship with this customer, so every call about it is refused (20002).
+    relationship: bool = True
 
     @property
     def initial_domain(self) -> DomainData:
@@ -193,7 +207,32 @@ def _parse_customer(raw: Any, where: str) -> CustomerData:
     for i, user_id in enumerate(ids):
         if user_id in ids[:i]:
             raise _Bad(f"{where}.users[{i}]", f"user id {users[i].id} appears twice")
-    return CustomerData(id=customer_id, name=name, domains=tuple(domains), users=tuple(users))
+    return CustomerData(
+        id=customer_id,
+        name=name,
+        domains=tuple(domains),
+        users=tuple(users),
+        gdap_roles=_gdap_roles(table, where),
+        relationship=_flag(table, "relationship", where, True),
+    )
+
+
+def _gdap_roles(table: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
+    """The roles as Entra names them; a misspelt role is an error, since ignoring it would grant or deny the
+    wrong thing without a word."""
+    raw = table.get("gdapRoles")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise _Bad(where, 'gdapRoles must be a list of role names, e.g. ["User Administrator"]')
+    roles: list[str] = []
+    for item in raw:
+        role = canonical_role(item)
+        if role is None:
+            raise _Bad(where, f"gdapRoles: unknown role {item!r} (known: {', '.join(KNOWN_ROLES)})")
+        if role not in roles:
+            roles.append(role)
+    return tuple(roles)
 
 
 def _parse_domain(raw: Any, where: str) -> DomainData:
@@ -252,6 +291,16 @@ def _parse_user(raw: Any, where: str, customer_id: str, domains: dict[str, Domai
         raise _Bad(
             where, f"usageLocation {usage_location!r} is not a country or region Partner Center supports"
         )
+    state = (_text(table, "state", where) or "active").casefold()
+    if state not in USER_STATES:
+        raise _Bad(where, f"state must be active or inactive (soft-deleted), not {table['state']!r}")
+    deleted_at = _text(table, "softDeletionTime", where)
+    if deleted_at is not None and state != "inactive":
+        raise _Bad(where, 'softDeletionTime is for a soft-deleted user (state = "inactive")')
+    if deleted_at is not None and not _is_iso_time(deleted_at):
+        raise _Bad(
+            where, f"softDeletionTime must be an ISO 8601 time (2026-11-20T09:30:00Z), not {deleted_at!r}"
+        )
     return UserData(
         id=_guid(table, "id", where) or stable_user_id(customer_id, upn),
         userPrincipalName=upn,
@@ -260,6 +309,8 @@ def _parse_user(raw: Any, where: str, customer_id: str, domains: dict[str, Domai
         lastName=_text(table, "lastName", where),
         usageLocation=usage_location,
         immutableId=_text(table, "immutableId", where),
+        state=state,
+        softDeletionTime=deleted_at,
     )
 
 
@@ -309,6 +360,14 @@ def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False
     if not _READABLE_ID.fullmatch(value):
         raise _Bad(where, f"{key} {value!r} is neither a GUID nor a plain id (letters, digits, . _ -)")
     return value
+
+
+def _is_iso_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:

@@ -16,50 +16,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import rules
-from .codes import (
-    DOMAIN_FEDERATED_CODE,
-    DOMAIN_UNKNOWN_CODE,
-    DUPLICATE_UPN_CODE,
-    DUPLICATE_UPN_TEXT,
-    IMMUTABLE_ID_INVALID_CODE,
-    INVALID_INPUT_CODE,
-    PASSWORD_WEAK_CODE,
-    UPN_INVALID_CODE,
-    USAGE_LOCATION_INVALID_CODE,
-    USER_NOT_FOUND_CODE,
-    ApiError,
-)
+from .codes import ApiError, duplicate_upn_error, invalid_input, user_not_found_error
 from .data import CustomerData, DomainData, SandboxData, UserData
+from .newuser import (
+    LENGTH_LIMITS,
+    USER_FIELDS,
+    NewUser,
+    case_insensitive,
+    check_new_user,
+    usage_location_error,
+)
+from .permissions import Grant
 
 Record = dict[str, Any]
 
 ACTIVE = "active"
 INACTIVE = "inactive"
 
-#: The CustomerUser fields a create request may carry (besides passwordProfile and attributes), in the order the
-#: documented answer lists them. Unknown members of a request are ignored, as .NET services do.
-USER_FIELDS = ("usageLocation", "userPrincipalName", "firstName", "lastName", "displayName", "immutableId")
-REQUIRED_FIELDS = ("userPrincipalName", "displayName", "usageLocation")
 #: Fields a PATCH may change besides State (Partner Center's "update user accounts").
 PATCHABLE_FIELDS = ("usageLocation", "firstName", "lastName", "displayName")
-_LENGTH_LIMITS = {
-    "displayName": rules.DISPLAY_NAME_MAX,
-    "firstName": rules.NAME_MAX,
-    "lastName": rules.NAME_MAX,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class NewUser:
-    """A create request that passed every rule. The password is kept only long enough to echo it once."""
-
-    fields: dict[str, str]
-    password: str
-    force_change_password: bool | None
-    domain: DomainData
-
-    def __repr__(self) -> str:  # never show the password, even in a debugger or a failing assertion
-        return f"NewUser(fields={self.fields!r}, password=<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,19 +46,21 @@ class CachedAnswer:
 
 
 class CustomerState:
-    """One customer's domains and users. Users are never purged (DELETE is a soft delete), so a user's position in
-    creation order is stable, which is what the continuation tokens of paging point at."""
+    """One customer's domains and users, and the partner's GDAP standing in it. Users are never purged (DELETE is
+    a soft delete; the 30 days after which Entra purges them are not emulated), so a user's position in creation
+    order is stable, which is what the continuation tokens of paging point at."""
 
     def __init__(self, data: CustomerData) -> None:
         self.id = data.id
         self.name = data.name
+        self.grant = Grant(data.id, data.relationship, data.gdap_roles)
         self.domains: dict[str, DomainData] = {d.name.casefold(): d for d in data.domains}
         self.initial_domain = data.initial_domain
         self._order: list[str] = []  # user ids (lower-cased) in creation order
         self._by_id: dict[str, Record] = {}
-        self._active_by_upn: dict[
-            str, str
-        ] = {}  # case-folded UPN -> user id (lower-cased), active users only
+        # Case-folded UPN -> user id (lower-cased): the active holder, and the latest soft-deleted one.
+        self._active_by_upn: dict[str, str] = {}
+        self._deleted_by_upn: dict[str, str] = {}
         for user in data.users:
             self.put(_seed_record(user, self.domains))
 
@@ -95,16 +72,22 @@ class CustomerState:
         user_id = self._active_by_upn.get(upn.casefold())
         return self._by_id[user_id] if user_id is not None else None
 
+    def holder_of(self, upn: str) -> Record | None:
+        """Whoever holds the UPN: the active user, else a soft-deleted one (it keeps its UPN in the recycle bin)."""
+        key = upn.casefold()
+        user_id = self._active_by_upn.get(key) or self._deleted_by_upn.get(key)
+        return self._by_id[user_id] if user_id is not None else None
+
     def records(self) -> Iterator[Record]:
         return (self._by_id[user_id] for user_id in self._order)
 
-    def page(self, position: int, size: int) -> tuple[list[Record], int | None]:
-        """Up to `size` active users from `position` on, and where the next page starts (None: this was the last)."""
+    def page(self, position: int, size: int, state: str = ACTIVE) -> tuple[list[Record], int | None]:
+        """Up to `size` users in `state` from `position` on, and where the next page starts (None: the last)."""
         items: list[Record] = []
         index = position
         while index < len(self._order):
             record = self._by_id[self._order[index]]
-            if record["state"] == ACTIVE:
+            if record["state"] == state:
                 if len(items) == size:
                     return items, index
                 items.append(record)
@@ -113,21 +96,41 @@ class CustomerState:
 
     # -- writing --------------------------------------------------------------------------------------------
     def put(self, record: Record) -> None:
-        """Add or replace a record, keeping the UPN index in step."""
+        """Add or replace a record, keeping the UPN indexes in step."""
         key = record["id"].lower()
         old = self._by_id.get(key)
         if old is None:
             self._order.append(key)
-        elif old["state"] == ACTIVE and self._active_by_upn.get(old["userPrincipalName"].casefold()) == key:
-            del self._active_by_upn[old["userPrincipalName"].casefold()]
         self._by_id[key] = record
+        if old is not None:
+            self._unindex(old, key)
+        upn = record["userPrincipalName"].casefold()
         if record["state"] == ACTIVE:
-            self._active_by_upn[record["userPrincipalName"].casefold()] = key
+            self._active_by_upn[upn] = key
+        else:
+            self._deleted_by_upn[upn] = key
+
+    def _unindex(self, old: Record, key: str) -> None:
+        upn = old["userPrincipalName"].casefold()
+        if self._active_by_upn.get(upn) == key:
+            del self._active_by_upn[upn]
+        if self._deleted_by_upn.get(upn) == key:
+            del self._deleted_by_upn[upn]
+            # Another soft-deleted user with this UPN (only a state file from before UPNs were held can have
+            # one) takes its place: a rare walk, on a restore.
+            others = [i for i in self._order if i != key and self._is_deleted_holder(i, upn)]
+            if others:
+                self._deleted_by_upn[upn] = others[-1]
+
+    def _is_deleted_holder(self, user_id: str, upn: str) -> bool:
+        record = self._by_id[user_id]
+        return record["state"] != ACTIVE and record["userPrincipalName"].casefold() == upn
 
     def replace_all(self, records: list[Record]) -> None:
         self._order.clear()
         self._by_id.clear()
         self._active_by_upn.clear()
+        self._deleted_by_upn.clear()
         for record in records:
             self.put(record)
 
@@ -193,99 +196,8 @@ class Store:
 
     # -- creating -------------------------------------------------------------------------------------------
     def check_new_user(self, customer: CustomerState, body: Any) -> NewUser | ApiError:
-        """Apply the service's refusals in the order a service would: shape, required fields, syntax, domain,
-        usage location, password, immutableId, and last the directory itself (a duplicate UPN)."""
-        if not isinstance(body, dict):
-            return _invalid_input("The request body must be a JSON object describing the user.")
-        members = _case_insensitive(body)
-        fields: dict[str, str] = {}
-        for name in USER_FIELDS:
-            value = members.get(name.casefold())
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                return _invalid_input(f"The field {name} must be a string.", name)
-            fields[name] = value
-        profile = members.get("passwordprofile")
-        if profile is not None and not isinstance(profile, dict):
-            return _invalid_input("The field passwordProfile must be an object.", "passwordProfile")
-        profile_members = _case_insensitive(profile or {})
-        password = profile_members.get("password")
-        if password is not None and not isinstance(password, str):
-            return _invalid_input(
-                "The field passwordProfile.password must be a string.", "passwordProfile.password"
-            )
-        force_change = profile_members.get("forcechangepassword")
-        if force_change is not None and not isinstance(force_change, bool):
-            return _invalid_input(
-                "The field passwordProfile.forceChangePassword must be true or false.",
-                "passwordProfile.forceChangePassword",
-            )
-
-        missing = [name for name in REQUIRED_FIELDS if not fields.get(name, "").strip()]
-        if not password:
-            missing.append("passwordProfile.password")
-        if missing:
-            return _invalid_input(f"The request is missing required fields: {', '.join(missing)}.", *missing)
-        for name, limit in _LENGTH_LIMITS.items():
-            if len(fields.get(name, "")) > limit:
-                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
-        assert password is not None
-
-        upn = fields["userPrincipalName"]
-        problem = rules.upn_problem(upn)
-        if problem:
-            return ApiError(
-                400,
-                UPN_INVALID_CODE,
-                f"Invalid value specified for property 'userPrincipalName' of resource 'User': {problem}.",
-                ("userPrincipalName",),
-            )
-        domain_name = upn.rpartition("@")[2]
-        domain = customer.domains.get(domain_name.casefold())
-        if domain is None or not domain.is_verified:
-            return ApiError(
-                400,
-                DOMAIN_UNKNOWN_CODE,
-                f"The domain portion of the userPrincipalName property is invalid: {domain_name} is not a verified "
-                "domain of this customer. You must use one of the verified domain names in the organization.",
-                ("userPrincipalName",),
-            )
-        if domain.federated:
-            return ApiError(
-                400,
-                DOMAIN_FEDERATED_CODE,
-                f"The domain {domain.name} is federated; users of a federated domain cannot be created through "
-                "Partner Center.",
-                ("userPrincipalName",),
-            )
-        if not rules.usage_location_ok(fields["usageLocation"]):
-            return ApiError(
-                400,
-                USAGE_LOCATION_INVALID_CODE,
-                f"Invalid value specified for property 'usageLocation' of resource 'User': "
-                f"{fields['usageLocation']!r} is not a country or region Partner Center supports.",
-                ("usageLocation",),
-            )
-        problem = rules.password_problem(password)
-        if problem:
-            return ApiError(
-                400,
-                PASSWORD_WEAK_CODE,
-                "The specified password does not comply with password complexity requirements. Please provide a "
-                f"different password ({problem}).",
-                ("passwordProfile.password",),
-            )
-        if not rules.immutable_id_ok(fields.get("immutableId", "")):
-            return ApiError(
-                400,
-                IMMUTABLE_ID_INVALID_CODE,
-                "Invalid value specified for property 'immutableId' of resource 'User': it may not contain $ or _.",
-                ("immutableId",),
-            )
-        if customer.active_by_upn(upn) is not None:
-            return duplicate_upn_error()
-        return NewUser(fields=fields, password=password, force_change_password=force_change, domain=domain)
+        """The service's refusals of a create request (see `newuser`), or the user to create."""
+        return check_new_user(customer, body)
 
     def create(self, customer: CustomerState, new_user: NewUser, user_id: str) -> Record:
         """Add the user; returns the stored record (no password). The caller builds the answer with `answer()`."""
@@ -317,14 +229,14 @@ class Store:
         if record is None:
             return user_not_found_error(user_id)
         if not isinstance(body, dict):
-            return _invalid_input("The request body must be a JSON object.")
-        members = _case_insensitive(body)
+            return invalid_input("The request body must be a JSON object.")
+        members = case_insensitive(body)
         updated = dict(record)
         state = members.get("state")
         if state is not None:
             if not isinstance(state, str) or state.casefold() != ACTIVE:
                 # Sandbox's own: PATCH only restores; deleting is DELETE.
-                return _invalid_input(
+                return invalid_input(
                     "State can only be set to active (to restore a user); use DELETE to delete.", "State"
                 )
             if record["state"] != ACTIVE:
@@ -337,18 +249,12 @@ class Store:
             if value is None:
                 continue
             if not isinstance(value, str) or (name in ("displayName", "usageLocation") and not value.strip()):
-                return _invalid_input(f"The field {name} must be a non-empty string.", name)
-            limit = _LENGTH_LIMITS.get(name)
+                return invalid_input(f"The field {name} must be a non-empty string.", name)
+            limit = LENGTH_LIMITS.get(name)
             if limit is not None and len(value) > limit:
-                return _invalid_input(f"The field {name} must be at most {limit} characters long.", name)
+                return invalid_input(f"The field {name} must be at most {limit} characters long.", name)
             if name == "usageLocation" and not rules.usage_location_ok(value):
-                return ApiError(
-                    400,
-                    USAGE_LOCATION_INVALID_CODE,
-                    f"Invalid value specified for property 'usageLocation' of resource 'User': {value!r} is not a "
-                    "country or region Partner Center supports.",
-                    ("usageLocation",),
-                )
+                return usage_location_error(value)
             updated[name] = value
         if updated != record:
             customer.put(updated)
@@ -389,8 +295,22 @@ def answer(record: Record, new_user: NewUser) -> Record:
     return {**record, "passwordProfile": profile}
 
 
-def public(record: Record) -> Record:
-    return copy.deepcopy(record)
+def public(record: Record, customer_id: str) -> Record:
+    """A user as `GET .../users/{id}` answers: the record and its `links.self`. The docs are silent on whether
+    this answer carries `passwordProfile`; the sandbox keeps `forceChangePassword` there (never a password)."""
+    return {**copy.deepcopy(record), "links": _self_link(customer_id, record["id"])}
+
+
+def listed(record: Record, customer_id: str) -> Record:
+    """A user as an item of `GET .../users`: documented with `links.self` and without `passwordProfile`."""
+    item = {key: copy.deepcopy(value) for key, value in record.items() if key != "passwordProfile"}
+    item["links"] = _self_link(customer_id, record["id"])
+    return item
+
+
+def _self_link(customer_id: str, user_id: str) -> dict[str, Any]:
+    # Partner Center's links are relative to {base}/v1, like `links.next` of a list.
+    return {"self": {"uri": f"/customers/{customer_id}/users/{user_id}", "method": "GET", "headers": []}}
 
 
 def without_password(value: Any) -> Any:
@@ -407,28 +327,13 @@ def without_password(value: Any) -> Any:
     return value
 
 
-def duplicate_upn_error() -> ApiError:
-    # Sandbox's own code; status and text are Graph's documented answer to a duplicate UPN.
-    return ApiError(400, DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT, ("userPrincipalName",))
-
-
-def user_not_found_error(user_id: str) -> ApiError:
-    return ApiError(404, USER_NOT_FOUND_CODE, f"User {user_id} was not found.")
-
-
-def _invalid_input(description: str, *fields: str) -> ApiError:
-    return ApiError(400, INVALID_INPUT_CODE, description, tuple(fields))
-
-
-def _case_insensitive(members: Mapping[str, Any]) -> dict[str, Any]:
-    """Partner Center is a .NET service: it binds JSON members case-insensitively (`State` and `state` alike)."""
-    return {str(key).casefold(): value for key, value in members.items()}
-
-
 def _system_fields(domain: DomainData | None) -> Record:
     return {
         "lastDirectorySyncTime": None,
-        "userDomainType": "none" if domain is None else ("federated" if domain.federated else "managed"),
+        # The documented create answer says "none", even for a user on *.onmicrosoft.com; Partner Center never
+        # creates users of a federated domain, and for one seeded by the data file the docs are silent (the
+        # sandbox says "federated", the value the field documents).
+        "userDomainType": "federated" if domain is not None and domain.federated else "none",
         "state": ACTIVE,
         "softDeletionTime": None,
         "attributes": {"objectType": "CustomerUser"},
@@ -442,6 +347,9 @@ def _seed_record(user: UserData, domains: Mapping[str, DomainData]) -> Record:
         if value is not None:
             record[name] = value
     record.update(_system_fields(domains.get(user.userPrincipalName.rpartition("@")[2].casefold())))
+    if user.state == INACTIVE:
+        # Sandbox's own: a file that leaves the time out gets the time the sandbox read it.
+        record.update(state=INACTIVE, softDeletionTime=user.softDeletionTime or _now())
     return record
 
 
