@@ -22,8 +22,9 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 #: Data rows of a sheet (Excel's own sheet holds at most 1,048,576 rows; a CSV dry run of 1,000,000 rows is
 #: benchmarked, so twice that).
 MAX_ROWS = 2_000_000
-#: Cells of a sheet: rows x columns of the table read (1,000,000 rows of 30 columns).
-MAX_CELLS = 30_000_000
+#: Cells of a sheet: rows x columns of the table read (1,000,000 rows of 20 columns). For an xlsx it is the
+#: rectangle from A1 to the furthest cell, which calamine allocates at ~32 bytes a cell (640 MB at the bound).
+MAX_CELLS = 20_000_000
 #: The sum of an xlsx's parts, uncompressed: ~5x the 100,000-row workbook of the benchmarks (53 MB of sheet
 #: XML). A zip bomb (a few hundred KB that inflate to GBs) is refused before any part is inflated.
 MAX_XLSX_UNCOMPRESSED = 256 * 1024 * 1024

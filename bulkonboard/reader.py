@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 from .errors import InputError
 from .inputfile import MAX_CELLS, MAX_ROWS, read_regular_file
 from .model import FIELDS
+from .numberformat import general, render
 from .textencoding import decode
+from .xlsxguard import plan_sheet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -352,8 +354,6 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-#: Below 2**53 every integer is an exact float; above it the float's digits are not what was typed anyway.
-_EXACT_INT_LIMIT = 2.0**53
 
 
 def _cell_text(value: object) -> str:
@@ -362,10 +362,7 @@ def _cell_text(value: object) -> str:
     if kind is str:
         return value.strip()  # type: ignore[attr-defined]
     if kind is float:
-        number: float = value  # type: ignore[assignment]
-        if number.is_integer() and abs(number) < _EXACT_INT_LIMIT:
-            return str(int(number))
-        return repr(number)
+        return general(value)  # type: ignore[arg-type]
     if kind is bool:
         return "TRUE" if value else "FALSE"
     if kind is int:
@@ -402,27 +399,18 @@ def _check_workbook_bytes(path: Path, raw: bytes) -> None:
 def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     import numpy as np
     import pandas as pd
-    from python_calamine import CalamineWorkbook, SheetTypeEnum
+    from python_calamine import CalamineWorkbook
 
     _check_workbook_bytes(path, raw)
+    plan = plan_sheet(path, raw, sheet)  # bounds, the visible sheet, number formats: before calamine runs
+    name = plan.name
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
         try:
-            metadata = workbook.sheets_metadata
-            names = [m.name for m in metadata]
-            if sheet is None:
-                worksheets = [m.name for m in metadata if m.typ == SheetTypeEnum.WorkSheet]
-                if not worksheets:
-                    raise InputError(f"{path}: has no worksheet")
-                name = worksheets[0]
-            else:
-                name = _pick_sheet(path, names, sheet)
             # skip_empty_area=False keeps leading empty rows and columns, so list index + 1 is the row number.
             rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
         finally:
             workbook.close()
-    except InputError:
-        raise
     except Exception as exc:  # calamine raises its own errors, OSError or ValueError for a damaged workbook
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"{path}: is not a readable Excel workbook ({reason})") from None
@@ -437,6 +425,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
         texts[field] = [
             (cell.strip() if type(cell) is str else _cell_text(cell)) for cell in (r[index] for r in data)
         ]
+        _apply_number_formats(texts[field], data, header.row, index, plan.formats)
     keep = [True] * len(data)
     for position, cells in enumerate(zip(*texts.values(), strict=True)):
         if not any(cells):
@@ -460,12 +449,17 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     )
 
 
-def _pick_sheet(path: Path, names: list[str], wanted: str) -> str:
-    """Excel treats sheet names case-insensitively, so `--sheet "new hires"` finds "New hires"."""
-    if wanted in names:
-        return wanted
-    folded = [n for n in names if n.casefold() == wanted.strip().casefold()]
-    if len(folded) == 1:
-        return folded[0]
-    listed = ", ".join(f'"{n}"' for n in names)
-    raise InputError(f'{path}: has no sheet "{wanted}"; its sheets are {listed}')
+def _apply_number_formats(
+    texts: list[str], data: Sequence[Sequence[object]], header_row: int, column: int, formats: dict[int, dict[int, str]]
+) -> None:
+    """Numbers in cells whose format pads or fixes them, as Excel shows them (`000123`), in place.
+
+    `data[i]` is sheet row `header_row + 1 + i`, which is 0-based row `header_row + i` in `formats`.
+    """
+    for row, section in formats.get(column, {}).items():
+        position = row - header_row
+        if not 0 <= position < len(data):
+            continue
+        cell = data[position][column]
+        if type(cell) is float or type(cell) is int:
+            texts[position] = render(float(cell), section)
