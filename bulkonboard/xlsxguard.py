@@ -167,7 +167,7 @@ def _office_document(archive: zipfile.ZipFile) -> str:
 def _sheets(path: Path, archive: zipfile.ZipFile, workbook_part: str) -> list[_SheetEntry]:
     workbook = _xml(archive, workbook_part)
     if workbook is None:
-        raise InputError(f"{path}: is not a readable Excel workbook (no workbook part)")
+        raise InputError(f"{path}: is not a readable Excel workbook (its workbook part is missing or not XML)")
     rels = _relationships(archive, workbook_part)
     entries = []
     for sheet in _children(workbook, "sheet"):
