@@ -32,6 +32,8 @@ _JAPANESE_RUN = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uff66-\uff9f]{2,}")
 _OPENERS = frozenset("‘“„‚«‹¿¡–—(")
 _CLOSERS = frozenset("’”»›…–—™®©°)")
 _INSIDE = frozenset("’·-")
+#: Latin-1 capitals that Western names rarely hold, and that Mac Roman reads where Windows-1252 has Ë Ì Í.
+_RARE_LETTERS = frozenset("ÃÕÌË")
 
 
 def decode(path: Path, raw: bytes) -> tuple[str, bytes]:
@@ -102,34 +104,35 @@ def _windows_1252_if_certain(path: Path, raw: bytes) -> str:
 
 
 def _plausibility(word: bytes, encoding: str) -> int:
-    """+1 for each byte above ASCII that reads as a Latin letter where a letter belongs, -3 for each that reads
-    as a capital inside a lower-case word, as punctuation wedged into a word, or as nothing at all."""
+    """Points for each byte above ASCII that reads as a Latin letter where a letter belongs (2 for the letters
+    of Western names, 1 for rarer ones), -3 for each that reads as a capital inside a mixed-case word, as
+    punctuation wedged into a word, or as nothing at all."""
     try:
         text = word.decode(encoding)
     except UnicodeDecodeError:
         return -3 * len(word)
+    mixed_case = any(char.islower() for char in text)
     score = 0
     for index, char in enumerate(text):
         if ord(char) < 0x80:
             continue
         before = text[index - 1] if index else ""
         after = text[index + 1] if index + 1 < len(text) else ""
-        score += _char_score(char, before, after)
+        score += _char_score(char, before, after, mixed_case)
     return score
 
 
-def _char_score(char: str, before: str, after: str) -> int:
+def _char_score(char: str, before: str, after: str, mixed_case: bool) -> int:
     kind = unicodedata.category(char)
     letter_before, letter_after = before.isalpha(), after.isalpha()
     if kind in ("Lu", "Ll", "Lt"):
-        if kind == "Lu" and before.islower():
-            return -3  # "JosÈ", "MŸller"
-        if kind == "Lu" and letter_before and after.islower():
-            return -3  # "MŸller": a capital between a letter and lower case
+        if kind == "Lu" and letter_before and mixed_case:
+            return -3  # "JosÈ", "MŸller", "OÕBrien"; "GARCÍA" is fine
         if kind == "Ll" and letter_before and after.isupper():
             return -3  # "OíBrien": Mac Roman's reading of "O’Brien"
-        common = "\u00c0" <= char <= "\u00ff"  # Latin-1's letters: what Western names are made of
-        return 1 if common and (letter_before or letter_after) else 0
+        if not (letter_before or letter_after):
+            return 0
+        return 1 if char in _RARE_LETTERS or not "\u00c0" <= char <= "\u00ff" else 2
     if kind == "Sc" or kind.startswith("N") or kind == "Zs":
         return 0  # "Pa€€word", "5½", a no-break space
     if letter_before and letter_after:

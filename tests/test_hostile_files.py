@@ -180,3 +180,36 @@ def test_a_mac_roman_domains_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes("domain,authenticationType,note\ncontoso.com,Managed,Zoë Müller's\n".encode("mac_roman"))
     line = one_line(bulkonboard("validate", good_sheet(tmp_path), "--domains", path))
     assert "Mac Roman" in line and "CSV UTF-8" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Zoë Müller", "mac_roman"),
+        ("José Jiménez", "mac_roman"),
+        ("François Lefèvre", "mac_roman"),
+        ("O’Brien", "mac_roman"),
+        ("田中 愛子", "shift_jis"),
+        ("ﾀﾅｶ ｱｲｺ", "shift_jis"),  # half-width katakana: single bytes that are letters in Windows-1252
+    ],
+)
+def test_decode_refuses_what_windows_1252_would_garble(tmp_path: Path, text: str, encoding: str) -> None:
+    from bulkonboard.textencoding import decode
+
+    raw = f"userPrincipalName,displayName\na@contoso.com,{text}\n".encode(encoding)
+    with pytest.raises(InputError, match="cannot be told with confidence"):
+        decode(tmp_path / "x.csv", raw)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Zoë Müller", "José Jiménez", "Straße", "O’Brien", "Núñez", "Sales – EMEA", "Pa€€word1", "GARCÍA",
+        "Hélène Cœur",  # "Cœur" alone also reads as Mac Roman "Cúur": refused, as too close to call
+    ],
+)
+def test_decode_reads_genuine_windows_1252(tmp_path: Path, text: str) -> None:
+    from bulkonboard.textencoding import decode
+
+    raw = f"userPrincipalName,displayName\na@contoso.com,{text}\n".encode("cp1252")
+    assert decode(tmp_path / "x.csv", raw)[0].splitlines()[1] == f"a@contoso.com,{text}"

@@ -320,3 +320,50 @@ def test_the_report_shows_numbers_as_excel_does(tmp_path: Path) -> None:
     rows = list(openpyxl.load_workbook(report, read_only=True)["Rows"].iter_rows(values_only=True))
     header = list(rows[0])
     assert [r[header.index("immutableId")] for r in rows[1:]] == EXPECTED_SHOWN
+
+
+def test_every_sheet_is_held_to_the_bounds(tmp_path: Path) -> None:
+    """calamine resolves part names its own way: a crafted workbook could point it at another part than the
+    one checked, so a far cell in any sheet's part refuses the workbook."""
+    path = tmp_path / "two.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    book.add_worksheet("Hires").write_row(0, 0, HEADER)
+    book.add_worksheet("Other").write(1_048_575, 16_383, "far away")
+    book.close()
+    with pytest.raises(InputError, match=r"\[part xl/worksheets/sheet2.xml\]: spans 1,048,576 rows x 16,384"):
+        read_sheet(path)
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "shown"),
+    [
+        (123.0, "000000", "000123"),
+        (1234567.0, "000000", "1234567"),
+        (-42.0, "00000;[Red]-00000", "-00042"),
+        (2.5, "0", "3"),  # Excel rounds half away from zero
+        (1.005, "0.00", "1.01"),
+        (-1234.5, "#,##0.00", "-1,234.50"),
+        (0.5, "0.00%", "50.00%"),
+        (999900.0, "0.00E+00", "1.00E+06"),
+        (1.5e-07, "0.00E+00", "1.50E-07"),
+        (123456.0, "##0.0E+0", "123.5E+3"),
+        (0.0, "0.00E+00", "0.00E+00"),
+    ],
+)
+def test_number_formats_render_as_excel(number: float, code: str, shown: str) -> None:
+    from bulkonboard.numberformat import display_format, render
+
+    section = display_format(code)
+    assert section is not None
+    assert render(number, section) == shown
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [(1001.0, "1001"), (1.23e20, "1.23E+20"), (1e-05, "1E-05"), (0.1 + 0.2, "0.3"), (2.0**53, "9.00719925474099E+15")],
+)
+def test_general_format(number: float, shown: str) -> None:
+    from bulkonboard.numberformat import display_format, general
+
+    assert general(number) == shown
+    assert display_format("General") is None and display_format('"ID-"000') is None
