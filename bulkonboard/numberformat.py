@@ -53,6 +53,8 @@ def general(number: float) -> str:
 
 def render(number: float, section: str) -> str:
     """`number` shown in `section` (a value from `display_format`)."""
+    if number.is_integer() and section.strip("0") == "" and abs(number) < 10.0**_EXCEL_DIGITS:
+        return ("-" if number < 0 else "") + str(abs(int(number))).rjust(len(section), "0")  # `000000`: the usual
     scientific = _SCIENTIFIC.fullmatch(section)
     if scientific:
         hashes, zeros, decimals, sign, exponent_zeros = scientific.groups()
