@@ -53,7 +53,7 @@ def read_regular_file(path: Path, what: str, *, limit: int = MAX_FILE_BYTES) -> 
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file ({what})") from None
+        raise InputError(f"{path}: cannot read {what} (no such file)") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not {what}") from None
     except OSError as exc:

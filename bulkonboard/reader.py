@@ -7,6 +7,8 @@ are parsed with every cell as a string and no NA detection, workbook cells are r
 them, and blank rows are counted before they are dropped.
 
 Anything wrong with the file itself becomes one `InputError` line naming the file; never a traceback.
+Hostile files are stopped before a parser sees them: only regular files, bounded (inputfile.py), text only in
+an encoding known for certain (textencoding.py), an xlsx checked for bombs and hidden sheets (xlsxguard.py).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def read_sheet(path: Path, *, sheet: str | None = None) -> Sheet:
 
 
 def _read_bytes(path: Path) -> bytes:
-    raw = read_regular_file(path, "a sheet file")
+    raw = read_regular_file(path, "the input sheet")
     if not raw.strip():
         raise InputError(f"{path}: is empty")
     return raw

@@ -6,10 +6,11 @@ UTF-8 (with or without BOM) and UTF-16 with its BOM are certain. Anything else i
 bytes read as Western text in Windows-1252 and worse in the two encodings Excel also writes for "CSV": Mac
 Roman (Excel for Mac) and Shift-JIS (Japanese Windows). Otherwise the file is refused with the fix.
 
-Why not a general detector (charset-normalizer)? Measured on the 1,000,000-row benchmark CSV saved as
-Windows-1252 (see docs/CONTRACT-ADDITIONS.md), and on short sheets of names it cannot be sure either; the
-three encodings in question differ exactly in the bytes 0x80-0xFF, so a look at the words holding those bytes
-decides, in well under a second.
+Why not a general detector? charset-normalizer 3.5 took 6.6 s of CPU on the 1,000,000-row benchmark CSV saved
+as Windows-1252 (pandas' C parser reads the whole file in 3.0 s), called it cp1250, and on short sheets of
+names it guessed wrong every time: Mac Roman "Zoë Müller" as cp1250 "Zo‘ Mźller", genuine Windows-1252 as
+cp775 "Zoļ M³ller". The three encodings in question differ exactly in the bytes 0x80-0xFF, so a look at the
+words holding those bytes decides (0.2 s on that file).
 """
 
 from __future__ import annotations
