@@ -41,7 +41,7 @@ _KINDS = {
 
 
 def mib(size: int) -> str:
-    return f"{size / (1024 * 1024):,.0f} MiB"
+    return f"{size:,} bytes" if size < 1024 * 1024 else f"{size / (1024 * 1024):,.0f} MiB"
 
 
 def read_regular_file(path: Path, what: str, *, limit: int = MAX_FILE_BYTES) -> bytes:

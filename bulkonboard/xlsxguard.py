@@ -32,6 +32,7 @@ from .errors import InputError
 from .inputfile import MAX_CELLS, MAX_ROWS, MAX_XLSX_PARTS, MAX_XLSX_UNCOMPRESSED, mib
 from .numberformat import BUILTIN_FORMATS, display_format
 
+_CHUNK = 1024 * 1024
 _VISIBLE = "visible"
 _WORKSHEET = "/worksheet"
 
@@ -103,8 +104,7 @@ def _inflate_every_part(path: Path, archive: zipfile.ZipFile, keep: str | None, 
     kept: bytes | None = None
     for info in archive.infolist():
         try:
-            with archive.open(info) as part:
-                data = part.read()
+            data = _inflate(archive, info)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
             raise InputError(
                 f"{path}: is not a readable Excel workbook (part {info.filename}: {_reason(exc)})"
@@ -117,6 +117,17 @@ def _inflate_every_part(path: Path, archive: zipfile.ZipFile, keep: str | None, 
     return kept
 
 
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """In chunks: zipfile's read() of a whole part inflates all of a lying part's stream before cutting it to
+    the declared size (689 MB peak for one that declares 1 KB); a chunk at a time it never holds more than the
+    declared size plus one chunk."""
+    chunks: list[bytes] = []
+    with archive.open(info) as part:
+        while chunk := part.read(_CHUNK):
+            chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _xml(archive: zipfile.ZipFile, part: str) -> Element | None:
     from defusedxml import ElementTree
     from defusedxml.common import DefusedXmlException
@@ -124,9 +135,9 @@ def _xml(archive: zipfile.ZipFile, part: str) -> Element | None:
     if part not in archive.NameToInfo:
         return None
     try:
-        return ElementTree.fromstring(archive.read(part))
-    except (ElementTree.ParseError, DefusedXmlException, ValueError):
-        return None
+        return ElementTree.fromstring(_inflate(archive, archive.getinfo(part)))
+    except (ElementTree.ParseError, DefusedXmlException, ValueError, zipfile.BadZipFile, OSError, EOFError):
+        return None  # a damaged part: the caller falls back or names it
 
 
 def _local(tag: str) -> str:

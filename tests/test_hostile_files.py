@@ -120,7 +120,7 @@ def test_reader_checks_the_descriptor_it_reads(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(InputError, match="named pipe"):
         read_sheet(fifo)
-    with pytest.raises(InputError, match="over the bound of 0 MiB"):
+    with pytest.raises(InputError, match=r"is 93 bytes, over the bound of 10 bytes \(file size\)"):
         read_regular_file(good_sheet(tmp_path), "a test file", limit=10)
 
 
