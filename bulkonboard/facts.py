@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import InputError
+from .inputfile import read_regular_file
+from .textencoding import decode
 
 #: The customer an offline dry run (`--domains FILE`, no `--customer`) checks against: the file's domains serve
 #: every customer alike, so a sheet needs no customer to be checked offline. Never shown in a workbook.
 ANY_CUSTOMER = "*"
+
+#: A domains file lists a customer's domains: tens of lines. 16 MiB is a bound no real one nears.
+DOMAINS_FILE_BYTES = 16 * 1024 * 1024
 
 MANAGED = "Managed"
 FEDERATED = "Federated"
@@ -66,11 +71,8 @@ class DomainsFile:
 
 
 def _read_domains_csv(path: Path) -> dict[str, Domain]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the domains file ({exc.strerror or exc})") from None
-    text = _decode(raw)
+    raw = read_regular_file(path, "the domains file", limit=DOMAINS_FILE_BYTES)
+    text, _ = decode(path, raw)
     reader = csv.DictReader(io.StringIO(text))
     fields = {(name or "").strip().casefold(): name for name in (reader.fieldnames or [])}
     if "domain" not in fields or "authenticationtype" not in fields:
@@ -90,14 +92,3 @@ def _read_domains_csv(path: Path) -> dict[str, Domain]:
     if not domains:
         raise InputError(f"{path}: the domains file lists no domain")
     return domains
-
-
-def _decode(raw: bytes) -> str:
-    for encoding in ("utf-8-sig", "utf-16"):
-        if encoding == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("cp1252", errors="replace")

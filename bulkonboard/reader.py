@@ -7,11 +7,12 @@ are parsed with every cell as a string and no NA detection, workbook cells are r
 them, and blank rows are counted before they are dropped.
 
 Anything wrong with the file itself becomes one `InputError` line naming the file; never a traceback.
+Hostile files are stopped before a parser sees them: only regular files, bounded (inputfile.py), text only in
+an encoding known for certain (textencoding.py), an xlsx checked for bombs and hidden sheets (xlsxguard.py).
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -23,7 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError
+from .inputfile import MAX_CELLS, MAX_ROWS, read_regular_file
 from .model import FIELDS
+from .numberformat import general, render
+from .textencoding import decode
+from .xlsxguard import plan_sheet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,76 +187,31 @@ def read_sheet(path: Path, *, sheet: str | None = None) -> Sheet:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a sheet file")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    raw = read_regular_file(path, "the input sheet")
     if not raw.strip():
         raise InputError(f"{path}: is empty")
     return raw
 
 
+# ----------------------------------------------------------------------------------------------------- bounds
+
+
+def row_bound(width: int) -> tuple[int, str]:
+    """How many rows a sheet `width` columns wide may have, and the line that names the bound it would pass."""
+    by_cells = MAX_CELLS // max(width, 1)
+    if by_cells < MAX_ROWS:
+        return by_cells, (
+            f"has more than {by_cells:,} rows of {width:,} columns, over the bound of {MAX_CELLS:,} cells; "
+            "split it into several files"
+        )
+    return MAX_ROWS, f"has more than {MAX_ROWS:,} rows, over the bound of {MAX_ROWS:,} rows; split it into several files"
+
+
 # ------------------------------------------------------------------------------------------------ text files
 
-_UTF8_BOM = codecs.BOM_UTF8
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _DELIMITERS = (",", ";", "\t")
 #: How many records may precede the header (blank rows, Entra's version row) before we stop looking.
 _HEADER_SEARCH = 1000
-
-
-def _decode(path: Path, raw: bytes) -> tuple[str, bytes]:
-    """The text, and the UTF-8 bytes pandas gets (the original bytes when they already are UTF-8)."""
-    if raw.startswith(_UTF16_BOMS):
-        try:
-            text = raw.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: starts as UTF-16 but is damaged at byte {exc.start}") from None
-        payload = None
-    elif b"\x00" in raw:
-        raise InputError(
-            f"{path}: is not a text file (it holds NUL bytes; UTF-16 needs its byte-order mark, as Excel's "
-            "'Unicode Text' writes it)"
-        )
-    else:
-        body = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
-        try:
-            text = body.decode("utf-8")
-            payload = body
-        except UnicodeDecodeError as exc:
-            if raw.startswith(_UTF8_BOM) or _mostly_utf8(body):
-                line = raw.count(b"\n", 0, exc.start) + 1
-                raise InputError(
-                    f"{path}: is not valid UTF-8 (line {line} mixes in another encoding); save it again as "
-                    "'CSV UTF-8'"
-                ) from None
-            try:
-                text = raw.decode("cp1252")
-            except UnicodeDecodeError:
-                raise InputError(
-                    f"{path}: cannot be decoded as UTF-8, UTF-16 or Windows-1252; save it again as 'CSV UTF-8'"
-                ) from None
-            payload = None
-    if "\x00" in text:
-        raise InputError(f"{path}: is not a text file (it holds NUL characters)")
-    return text, payload if payload is not None else text.encode("utf-8")
-
-
-def _mostly_utf8(body: bytes) -> bool:
-    """Whether a file that is not valid UTF-8 is still mostly UTF-8: then it mixes encodings (a UTF-8 export
-    with lines pasted from elsewhere), and reading it all as Windows-1252 would turn every name into mojibake.
-
-    A Windows-1252 file can hold a valid UTF-8 pair by chance ("É" then a no-break space), but rarely more
-    often than its invalid bytes, so the two counts decide.
-    """
-    text = body.decode("utf-8", errors="replace")
-    invalid = text.count("\ufffd")
-    valid = len(text) - len(text.encode("ascii", errors="ignore")) - invalid
-    return valid >= invalid
 
 
 def _is_blank_line(line: str) -> bool:
@@ -316,13 +276,14 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
     import pandas as pd
 
     label = str(path)
-    text, payload = _decode(path, raw)
+    text, payload = decode(path, raw)
     if not text.strip():
         raise InputError(f"{path}: is empty")
     delimiter = _detect_delimiter(text, tab_first=tab_first)
     width = _table_width(text, delimiter)
     del text
     columns = list(range(width))
+    most_rows, bound = row_bound(width)
     try:
         table = pd.read_csv(
             io.BytesIO(payload),
@@ -339,6 +300,7 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
             quotechar='"',
             doublequote=True,
             index_col=False,
+            nrows=most_rows + 1,  # one more than allowed: the parser stops there, and the check below sees it
         )
     except pd.errors.ParserError as exc:
         detail = str(exc).removeprefix("Error tokenizing data. C error: ").strip().splitlines()[0]
@@ -347,6 +309,9 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
         raise InputError(f"{path}: cannot be parsed as delimited text: {detail}") from None
     except (ValueError, MemoryError) as exc:
         raise InputError(f"{path}: cannot be parsed as delimited text ({type(exc).__name__})") from None
+
+    if len(table) > most_rows:
+        raise InputError(f"{path}: {bound}")
 
     def head() -> Iterator[tuple[int, list[str]]]:
         for index in range(len(table)):
@@ -391,8 +356,6 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-#: Below 2**53 every integer is an exact float; above it the float's digits are not what was typed anyway.
-_EXACT_INT_LIMIT = 2.0**53
 
 
 def _cell_text(value: object) -> str:
@@ -401,10 +364,7 @@ def _cell_text(value: object) -> str:
     if kind is str:
         return value.strip()  # type: ignore[attr-defined]
     if kind is float:
-        number: float = value  # type: ignore[assignment]
-        if number.is_integer() and abs(number) < _EXACT_INT_LIMIT:
-            return str(int(number))
-        return repr(number)
+        return general(value)  # type: ignore[arg-type]
     if kind is bool:
         return "TRUE" if value else "FALSE"
     if kind is int:
@@ -441,27 +401,18 @@ def _check_workbook_bytes(path: Path, raw: bytes) -> None:
 def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     import numpy as np
     import pandas as pd
-    from python_calamine import CalamineWorkbook, SheetTypeEnum
+    from python_calamine import CalamineWorkbook
 
     _check_workbook_bytes(path, raw)
+    plan = plan_sheet(path, raw, sheet)  # bounds, the visible sheet, number formats: before calamine runs
+    name = plan.name
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
         try:
-            metadata = workbook.sheets_metadata
-            names = [m.name for m in metadata]
-            if sheet is None:
-                worksheets = [m.name for m in metadata if m.typ == SheetTypeEnum.WorkSheet]
-                if not worksheets:
-                    raise InputError(f"{path}: has no worksheet")
-                name = worksheets[0]
-            else:
-                name = _pick_sheet(path, names, sheet)
             # skip_empty_area=False keeps leading empty rows and columns, so list index + 1 is the row number.
             rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
         finally:
             workbook.close()
-    except InputError:
-        raise
     except Exception as exc:  # calamine raises its own errors, OSError or ValueError for a damaged workbook
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"{path}: is not a readable Excel workbook ({reason})") from None
@@ -476,6 +427,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
         texts[field] = [
             (cell.strip() if type(cell) is str else _cell_text(cell)) for cell in (r[index] for r in data)
         ]
+        _apply_number_formats(texts[field], data, header.row, index, plan.formats)
     keep = [True] * len(data)
     for position, cells in enumerate(zip(*texts.values(), strict=True)):
         if not any(cells):
@@ -499,12 +451,17 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     )
 
 
-def _pick_sheet(path: Path, names: list[str], wanted: str) -> str:
-    """Excel treats sheet names case-insensitively, so `--sheet "new hires"` finds "New hires"."""
-    if wanted in names:
-        return wanted
-    folded = [n for n in names if n.casefold() == wanted.strip().casefold()]
-    if len(folded) == 1:
-        return folded[0]
-    listed = ", ".join(f'"{n}"' for n in names)
-    raise InputError(f'{path}: has no sheet "{wanted}"; its sheets are {listed}')
+def _apply_number_formats(
+    texts: list[str], data: Sequence[Sequence[object]], header_row: int, column: int, formats: dict[int, dict[int, str]]
+) -> None:
+    """Numbers in cells whose format pads or fixes them, as Excel shows them (`000123`), in place.
+
+    `data[i]` is sheet row `header_row + 1 + i`, which is 0-based row `header_row + i` in `formats`.
+    """
+    for row, section in formats.get(column, {}).items():
+        position = row - header_row
+        if not 0 <= position < len(data):
+            continue
+        cell = data[position][column]
+        if type(cell) is float or type(cell) is int:
+            texts[position] = render(float(cell), section)

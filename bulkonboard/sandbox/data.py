@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..inputfile import read_regular_file
 from . import rules
 from .permissions import KNOWN_ROLES, canonical_role
 
 #: Where the sandbox looks when no data file is named: relative to the current directory, as the contract says.
 DEFAULT_DATA_PATH = Path("samples/sandbox.toml")
+#: Only a regular file of at most this size is read: a FIFO would hang the sandbox, a device fill its memory.
+DATA_FILE_BYTES = 64 * 1024 * 1024
 
 MANAGED = "Managed"
 FEDERATED = "Federated"
@@ -128,9 +131,9 @@ def load_data(source: Path | str | SandboxData | None = None) -> SandboxData:
         source = default_data_path()
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SandboxDataError(f"{path}: cannot read the sandbox data file ({exc.strerror or exc})") from None
+        text = read_regular_file(path, "the sandbox data file", limit=DATA_FILE_BYTES).decode("utf-8")
+    except InputError as exc:
+        raise SandboxDataError(exc.message) from None
     except UnicodeDecodeError:
         raise SandboxDataError(f"{path}: the sandbox data file is not UTF-8 text") from None
     return parse_data(text, origin=str(path))
