@@ -156,15 +156,13 @@ class Journal(Protocol):
     """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
 
     Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
-    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `pending`
-    and `finished` may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
+    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `finished`
+    may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
     of: a row that may have been created but could not be confirmed is left as sent, for the next run to
     reconcile with the same request id. No password is ever passed.
     """
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
-
-    def pending(self, customer: str, upn_key: str, row: int) -> None: ...
 
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
 
@@ -178,9 +176,6 @@ class NullJournal:
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None:
         return None
-
-    def pending(self, customer: str, upn_key: str, row: int) -> None:
-        pass
 
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
         pass
@@ -313,21 +308,14 @@ class _Pacer:
 
     Why two: a bucket of one forgets every late wake-up, and the run drifts below R (measured 0.97 R at 50/s,
     0.967 R at 100/s with 250 ms answers); a bucket of two makes up the lateness (1.002 R) while any one-second
-    window sees at most R + 1 requests, so a service whose limit is above R never answers 429. An adaptive rate,
-    which changes many times a second, is paced by `retry.Pacer` instead: a new aiolimiter per change would let
-    its fresh bucket through at once.
+    window sees at most R + 1 requests, so a service whose limit is above R never answers 429. Only for a fixed
+    rate: an adaptive one, which changes many times a second, is paced by `retry.Pacer` (a new aiolimiter per
+    change would let its fresh bucket through at once).
     """
 
     BUCKET = 2
 
     def __init__(self, rate: float) -> None:
-        self.rate = math.nan
-        self._limiter: AsyncLimiter | None = None
-        self.set_rate(rate)
-
-    def set_rate(self, rate: float) -> None:
-        if rate == self.rate:
-            return
         self.rate = rate
         self._limiter = None if math.isinf(rate) else AsyncLimiter(self.BUCKET, self.BUCKET / rate)
 
@@ -335,13 +323,8 @@ class _Pacer:
         return self._limiter is None or self._limiter.has_capacity()
 
     async def acquire(self) -> None:
-        while True:
-            limiter = self._limiter
-            if limiter is None:
-                return
-            await limiter.acquire()
-            if limiter is self._limiter:
-                return
+        if self._limiter is not None:
+            await self._limiter.acquire()
 
 
 class Pipeline:
@@ -756,9 +739,14 @@ class Pipeline:
                 continue
             self._answered()
             self._controller.on_success(usage=created.throttle_usage)
-            self._pacer.set_rate(self._controller.current_rate)
+            self._follow_rate()
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    def _follow_rate(self) -> None:
+        """Hand the controller's rate to an adaptive pacer (a fixed rate's pacer has nothing to follow)."""
+        if isinstance(self._pacer, Pacer):
+            self._pacer.set_rate(self._controller.current_rate)
 
     def _after_throttle(self, attempt: _Attempt, result: RowResult, failure: Throttled, sent_at: float) -> bool:
         """A 429: slow the rate, close the gate for every sender (one log line per long wait), and say True (try
@@ -767,7 +755,7 @@ class Pipeline:
         attempt.last_failure = failure
         self.stats.throttled += 1
         self._controller.on_throttle(failure.retry_after, sent_at=sent_at)
-        self._pacer.set_rate(self._controller.current_rate)
+        self._follow_rate()
         if attempt.throttles >= self.options.max_throttled:
             self._fail(
                 result,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -83,9 +84,17 @@ def test_rows_without_a_known_outcome_say_so_and_problems_come_back(tmp_path: Pa
                 problems=(Problem("api.400", "bad; really bad"), Problem("password.weak", "too short")),
             )  # fmt: skip
             journal.finished(CONTOSO, "b@contoso.com", failed)
-            journal.pending(CONTOSO, "c@contoso.com", 4)
 
     asyncio.run(record())
+    # c: taken by a run of an earlier release, never sent (`pending`, which no release writes any more)
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute(
+            "INSERT INTO rows (customer, upn_key, upn, row, state, run_id, updated_at) "
+            "VALUES (?, 'c@contoso.com', 'c@contoso.com', 4, 'pending', 1, '2026-11-01T00:00:00.000+00:00')",
+            (CONTOSO,),
+        )
+    connection.close()
     out = tmp_path / "out.xlsx"
     rebuilt = bulkonboard("journal", "results", "--journal", path, "--run", "1", out)
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -42,7 +42,7 @@ from bulkonboard.pipeline import (
     PriorState,
     _Pacer,
 )
-from bulkonboard.retry import AdaptiveRate, Backoff
+from bulkonboard.retry import Backoff
 from bulkonboard.validation import CheckedRow
 
 from .support import FakeTime
@@ -382,16 +382,33 @@ async def test_a_429_pauses_every_worker_and_does_not_use_up_attempts() -> None:
     assert len(set(service.sent_request_ids(first))) == 1
 
 
-async def test_adaptive_rate_is_cut_by_a_429() -> None:
+async def test_a_429_reaches_the_rate_controller_and_the_pacer_follows_it() -> None:
     service = FakeService(FakeTime())
     rows = [row(n) for n in range(2, 6)]
     service.script = {rows[1].user.userPrincipalName: ["429:1"]}
-    controller = AdaptiveRate(1e6, maximum=1e6, clock=service.time.clock)
+    controller = HalvingRate(1e6)
     options = PipelineOptions(concurrency=2, rate=None)
     pipeline = make(service, options=options, rate_controller=controller)
     results = await run(pipeline, rows)
     assert all(r.status is Status.CREATED for r in results)
-    assert pipeline.stats.rate_settled == 5e5 and controller.cuts == 1
+    assert controller.throttles == [1.0] and controller.successes == 4
+    assert pipeline.stats.rate_settled == 5e5
+
+
+@dataclass
+class HalvingRate:
+    """A rate controller that halves on every 429 and counts what the pipeline tells it."""
+
+    current_rate: float
+    throttles: list[float | None] = field(default_factory=list)
+    successes: int = 0
+
+    def on_success(self, *, usage: float | None = None) -> None:
+        self.successes += 1
+
+    def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
+        self.throttles.append(retry_after)
+        self.current_rate /= 2
 
 
 async def test_a_row_throttled_without_end_gives_up_with_api_429() -> None:
@@ -894,9 +911,11 @@ async def test_a_row_stopped_after_answers_that_created_nothing_is_sent_afresh_n
                 holder["p"].stop()  # SIGTERM during the wait
                 await service.time.sleep(seconds)
 
+            journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id=upn)
             holder["p"] = make(service, journal=journal, concurrency=1, sleep=stop_then_sleep)
             (result,) = await run(holder["p"], [row(int(upn[4]), upn)])
             assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="next")
         assert journal.prior(CUSTOMER, "user2@contoso.com") is None  # recorded as not created
         assert {r.upn_key: r.state for r in journal.rows()} == {
             "user2@contoso.com": "failed",
