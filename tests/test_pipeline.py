@@ -40,6 +40,7 @@ from bulkonboard.pipeline import (
     PipelineOptions,
     PriorOutcome,
     PriorState,
+    StopReason,
     _Pacer,
 )
 from bulkonboard.retry import Backoff
@@ -795,6 +796,25 @@ async def test_a_sign_in_refused_mid_run_fails_its_row_and_the_run_takes_no_new_
     assert stats.halted is not None and "revoked" in stats.halted
     assert not stats.interrupted  # not a person's stop: the run is not "interrupted" (exit 1, not 130)
     assert finished_log(journal)["user4@contoso.com"].status is Status.FAILED  # not sent: afresh next time
+
+
+async def test_a_persons_stop_after_the_run_halted_itself_is_a_stop_that_keeps_the_halt_text() -> None:
+    service = FakeService(FakeTime())
+    service.script = {"user2@contoso.com": ["token-refused"]}
+    pipeline = make(service, concurrency=1)
+    results: list[RowResult] = []
+
+    def sink(result: RowResult) -> None:
+        results.append(result)
+        if len(results) == 1:
+            assert pipeline.stop_reason is StopReason.HALTED  # the refusal halted it
+            pipeline.stop()  # then a person's Ctrl-C
+
+    await pipeline.run([row(2), row(3)], sink, total=2)
+    assert pipeline.stop_reason is StopReason.STOPPED
+    assert pipeline.stats.interrupted and pipeline.stats.halted is not None and "revoked" in pipeline.stats.halted
+    assert "sign-in failed mid-run" in results[1].problems[0].message  # the halt still explains the rest
+    assert pipeline.stats.requests == 0  # the refused row never sent a request
 
 
 class TokenTroubleGraph(FakeGraph):
