@@ -49,6 +49,7 @@ from bulkonboard.partnercenter import (
 from bulkonboard.pipeline import RUN_INTERRUPTED, Pipeline, PipelineOptions, PriorOutcome
 from bulkonboard.retry import Backoff
 from bulkonboard.validation import CheckedRow
+from tests.support import FakeTime, checked_row
 
 CUSTOMER = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 SERVICE = "https://pc.test"
@@ -660,29 +661,7 @@ class ModelService:
 
 
 def checked(row: int, upn: str) -> CheckedRow:
-    user = UserRow(
-        row=row,
-        userPrincipalName=upn,
-        firstName="New",
-        lastName=f"Hire{row}",
-        displayName=f"New Hire{row}",
-        usageLocation="US",
-        password=PASSWORD,
-        customerTenantId=CUSTOMER,
-    )
-    return CheckedRow(user=user, status=Status.VALID, problems=(), existing_user_id=None)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+    return checked_row(row, upn, customer=CUSTOMER, password=PASSWORD)
 
 
 def fast_options(concurrency: int) -> PipelineOptions:

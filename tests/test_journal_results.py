@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
 from pathlib import Path
-
-import openpyxl
 
 from bulkonboard.journal import open_journal
 from bulkonboard.model import Problem, RowResult, Status
-from tests.support import CONTOSO, ROOT, SANDBOX_DATA, clean_env, cli
+from tests.support import CONTOSO, ROOT, SANDBOX_DATA, run_cli, sheet_rows, summary_of
 
 SAMPLES = ROOT / "samples"
 
 
-def bulkonboard(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli(*args), cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_env(), stdin=subprocess.DEVNULL
-    )
-
-
-def sheet_rows(path: Path, sheet: str) -> list[dict[str, object]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    values = list(book[sheet].iter_rows(values_only=True))
-    header = [str(h) for h in values[0]]
-    return [dict(zip(header, row, strict=False)) for row in values[1:]]
-
-
-def summary_of(path: Path) -> dict[str, object]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    return {str(k): v for k, v, *_ in book["Summary"].iter_rows(values_only=True) if k is not None}
+bulkonboard = run_cli
 
 
 def test_the_rebuilt_results_match_the_runs_own_for_every_row_the_journal_holds(tmp_path: Path) -> None:

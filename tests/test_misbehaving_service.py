@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openpyxl
 import pytest
 from aiohttp import web
 
@@ -40,7 +39,7 @@ from bulkonboard.retry import LONG_WAIT, WaitLog
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.validation import CheckedRow
 
-from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, write_sheet
+from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, sheet_rows, write_sheet
 
 #: What a rule does with a request: an answer of its own, or None to let the sandbox answer.
 Rule = Callable[[web.Request, bytes], Awaitable[web.StreamResponse | None]]
@@ -114,10 +113,7 @@ async def bulkonboard(*args: str | Path) -> tuple[int, str]:
 
 
 def rows_of(path: Path) -> dict[str, dict[str, Any]]:
-    sheet = openpyxl.load_workbook(path, read_only=True)["Rows"]
-    values = list(sheet.iter_rows(values_only=True))
-    header = [str(name) for name in values[0]]
-    return {str(row[header.index("userPrincipalName")]): dict(zip(header, row, strict=False)) for row in values[1:]}
+    return {str(row["userPrincipalName"]): row for row in sheet_rows(path)}
 
 
 def sent_upn(body: bytes) -> str:

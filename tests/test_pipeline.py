@@ -46,7 +46,7 @@ from bulkonboard.pipeline import (
 from bulkonboard.retry import Backoff
 from bulkonboard.validation import CheckedRow
 
-from .support import FakeTime
+from .support import FakeTime, checked_row
 
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
 PASSWORD = "Tr0ub4dor&3-horse"
@@ -220,23 +220,10 @@ class RecordingJournal(NullJournal):
 
 
 def row(n: int, upn: str | None = None, status: Status = Status.VALID, **kwargs: Any) -> CheckedRow:
-    upn = upn or f"user{n}@contoso.com"
-    user = UserRow(
-        row=n,
-        userPrincipalName=upn,
-        firstName="First",
-        lastName=f"Last{n}",
-        displayName=f"First Last{n}",
-        usageLocation="US",
-        password=PASSWORD,
-        customerTenantId=CUSTOMER,
-    )
-    return CheckedRow(
-        user=user,
-        status=status,
-        problems=kwargs.get("problems", ()),
-        existing_user_id=kwargs.get("existing"),
-    )
+    return checked_row(
+        n, upn, status=status, problems=kwargs.get("problems", ()), existing=kwargs.get("existing"),
+        customer=CUSTOMER, password=PASSWORD,
+    )  # fmt: skip
 
 
 def make(service: FakeService, **kwargs: Any) -> Pipeline:

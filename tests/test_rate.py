@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 import pytest
 from aiolimiter import AsyncLimiter
 
-from bulkonboard.model import RowResult, Status, UserRow
+from bulkonboard.model import RowResult, UserRow
 from bulkonboard.partnercenter import CreatedUser, Throttled
 from bulkonboard.pipeline import Pipeline, PipelineOptions, PipelineStats
 from bulkonboard.retry import FixedRate, Pacer, SlowStartRate
 from bulkonboard.validation import CheckedRow
+from tests.support import checked_row
 
 T = TypeVar("T")
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
@@ -154,22 +155,7 @@ class WarningsPassedOn:
 
 
 def rows(count: int) -> list[CheckedRow]:
-    return [
-        CheckedRow(
-            user=UserRow(
-                row=n + 2,
-                userPrincipalName=f"user{n}@contoso.com",
-                displayName=f"User {n}",
-                usageLocation="US",
-                password="Tr0ub4dor&3-horse",
-                customerTenantId=CUSTOMER,
-            ),
-            status=Status.VALID,
-            problems=(),
-            existing_user_id=None,
-        )
-        for n in range(count)
-    ]
+    return [checked_row(n + 2, f"user{n}@contoso.com", customer=CUSTOMER) for n in range(count)]
 
 
 @dataclass
