@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,22 +89,6 @@ def rebuild_command(line: str) -> list[str]:
     match = re.search(r"`bulkonboard (journal results [^`]+)`", line)
     assert match, line
     return shlex.split(match.group(1))
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, nearly full: skipped where the machine refuses the mount (not root, a container)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"this machine refuses a tmpfs mount: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> None:
