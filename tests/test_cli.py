@@ -13,7 +13,7 @@ import openpyxl
 import pytest
 
 from bulkonboard import __version__
-from tests.support import CONTOSO, ROOT, assert_one_clear_line, run_cli, sheet_rows
+from tests.support import CONTOSO, ROOT, assert_one_clear_line, clean_env, run_cli, sheet_rows
 
 SAMPLES = ROOT / "samples"
 
@@ -155,6 +155,37 @@ def test_ctrl_c_while_the_program_is_still_starting_exits_130() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 130, result.stderr
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["rows to fix", "ctrl-c while starting"])
+def test_the_fast_exit_can_be_turned_off_and_the_exit_code_stays_the_same(tmp_path: Path, interrupt: bool) -> None:
+    # A handler registered before the program's own is what the fast exit skips (coverage in a subprocess is one):
+    # it runs only with BULKONBOARD_NO_FAST_EXIT=1, and the code is the same both ways.
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torn down as usual', flush=True))\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bulkonboard.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        f"if {interrupt}:\n"
+        "    sys.meta_path.insert(0, Interrupt())\n"
+        "from bulkonboard.program import entry\n"
+        "sys.argv = ['bulkonboard', *sys.argv[1:]]\n"
+        "entry()\n"
+    )
+    args = ["validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--quiet"]
+    command = [sys.executable, "-c", probe, *map(str, args), "--report", str(tmp_path / "r.xlsx")]
+    fast, usual = (
+        subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=clean_env(**env))
+        for env in ({}, {"BULKONBOARD_NO_FAST_EXIT": "1"})
+    )
+    expected = 130 if interrupt else 1  # the sample has rows to fix
+    assert fast.returncode == expected, fast.stderr
+    assert usual.returncode == expected, usual.stderr
+    assert "torn down as usual" not in fast.stdout
+    assert "torn down as usual" in usual.stdout
+    assert "Traceback" not in usual.stderr
 
 
 def test_a_quiet_dry_run_loads_neither_msal_nor_the_sandbox_nor_rich(tmp_path: Path) -> None:
