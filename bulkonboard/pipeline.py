@@ -670,21 +670,8 @@ class Pipeline:
     async def _send(self, attempt: _Attempt, result: RowResult) -> None:
         """Send until the row has a final outcome, written into `result`."""
         while True:
-            if self.stopping and attempt.sends:
-                raise _Stopped  # a retry after stop() is abandoned
-            await self._clear_to_send()
-            if attempt.sends == 0:  # recorded only once it really goes out: a stop before this sent nothing
-                # Durable before the request leaves: a run killed from here on leaves "sent" behind.
-                await self._journal.sending(
-                    attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
-                )
-                attempt.journaled = True
-                if self.stopping:  # stop() came while the record was being committed: nothing leaves now
-                    raise _Stopped
+            sent_at = await self._ready_to_send(attempt)
             generation = self._token_generation
-            sent_at = self._clock()
-            if self.stats.first_send is None:
-                self.stats.first_send = sent_at
             try:
                 created = await self._create(attempt)
             except _Aborted:
@@ -705,31 +692,8 @@ class Pipeline:
                 continue
             except Unauthorized as failure:
                 self._answered()
-                attempt.last_failure = failure
-                if attempt.refreshed or self._tokens is None:
-                    what = (
-                        "the token was refused, also after a refresh"
-                        if attempt.refreshed
-                        else ("the token was refused, and this run has no way to refresh it")
-                    )
-                    self._fail(result, api_code(401), what + _may_exist_note(attempt), failure)
+                if not await self._after_unauthorized(attempt, result, failure, generation):
                     return
-                attempt.refreshed = True
-                try:
-                    await self._refresh_token(generation)
-                except _SignInRefused as refusal:
-                    self._fail(
-                        result,
-                        api_code(401),
-                        f"the token was refused and could not be refreshed ({refusal.reason}); the run "
-                        f"stopped taking rows{_may_exist_note(attempt)}",
-                        None,
-                    )
-                    return
-                except _SignInUnreachable as unreachable:
-                    attempt.refreshed = False  # the refresh never happened: the next 401 may try again
-                    if not await self._retry_after_failure(attempt, result, unreachable):
-                        return
                 continue
             except MismatchedAnswer as failure:
                 self._answered()
@@ -738,14 +702,7 @@ class Pipeline:
                 return
             except Refused as failure:
                 self._answered()
-                attempt.last_failure = failure
-                if failure.is_duplicate_upn:
-                    await self._after_duplicate(attempt, result, failure)
-                elif attempt.maybe_created:
-                    await self._after_refusal(attempt, result, failure)
-                else:
-                    attempt.refused = True
-                    self._fail(result, api_code(failure.status), "the service refused it", failure)
+                await self._after_refused(attempt, result, failure)
                 return
             except RequestError as failure:
                 self._answered()
@@ -760,6 +717,66 @@ class Pipeline:
             self._follow_rate()
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    async def _ready_to_send(self, attempt: _Attempt) -> float:
+        """Wait until the row's request may leave, and say when that is; `_Stopped` if the run stops first. The
+        row's first request is recorded only once it really goes out (a stop before this sent nothing), and
+        durably before it leaves: a run killed from here on leaves "sent" behind."""
+        if self.stopping and attempt.sends:
+            raise _Stopped  # a retry after stop() is abandoned
+        await self._clear_to_send()
+        if attempt.sends == 0:
+            await self._journal.sending(attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id)
+            attempt.journaled = True
+            if self.stopping:  # stop() came while the record was being committed: nothing leaves now
+                raise _Stopped
+        sent_at = self._clock()
+        if self.stats.first_send is None:
+            self.stats.first_send = sent_at
+        return sent_at
+
+    async def _after_unauthorized(
+        self, attempt: _Attempt, result: RowResult, failure: Unauthorized, generation: int
+    ) -> bool:
+        """A 401: refresh the token once (one refresh for every worker that saw the same token refused) and say
+        True (send again), or fail the row and say False."""
+        attempt.last_failure = failure
+        if attempt.refreshed or self._tokens is None:
+            what = (
+                "the token was refused, also after a refresh"
+                if attempt.refreshed
+                else ("the token was refused, and this run has no way to refresh it")
+            )
+            self._fail(result, api_code(401), what + _may_exist_note(attempt), failure)
+            return False
+        attempt.refreshed = True
+        try:
+            await self._refresh_token(generation)
+        except _SignInRefused as refusal:
+            self._fail(
+                result,
+                api_code(401),
+                f"the token was refused and could not be refreshed ({refusal.reason}); the run "
+                f"stopped taking rows{_may_exist_note(attempt)}",
+                None,
+            )
+            return False
+        except _SignInUnreachable as unreachable:
+            attempt.refreshed = False  # the refresh never happened: the next 401 may try again
+            return await self._retry_after_failure(attempt, result, unreachable)
+        return True
+
+    async def _after_refused(self, attempt: _Attempt, result: RowResult, failure: Refused) -> None:
+        """A final 4xx: a taken UPN is looked up, a refusal after a request that may have created the user is
+        checked, any other fails the row (the service created nothing)."""
+        attempt.last_failure = failure
+        if failure.is_duplicate_upn:
+            await self._after_duplicate(attempt, result, failure)
+        elif attempt.maybe_created:
+            await self._after_refusal(attempt, result, failure)
+        else:
+            attempt.refused = True
+            self._fail(result, api_code(failure.status), "the service refused it", failure)
 
     def _follow_rate(self) -> None:
         """Hand the controller's rate to an adaptive pacer (a fixed rate's pacer has nothing to follow)."""

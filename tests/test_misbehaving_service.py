@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bulkonboard import partnercenter
 from bulkonboard.journal import open_journal
-from bulkonboard.model import Code, Status, UserRow
+from bulkonboard.model import Code, RowResult, Status, UserRow
 from bulkonboard.partnercenter import (
     EndlessPaging,
     GraphClient,
@@ -225,7 +225,7 @@ async def test_a_mismatch_whose_user_is_found_later_is_created_with_the_looked_u
         proxy.rules.append(created_but_answered_as_jane)
         user = UserRow(row=2, userPrincipalName="late@contoso.com", displayName="L", usageLocation="US",
                        password="Str0ng!Pass")
-        results = []
+        results: list[RowResult] = []
         async with aiohttp.ClientSession() as http:
             client = PartnerCenterClient(http, StaticTokens("sandbox"), base_url=proxy.url, correlation_id="c")
             pipeline = Pipeline(client, customer=CONTOSO, options=PipelineOptions(rate=math.inf, lookup_retries=0))

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bulkonboard.journal import open_existing
@@ -24,7 +25,7 @@ def write_sheet(path: Path, count: int) -> Path:
     return path
 
 
-def wait_until(condition, process: subprocess.Popen[str], what: str, seconds: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], object], process: subprocess.Popen[str], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
