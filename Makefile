@@ -30,7 +30,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check bulkonboard tests bench
-	$(BIN)/mypy bulkonboard
+	$(BIN)/mypy bulkonboard tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache out

@@ -4,7 +4,7 @@ Why it exists: a run may be killed at any moment, the network may drop after Par
 tomorrow's sheet repeats today's rows. Whatever happens, each person gets exactly one account. The journal makes
 that possible by knowing, for every row ever sent:
 
-    (none) ──► pending ──► sent(request id) ──► created(user id)
+    (none) ──────────────► sent(request id) ──► created(user id)
                               │         ▲  ├──► failed(reason)      a final refusal, or a stop before anything
                               │         │  │                        could be created: next run sends afresh
                               │         │  └──► skipped(user id)    the user was someone else's
@@ -13,7 +13,7 @@ that possible by knowing, for every row ever sent:
 - `sent` is written DURABLY before the request leaves (group commit: every row waiting to be sent shares one
   commit), so a run killed with the request in flight leaves "sent with request id X" behind, and the next run
   reconciles it (same MS-RequestId again; a duplicate-UPN answer then a lookup) instead of creating a second user.
-- Outcomes (`created`, `failed`, `skipped`) and `pending` are written lazily, in batches: a lost `created` leaves
+- Outcomes (`created`, `failed`, `skipped`) are written lazily, in batches: a lost `created` leaves
   the row `sent`, which reconciliation recovers. A row whose outcome is still unknown at the end of a run (no
   answer, lookups failed) is never marked `failed`: it stays `sent`, in doubt, for the next run to settle.
   A lazy batch that cannot be committed (a full disk) is logged at once and raised by the next `flush()`, which
@@ -66,7 +66,9 @@ log = logging.getLogger("bulkonboard")
 
 SCHEMA_VERSION = 1
 
-PENDING = "pending"  # taken by a run, not yet sent (an admin reads it as "never left")
+#: Taken by a run, not yet sent (an admin reads it as "never left"). No release writes it any more; journals of
+#: earlier ones may hold it (the schema still allows it), and `prior` reads it as never sent.
+PENDING = "pending"
 SENT = "sent"  # the request left (or was about to): outcome unknown until an answer is recorded
 CREATED = "created"
 FAILED = "failed"  # the service refused it for good, or retries gave up with the user certainly not created
@@ -126,15 +128,8 @@ DROP INDEX IF EXISTS rows_by_run;
 #: an idle loop is microseconds: a lone row hardly waits.
 _EXTRA_TURNS = 2
 #: `prior` reads every row a customer has sent or created in the journal at once when there are at most this many
-#: (~350 bytes each): one query instead of one per row of the sheet. A bigger journal is asked row by row, and so
-#: keys this run has written are remembered in a fixed-size Bloom filter, so memory stays flat however long
-#: the sheet (a false positive only costs one read from the file).
+#: (~350 bytes each): one query instead of one per row of the sheet. A bigger journal is asked row by row.
 _PRIOR_CACHE_ROWS = 50_000
-#: The Bloom filter's size (bits) and probes: at 1,000,000 keys written, about one lookup in 30 reads the file.
-_SEEN_BITS = 1 << 23
-_SEEN_PROBES = 3
-_SEEN_MASK = _SEEN_BITS - 1  # a power of two: `& mask` is `% size`
-_PROBES = range(_SEEN_PROBES)
 #: Copying the WAL back into the database (a checkpoint, with two fsyncs) is left to a thread of its own, asked
 #: every this many committed records (~4,000 WAL pages): SQLite's automatic one (every 1,000 pages) ran inside a
 #: commit on the loop's thread, ~90 times in a 20k-row run, a few ms each, most of the journal's cost. A passive
@@ -148,13 +143,6 @@ _COLUMNS = (
 )
 
 # Each statement takes (customer, upn_key, upn, row, request_id, user_id, reason, run_id, now).
-_PENDING_SQL = f"""
-INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'pending', NULL, NULL, NULL, ?8, NULL, NULL, ?9)
-ON CONFLICT (customer, upn_key) DO UPDATE SET
-    state = 'pending', row = excluded.row, request_id = NULL, user_id = NULL, reason = NULL,
-    run_id = excluded.run_id, sent_at = NULL, updated_at = excluded.updated_at
-WHERE rows.state NOT IN ('sent', 'created')
-"""
 _SENT_SQL = f"""
 INSERT INTO rows ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'sent', ?5, NULL, NULL, ?8, ?9, NULL, ?9)
 ON CONFLICT (customer, upn_key) DO UPDATE SET
@@ -273,33 +261,6 @@ class RowFilter:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-class _KeysSeen:
-    """Which (customer, UPN) keys this run has written, in 1 MiB whatever their number: may answer yes for a key
-    never added (then `prior` reads the file, which is always right), never no for one that was."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray(_SEEN_BITS // 8)
-
-    # Double hashing from Python's own 64-bit hash (salted per process, which is all a run needs: the filter never
-    # leaves it). Spelled out in each method: this runs for every record, on the event loop.
-
-    def add(self, customer: str, upn_key: str) -> None:
-        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
-        bit, step, bits = h & _SEEN_MASK, (h >> 32) | 1, self._bits
-        for _ in _PROBES:
-            bits[bit >> 3] |= 1 << (bit & 7)
-            bit = (bit + step) & _SEEN_MASK
-
-    def maybe_has(self, customer: str, upn_key: str) -> bool:
-        h = hash((customer, upn_key)) & 0xFFFF_FFFF_FFFF_FFFF
-        bit, step, bits = h & _SEEN_MASK, (h >> 32) | 1, self._bits
-        for _ in _PROBES:
-            if not bits[bit >> 3] & (1 << (bit & 7)):
-                return False
-            bit = (bit + step) & _SEEN_MASK
-        return True
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -338,7 +299,7 @@ def open_journal(
 class Journal:
     """The SQLite journal. Implements `pipeline.Journal` (row states) and the runner's run records.
 
-    Thread use: the pipeline calls (`prior`, `pending`, `sending`, `finished`, `flush`) come from the event
+    Thread use: the pipeline calls (`prior`, `sending`, `finished`, `flush`) come from the event
     loop's thread, and the commits run there too, in a callback of their own (one per turn of the loop).
     """
 
@@ -371,10 +332,9 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_soon: asyncio.Handle | None = None
         self._turns_left = _EXTRA_TURNS
-        # `prior` for a small journal: per customer, the committed states it had when first asked (None: too many
-        # rows, ask row by row); a key this journal has written to since is asked again (`_touched`).
+        # `prior` for a small journal: per customer, the committed states it had when this run first asked (None:
+        # too many rows, ask row by row). Never updated by this run's own writes: see `prior`.
         self._known: dict[str, dict[str, tuple[Any, ...]] | None] = {}
-        self._touched = _KeysSeen()
         self._timer: asyncio.TimerHandle | None = None
         self._writer, self._reader, legacy = _connect(self.path, create=create)
         self._checkpointer = _Checkpointer(self.path)
@@ -438,15 +398,20 @@ class Journal:
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None:
         """What an earlier run left: CREATED (never send again), IN_DOUBT (sent, outcome unknown: reconcile with
-        the same request id), or None (never sent, refused for good, or someone else's user: send afresh)."""
+        the same request id), or None (never sent, refused for good, or someone else's user: send afresh).
+
+        Earlier runs only: a small journal answers from what was committed when this run first asked about the
+        customer, not from what this run wrote since. The pipeline asks once per row, before writing it, and a
+        UPN appears once in a sheet (a repeat is invalid), so no run asks about a key it has written; a new run
+        (`begin_run`) or a reopened journal asks the file afresh."""
         self._check_open()
         customer, upn_key = customer.casefold(), upn_key.casefold()
         known = self._known.get(customer, ...)
         try:
             if known is ...:
-                self._report(self._drain())  # what is queued is in the file first: later writes are `_touch`ed
+                self._report(self._drain())  # what is queued is in the file first
                 known = self._known[customer] = self._read_known(customer)
-            if known is not None and not self._touched.maybe_has(customer, upn_key):
+            if known is not None:
                 found = known.get(upn_key)
             else:
                 found = self._reader.execute(
@@ -480,23 +445,6 @@ class Journal:
             (customer,),
         )
         return {key: tuple(rest) for key, *rest in found}
-
-    def _touch(self, customer: str, upn_key: str) -> None:
-        """A write to this key: `prior` asks the file again (what it sees there is what is committed, as
-        without the cache)."""
-        if not self._known:
-            return
-        self._touched.add(customer, upn_key)
-
-    def pending(self, customer: str, upn_key: str, row: int) -> None:
-        """The run took the row to send it (lazy; never replaces `sent` or `created`)."""
-        key = upn_key.casefold()
-        self._enqueue(
-            _Write(
-                _PENDING_SQL,
-                (customer.casefold(), key, key, row, None, None, None, self.run_id, self._stamp()),
-            )
-        )
 
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
         """Record "sent with request_id" and return once it is committed: only then may the request leave."""
@@ -560,6 +508,7 @@ class Journal:
     ) -> int:
         """A new run: recorded (and committed) before any of its rows is sent; rows it touches carry its id."""
         self.flush()
+        self._known.clear()  # a new run: `prior` tells what the earlier ones left, as committed now
         with self._write_lock:
             self._check_open()
             with _transaction(self._writer, self.path):
@@ -658,7 +607,6 @@ class Journal:
         with self._write_lock:
             self._check_open()
             self._known.clear()
-            self._touched = _KeysSeen()
             with _transaction(self._writer, self.path):
                 cursor = self._writer.execute("DELETE FROM rows")
         if cursor.rowcount > 0:
@@ -686,7 +634,6 @@ class Journal:
         with self._write_lock:
             self._check_open()
             self._known.clear()
-            self._touched = _KeysSeen()
             with _transaction(self._writer, self.path):
                 cursor = self._writer.execute(f"DELETE FROM rows{clause}", params)
         return cursor.rowcount
@@ -751,7 +698,6 @@ class Journal:
                 raise JournalClosed(f"{self.path}: the journal is closed")
             self._queue.append(write)
             waiting = len(self._queue)
-        self._touch(write.params[0], write.params[1])
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import math
 import random
 import uuid
@@ -80,6 +81,7 @@ from .retry import (
     Sleep,
     SlowStartRate,
     WaitLog,
+    retry_on_service_trouble,
 )
 
 DEFAULT_CONCURRENCY = 16
@@ -156,15 +158,13 @@ class Journal(Protocol):
     """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
 
     Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
-    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `pending`
-    and `finished` may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
+    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `finished`
+    may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
     of: a row that may have been created but could not be confirmed is left as sent, for the next run to
     reconcile with the same request id. No password is ever passed.
     """
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
-
-    def pending(self, customer: str, upn_key: str, row: int) -> None: ...
 
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
 
@@ -178,9 +178,6 @@ class NullJournal:
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None:
         return None
-
-    def pending(self, customer: str, upn_key: str, row: int) -> None:
-        pass
 
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None:
         pass
@@ -272,22 +269,45 @@ class _Aborted(_Stopped):
     """abort() cut a request short: it may have reached the service before it was."""
 
 
-class _SignInUnreachable(TransportError):
-    """No token: the sign-in service could not be reached (a network blip). The request never left, so it is
-    retried as a connection that could not be made."""
+class _SignInFailed(Exception):
+    """No token, so no request left. Not a `RequestError`: nothing reached the service, and the row's send is
+    not counted. `reason` is the sign-in service's own words (they say what to do)."""
 
-    def __init__(self, reason: str, *, request_id: str | None) -> None:
-        super().__init__(
-            reason, method="TOKEN", url="the sign-in service", request_id=request_id, maybe_processed=False
-        )
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
-class _SignInRefused(RequestError):
-    """No token: the sign-in service refused (a revoked refresh token, an expired secret). Retrying will not
-    help, and every later row would meet the same refusal."""
+class _SignInUnreachable(_SignInFailed):
+    """The sign-in service could not be reached (a network blip): tried again after our backoff, and counted
+    against the row's attempts like a connection that could not be made."""
 
-    def __init__(self, reason: str, *, request_id: str | None) -> None:
-        super().__init__(reason, method="TOKEN", url="the sign-in service", request_id=request_id)
+
+class _SignInRefused(_SignInFailed):
+    """The sign-in service refused (a revoked refresh token, an expired secret). Retrying will not help, and
+    every later row would meet the same refusal: the run halts."""
+
+
+#: What the last try of a row ran into: the service's failure, or no token to send it with.
+_Failure = RequestError | _SignInFailed
+
+
+class StopReason(enum.IntEnum):
+    """Why the run takes no new row, from none to the most urgent; a later reason only ever raises it (a person's
+    stop after a halt is a stop: exit 130)."""
+
+    NONE = 0
+    HALTED = 1  # the run stopped itself: every later row would fail the same way (the halt text says why)
+    STOPPED = 2  # stop(): a person or a scheduler asked; requests in flight get their answers
+    ABORTED = 3  # abort(): asked again; requests in flight are cut short
+
+
+def _retry_on_trouble(failure: BaseException) -> bool | float:
+    """`retry_on_service_trouble`, and a sign-in service out of reach: no request left, try again after our
+    backoff."""
+    if isinstance(failure, _SignInUnreachable):
+        return True
+    return retry_on_service_trouble(failure)
 
 
 @dataclass(slots=True)
@@ -303,7 +323,7 @@ class _Attempt:
     failures: int = 0  # counted against the attempts
     throttles: int = 0
     refreshed: bool = False
-    last_failure: RequestError | None = None
+    last_failure: _Failure | None = None
     journaled: bool = False  # the journal holds "sent" for this row from this run
     cut_short: bool = False  # abort() cancelled its request in flight
 
@@ -313,21 +333,14 @@ class _Pacer:
 
     Why two: a bucket of one forgets every late wake-up, and the run drifts below R (measured 0.97 R at 50/s,
     0.967 R at 100/s with 250 ms answers); a bucket of two makes up the lateness (1.002 R) while any one-second
-    window sees at most R + 1 requests, so a service whose limit is above R never answers 429. An adaptive rate,
-    which changes many times a second, is paced by `retry.Pacer` instead: a new aiolimiter per change would let
-    its fresh bucket through at once.
+    window sees at most R + 1 requests, so a service whose limit is above R never answers 429. Only for a fixed
+    rate: an adaptive one, which changes many times a second, is paced by `retry.Pacer` (a new aiolimiter per
+    change would let its fresh bucket through at once).
     """
 
     BUCKET = 2
 
     def __init__(self, rate: float) -> None:
-        self.rate = math.nan
-        self._limiter: AsyncLimiter | None = None
-        self.set_rate(rate)
-
-    def set_rate(self, rate: float) -> None:
-        if rate == self.rate:
-            return
         self.rate = rate
         self._limiter = None if math.isinf(rate) else AsyncLimiter(self.BUCKET, self.BUCKET / rate)
 
@@ -335,13 +348,8 @@ class _Pacer:
         return self._limiter is None or self._limiter.has_capacity()
 
     async def acquire(self) -> None:
-        while True:
-            limiter = self._limiter
-            if limiter is None:
-                return
-            await limiter.acquire()
-            if limiter is self._limiter:
-                return
+        if self._limiter is not None:
+            await self._limiter.acquire()
 
 
 class Pipeline:
@@ -379,16 +387,17 @@ class Pipeline:
         )
         self._sleep: Sleep = sleep or asyncio.sleep
         self._policy = RetryPolicy(
-            attempts=self.options.attempts, backoff=self.options.backoff, rng=rng or random.Random(0)
+            on=_retry_on_trouble,
+            attempts=self.options.attempts,
+            backoff=self.options.backoff,
+            rng=rng or random.Random(0),
         )
         self.stats = PipelineStats()
         self._waits = WaitLog(self._clock)
-        self._stopping = False
-        self._interrupted = False  # stop() or abort(): a person or a scheduler asked
-        self._aborting = False
-        self._halted: str | None = None  # the run stopped itself: why, for the rows it did not send
+        self._stop = StopReason.NONE
+        self._halt_text: str | None = None  # why the run stopped itself, for the rows it did not send
         self._started = False
-        # made inside run(), in the running loop
+        # made inside run(), in the running loop: set with the first stop reason, wakes every wait
         self._stop_event: asyncio.Event | None = None
         # abort() cancels the workers awaiting a request (`_in_flight`); `_cut` marks the cancellations it asked
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -402,33 +411,35 @@ class Pipeline:
     def stop(self) -> None:
         """Take no new row and send nothing new; requests in flight get their answers. Safe from a signal
         handler (in the loop's thread) and before `run()`."""
-        self._interrupted = True
-        self._stop_taking_rows()
+        self._stop_taking_rows(StopReason.STOPPED)
 
     def abort(self) -> None:
         """stop(), and cut the requests in flight short (the second Ctrl-C / SIGTERM): their rows are failed
         `run.interrupted`, "may exist" since a request cut short may have reached the service. `run()` still
         returns normally, every row with a result, so the results are written for what finished."""
-        self._aborting = True
-        self.stop()
+        self._stop_taking_rows(StopReason.ABORTED)
         for task in self._in_flight - self._cut:
             self._cut.add(task)
             task.cancel()
 
     def _halt(self, reason: str) -> None:
         """The run stops taking rows on its own (every later row would fail the same way); in flight finish."""
-        if self._halted is None:
-            self._halted = reason
-        self._stop_taking_rows()
+        if self._halt_text is None:
+            self._halt_text = reason
+        self._stop_taking_rows(StopReason.HALTED)
 
-    def _stop_taking_rows(self) -> None:
-        self._stopping = True
+    def _stop_taking_rows(self, reason: StopReason) -> None:
+        self._stop = max(self._stop, reason)
         if self._stop_event is not None:
             self._stop_event.set()
 
     @property
+    def stop_reason(self) -> StopReason:
+        return self._stop
+
+    @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self._stop is not StopReason.NONE
 
     @property
     def rate_controller(self) -> RateController:
@@ -460,7 +471,7 @@ class Pipeline:
             else Pacer(self._controller.current_rate, clock=self._clock, sleep=self._sleep)
         )
         self._stop_event = asyncio.Event()
-        if self._stopping:
+        if self.stopping:
             self._stop_event.set()
         self._token_lock = asyncio.Lock()
         self._queue: asyncio.Queue[tuple[int, CheckedRowLike] | None] = asyncio.Queue(
@@ -482,8 +493,8 @@ class Pipeline:
             self._progress.stop()
             self._journal.flush()
             self.stats.rate_settled = self._controller.current_rate
-            self.stats.interrupted = self._interrupted
-            self.stats.halted = self._halted
+            self.stats.interrupted = self._stop >= StopReason.STOPPED
+            self.stats.halted = self._halt_text
         return self.stats
 
     def held_back(self) -> dict[int, RowResult]:
@@ -500,7 +511,7 @@ class Pipeline:
             self.stats.rows += 1
             if checked.status is not Status.VALID:
                 self._complete(position, self._passed_through(checked))
-            elif self._stopping:
+            elif self.stopping:
                 # After a stop every row is still listed, in order: a row nobody sent says so. Validation's
                 # verdict is already in memory and nothing is sent, so the rest of a long sheet costs little.
                 self._complete(position, self._not_reached(checked))
@@ -603,9 +614,9 @@ class Pipeline:
         return result
 
     def _stop_note(self) -> str:
-        if self._halted is not None:
+        if self._halt_text is not None:
             return (
-                f"the run stopped taking rows when {self._halted}; sign in again (or fix the credentials), "
+                f"the run stopped taking rows when {self._halt_text}; sign in again (or fix the credentials), "
                 "then run the same command again"
             )
         return "the run was stopped before this row; run the same command again"
@@ -639,7 +650,7 @@ class Pipeline:
             maybe_created=in_doubt,
         )
         result.requestId = attempt.request_id
-        if self._stopping:
+        if self.stopping:
             return self._not_finished(result, attempt)
         # No `pending` record first: a row the journal does not hold (or holds as refused) is "never sent" already,
         # and the write cost as much as the durable `sent` one.
@@ -659,41 +670,18 @@ class Pipeline:
     async def _send(self, attempt: _Attempt, result: RowResult) -> None:
         """Send until the row has a final outcome, written into `result`."""
         while True:
-            if self._stopping and attempt.sends:
-                raise _Stopped  # a retry after stop() is abandoned
-            await self._clear_to_send()
-            if attempt.sends == 0:  # recorded only once it really goes out: a stop before this sent nothing
-                # Durable before the request leaves: a run killed from here on leaves "sent" behind.
-                await self._journal.sending(
-                    attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
-                )
-                attempt.journaled = True
-                if self._stopping:  # stop() came while the record was being committed: nothing leaves now
-                    raise _Stopped
+            sent_at = await self._ready_to_send(attempt)
             generation = self._token_generation
-            sent_at = self._clock()
-            if self.stats.first_send is None:
-                self.stats.first_send = sent_at
-            self._count_send(attempt, +1)
             try:
-                created = await self._cancellable(
-                    lambda: self._with_token(
-                        self._client.create_user(
-                            attempt.customer, attempt.user, request_id=attempt.request_id
-                        ),
-                        request_id=attempt.request_id,
-                    )
-                )
+                created = await self._create(attempt)
             except _Aborted:
                 attempt.maybe_created = attempt.cut_short = True  # it may have reached the service
                 raise
             except _SignInRefused as failure:
-                self._count_send(attempt, -1)  # no token, so no request left
                 attempt.last_failure = failure
                 self._fail_signed_out(attempt, result, failure)
                 return
             except _SignInUnreachable as failure:
-                self._count_send(attempt, -1)
                 if not await self._retry_after_failure(attempt, result, failure):
                     return
                 continue
@@ -704,31 +692,8 @@ class Pipeline:
                 continue
             except Unauthorized as failure:
                 self._answered()
-                attempt.last_failure = failure
-                if attempt.refreshed or self._tokens is None:
-                    what = (
-                        "the token was refused, also after a refresh"
-                        if attempt.refreshed
-                        else ("the token was refused, and this run has no way to refresh it")
-                    )
-                    self._fail(result, api_code(401), what + _may_exist_note(attempt), failure)
+                if not await self._after_unauthorized(attempt, result, failure, generation):
                     return
-                attempt.refreshed = True
-                try:
-                    await self._refresh_token(generation, attempt.request_id)
-                except _SignInRefused as refusal:
-                    self._fail(
-                        result,
-                        api_code(401),
-                        f"the token was refused and could not be refreshed ({refusal.message}); the run "
-                        f"stopped taking rows{_may_exist_note(attempt)}",
-                        None,
-                    )
-                    return
-                except _SignInUnreachable as unreachable:
-                    attempt.refreshed = False  # the refresh never happened: the next 401 may try again
-                    if not await self._retry_after_failure(attempt, result, unreachable):
-                        return
                 continue
             except MismatchedAnswer as failure:
                 self._answered()
@@ -737,14 +702,7 @@ class Pipeline:
                 return
             except Refused as failure:
                 self._answered()
-                attempt.last_failure = failure
-                if failure.is_duplicate_upn:
-                    await self._after_duplicate(attempt, result, failure)
-                elif attempt.maybe_created:
-                    await self._after_refusal(attempt, result, failure)
-                else:
-                    attempt.refused = True
-                    self._fail(result, api_code(failure.status), "the service refused it", failure)
+                await self._after_refused(attempt, result, failure)
                 return
             except RequestError as failure:
                 self._answered()
@@ -756,9 +714,74 @@ class Pipeline:
                 continue
             self._answered()
             self._controller.on_success(usage=created.throttle_usage)
-            self._pacer.set_rate(self._controller.current_rate)
+            self._follow_rate()
             result.status, result.userId, result.problems = Status.CREATED, created.id, ()
             return
+
+    async def _ready_to_send(self, attempt: _Attempt) -> float:
+        """Wait until the row's request may leave, and say when that is; `_Stopped` if the run stops first. The
+        row's first request is recorded only once it really goes out (a stop before this sent nothing), and
+        durably before it leaves: a run killed from here on leaves "sent" behind."""
+        if self.stopping and attempt.sends:
+            raise _Stopped  # a retry after stop() is abandoned
+        await self._clear_to_send()
+        if attempt.sends == 0:
+            await self._journal.sending(attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id)
+            attempt.journaled = True
+            if self.stopping:  # stop() came while the record was being committed: nothing leaves now
+                raise _Stopped
+        sent_at = self._clock()
+        if self.stats.first_send is None:
+            self.stats.first_send = sent_at
+        return sent_at
+
+    async def _after_unauthorized(
+        self, attempt: _Attempt, result: RowResult, failure: Unauthorized, generation: int
+    ) -> bool:
+        """A 401: refresh the token once (one refresh for every worker that saw the same token refused) and say
+        True (send again), or fail the row and say False."""
+        attempt.last_failure = failure
+        if attempt.refreshed or self._tokens is None:
+            what = (
+                "the token was refused, also after a refresh"
+                if attempt.refreshed
+                else ("the token was refused, and this run has no way to refresh it")
+            )
+            self._fail(result, api_code(401), what + _may_exist_note(attempt), failure)
+            return False
+        attempt.refreshed = True
+        try:
+            await self._refresh_token(generation)
+        except _SignInRefused as refusal:
+            self._fail(
+                result,
+                api_code(401),
+                f"the token was refused and could not be refreshed ({refusal.reason}); the run "
+                f"stopped taking rows{_may_exist_note(attempt)}",
+                None,
+            )
+            return False
+        except _SignInUnreachable as unreachable:
+            attempt.refreshed = False  # the refresh never happened: the next 401 may try again
+            return await self._retry_after_failure(attempt, result, unreachable)
+        return True
+
+    async def _after_refused(self, attempt: _Attempt, result: RowResult, failure: Refused) -> None:
+        """A final 4xx: a taken UPN is looked up, a refusal after a request that may have created the user is
+        checked, any other fails the row (the service created nothing)."""
+        attempt.last_failure = failure
+        if failure.is_duplicate_upn:
+            await self._after_duplicate(attempt, result, failure)
+        elif attempt.maybe_created:
+            await self._after_refusal(attempt, result, failure)
+        else:
+            attempt.refused = True
+            self._fail(result, api_code(failure.status), "the service refused it", failure)
+
+    def _follow_rate(self) -> None:
+        """Hand the controller's rate to an adaptive pacer (a fixed rate's pacer has nothing to follow)."""
+        if isinstance(self._pacer, Pacer):
+            self._pacer.set_rate(self._controller.current_rate)
 
     def _after_throttle(self, attempt: _Attempt, result: RowResult, failure: Throttled, sent_at: float) -> bool:
         """A 429: slow the rate, close the gate for every sender (one log line per long wait), and say True (try
@@ -767,7 +790,7 @@ class Pipeline:
         attempt.last_failure = failure
         self.stats.throttled += 1
         self._controller.on_throttle(failure.retry_after, sent_at=sent_at)
-        self._pacer.set_rate(self._controller.current_rate)
+        self._follow_rate()
         if attempt.throttles >= self.options.max_throttled:
             self._fail(
                 result,
@@ -788,7 +811,7 @@ class Pipeline:
         )
         return True
 
-    async def _retry_after_failure(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> bool:
+    async def _retry_after_failure(self, attempt: _Attempt, result: RowResult, failure: _Failure) -> bool:
         """A failure that uses up one of the row's attempts: wait out the backoff and say True (try again), or
         give the row up and say False."""
         attempt.last_failure = failure
@@ -801,31 +824,42 @@ class Pipeline:
         await self._wait(wait)
         return True
 
-    def _count_send(self, attempt: _Attempt, change: int) -> None:
-        """Count a request as it leaves; -1 takes it back when it never did (no token)."""
-        if change < 0:
-            attempt.sends -= 1
-            self.stats.requests -= 1
-        if attempt.sends == 0:
-            self.stats.sent_rows += change
-        else:
-            self.stats.retries += change
-        if change > 0:
-            attempt.sends += 1
-            self.stats.requests += 1
+    async def _create(self, attempt: _Attempt) -> CreatedUser:
+        """The row's create request, counted once it has left: when the service answered, the request failed on
+        the way, or abort() cut it short (it may have reached the service). A token failure comes before any
+        request, so it is not counted."""
+        try:
+            created = await self._cancellable(
+                lambda: self._with_token(
+                    self._client.create_user(attempt.customer, attempt.user, request_id=attempt.request_id)
+                )
+            )
+        except _SignInFailed:
+            raise
+        except BaseException:
+            self._count_send(attempt)
+            raise
+        self._count_send(attempt)
+        return created
 
-    async def _with_token(self, call: Awaitable[T], *, request_id: str | None) -> T:
+    def _count_send(self, attempt: _Attempt) -> None:
+        if attempt.sends == 0:
+            self.stats.sent_rows += 1
+        else:
+            self.stats.retries += 1
+        attempt.sends += 1
+        self.stats.requests += 1
+
+    async def _with_token(self, call: Awaitable[T]) -> T:
         """The client asks the sign-in service for its token inside each call, so the sign-in's failures come
         out of the call as command errors; here they become this row's failures, never the run's."""
         try:
             return await call
         except ServiceUnavailable as exc:
-            raise _SignInUnreachable(
-                f"no token from the sign-in service: {exc.message}", request_id=request_id
-            ) from None
+            raise _SignInUnreachable(f"no token from the sign-in service: {exc.message}") from None
         except BulkOnboardError as exc:  # AuthError: refused, and every later row would be refused too
             self._halt(f"the sign-in failed mid-run ({exc.message})")
-            raise _SignInRefused(exc.message, request_id=request_id) from None
+            raise _SignInRefused(exc.message) from None
 
     def _fail_signed_out(self, attempt: _Attempt, result: RowResult, failure: _SignInRefused) -> None:
         if attempt.maybe_created:
@@ -845,7 +879,7 @@ class Pipeline:
         """`await call()`, which abort() may cut short: then `_Aborted`. The worker's own task is cancelled
         (no task per request: a request leaves as soon as its worker decides to send it), and only the
         cancellation abort() asked for becomes `_Aborted`; any other goes on as a cancellation."""
-        if self._aborting:
+        if self._stop is StopReason.ABORTED:
             raise _Aborted
         task = asyncio.current_task()
         assert task is not None
@@ -871,7 +905,7 @@ class Pipeline:
     async def _clear_to_send(self) -> None:
         """Wait for the 429 gate to open and for the limiter; `_Stopped` if stop() comes first."""
         while True:
-            if self._stopping:
+            if self.stopping:
                 raise _Stopped
             paused = self._gate.remaining()
             if paused > 0:
@@ -882,12 +916,12 @@ class Pipeline:
             else:
                 await self._until_stopped(self._pacer.acquire())
             if self._gate.remaining() <= 0:
-                if self._stopping:
+                if self.stopping:
                     raise _Stopped
                 return
 
     async def _wait(self, seconds: float) -> None:
-        if self._stopping:
+        if self.stopping:
             raise _Stopped
         if seconds > 0:
             await self._until_stopped(self._sleep(seconds))
@@ -907,16 +941,14 @@ class Pipeline:
             return
         raise _Stopped
 
-    async def _refresh_token(self, generation: int, request_id: str) -> None:
+    async def _refresh_token(self, generation: int) -> None:
         """One refresh for all the workers that saw the same token refused. Raises `_SignInRefused` (the run
         then takes no new row) or `_SignInUnreachable` when no fresh token came."""
         assert self._token_lock is not None and self._tokens is not None
         async with self._token_lock:
             if self._token_generation != generation:
                 return  # another worker refreshed it since this request went out
-            await self._with_token(
-                self._tokens.token(Audience.PARTNER_CENTER, force_refresh=True), request_id=request_id
-            )
+            await self._with_token(self._tokens.token(Audience.PARTNER_CENTER, force_refresh=True))
             self._token_generation += 1
 
     async def _after_duplicate(self, attempt: _Attempt, result: RowResult, refusal: Refused) -> None:
@@ -924,7 +956,7 @@ class Pipeline:
         success; on a clean first attempt, someone created the user since validation."""
         try:
             user_id = await (self._find_ours(attempt) if attempt.maybe_created else self._lookup(attempt))
-        except RequestError as failure:
+        except (RequestError, _SignInFailed) as failure:
             if attempt.maybe_created:
                 what = (
                     "may exist: the service says the UPN is taken after an earlier request of this row that may "
@@ -978,7 +1010,7 @@ class Pipeline:
         named = f"the service answered 200 naming {mismatch.named_upn} instead of {attempt.user.userPrincipalName}"
         try:
             user_id = await self._find_ours(attempt)
-        except RequestError as failure:
+        except (RequestError, _SignInFailed) as failure:
             self._fail(
                 result,
                 Code.API_MISMATCH,
@@ -1006,7 +1038,7 @@ class Pipeline:
         answer never came, or an earlier run was stopped before it did): ask before calling the row failed."""
         try:
             user_id = await self._find_ours(attempt)
-        except RequestError as failure:
+        except (RequestError, _SignInFailed) as failure:
             self._fail(
                 result,
                 api_code(refusal.status),
@@ -1022,12 +1054,12 @@ class Pipeline:
         attempt.refused = True
         self._fail(result, api_code(refusal.status), "the service refused it", refusal)
 
-    async def _give_up(self, attempt: _Attempt, result: RowResult, failure: RequestError) -> None:
+    async def _give_up(self, attempt: _Attempt, result: RowResult, failure: _Failure) -> None:
         """Out of attempts (or not retryable). When an attempt may have created the user, ask before saying so."""
         if attempt.maybe_created:
             try:
                 user_id = await self._find_ours(attempt)
-            except RequestError:
+            except (RequestError, _SignInFailed):
                 user_id = None
             if user_id is not None:
                 result.status, result.userId, result.problems = Status.CREATED, user_id, ()
@@ -1068,7 +1100,7 @@ class Pipeline:
             return await self._client.find_user_by_upn(customer, upn)
 
         async def ask_with_token() -> dict[str, Any] | None:
-            return await self._cancellable(lambda: self._with_token(ask(), request_id=None))
+            return await self._cancellable(lambda: self._with_token(ask()))
 
         async def wait_to_ask_again(seconds: float) -> None:
             self._waits.waiting(seconds, "retry", "before trying a lookup again")
@@ -1078,7 +1110,7 @@ class Pipeline:
         user_id = found.get("id") if found else None
         return user_id if isinstance(user_id, str) and user_id else None
 
-    def _fail(self, result: RowResult, code: str, what: str, failure: RequestError | None) -> None:
+    def _fail(self, result: RowResult, code: str, what: str, failure: _Failure | None) -> None:
         message = what if failure is None else f"{what}: {_describe(failure)}"
         result.status, result.userId, result.problems = Status.FAILED, None, (Problem(code, message),)
 
@@ -1151,7 +1183,7 @@ def _may_exist_note(attempt: _Attempt) -> str:
     )
 
 
-def _asked(failure: RequestError) -> str:
+def _asked(failure: _Failure) -> str:
     """Says so when a wait is the service's own Retry-After rather than our backoff."""
     asked = getattr(failure, "retry_after", None)
     return f" (the service asked for {asked:.0f} s)" if asked else ""
@@ -1164,16 +1196,19 @@ def _may_have_created(failure: RequestError) -> bool:
     return not isinstance(failure, Refused | Throttled)
 
 
-def _failure_code(failure: RequestError) -> str:
-    """`api.<status>` for an error status; `api.unreachable` for no answer or an unreadable 2xx/3xx one."""
+def _failure_code(failure: _Failure) -> str:
+    """`api.<status>` for an error status; `api.unreachable` for no answer, an unreadable 2xx/3xx one, or no
+    token to send with."""
     if isinstance(failure, ApiError) and failure.status >= 400:
         return api_code(failure.status)
     return API_UNREACHABLE
 
 
-def _describe(failure: RequestError) -> str:
+def _describe(failure: _Failure) -> str:
     """The service's words for a problem cell: status, code and description; never a raw answer (the
     client keeps none) and never the URL (the requestId column finds the call in the service's logs)."""
+    if isinstance(failure, _SignInFailed):
+        return failure.reason
     if isinstance(failure, TransportError):
         return failure.reason
     if isinstance(failure, ApiError):

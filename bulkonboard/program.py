@@ -7,6 +7,10 @@ handlers registered after ours (the installed program registers it before import
 them but logging's; `python -m bulkonboard.cli`, as the tests run it, registers it after); logging's flush is
 called here in any case. Tests that call the click command in-process (CliRunner) never come through here.
 
+`BULKONBOARD_NO_FAST_EXIT=1` turns the fast exit off: the interpreter then ends as usual, so whatever registered
+an atexit handler before us runs too (coverage measuring a subprocess does, to write its data). The exit code is
+the same either way (a Ctrl-C while starting is 130 in both).
+
 Kept apart from `cli` so that registering comes before the CLI's imports.
 """
 
@@ -21,10 +25,15 @@ from typing import Any
 
 from .errors import EXIT_INTERRUPTED  # a module of constants and exception classes: nothing is registered
 
+#: Set (to anything but "" or "0") to end the interpreter as usual instead of skipping its teardown.
+NO_FAST_EXIT = "BULKONBOARD_NO_FAST_EXIT"
+
 
 def entry(main: Callable[[], Any] | None = None) -> None:
     outcome = {"code": 1}  # an exception that is not SystemExit: Python prints it and exits 1
-    atexit.register(_exit_now, outcome)
+    fast = os.environ.get(NO_FAST_EXIT, "") in ("", "0")
+    if fast:
+        atexit.register(_exit_now, outcome)
     try:
         if main is None:  # inside the `try`: a Ctrl-C while the CLI is still being imported also exits 130
             from .cli import main as cli_main
@@ -37,6 +46,8 @@ def entry(main: Callable[[], Any] | None = None) -> None:
         raise  # anything else (a message) Python prints, then exits 1
     except KeyboardInterrupt:
         outcome["code"] = EXIT_INTERRUPTED
+        if not fast:  # Python would end by SIGINT itself (-2 to a parent), not by the code the fast exit gives
+            raise SystemExit(EXIT_INTERRUPTED) from None
         raise
     outcome["code"] = 0
 

@@ -10,11 +10,10 @@ Three small parts, each replaceable on its own:
   one throttled answer pauses every sender until the time the service named, not just the row that saw it.
 - `RateController`: the users/s the run aims for. `FixedRate` is `--rate N`. Without it, `SlowStartRate`
   finds the rate the service allows: from `DEFAULT_RATE` it grows fast until the first 429 (or the service's
-  early warning), then holds just under the rate the service was seen to accept and probes gently.
-  `AdaptiveRate` is plain AIMD (halve on a 429, creep up), kept for comparison: from a low start it needs
-  about 1.7x the time a 20/s limit allows for 600 users, where slow start needs about 1.1x (tests/test_rate.py
-  simulates both; docs/BENCHMARKS.md measures them). The controllers sit behind a small protocol, so the
-  pipeline does not care which one runs.
+  early warning), then holds just under the rate the service was seen to accept and probes gently (plain
+  AIMD, halve on a 429 and creep up, needed about 1.7x the time a 20/s limit allows for 600 users where slow
+  start needs about 1.1x: docs/BENCHMARKS.md). The controllers sit behind a small protocol, so the pipeline
+  does not care which one runs.
 - `WaitLog`: one log line per wait of `LONG_WAIT` seconds or more (429 gate, Retry-After, backoff), with its
   reason, however many rows wait behind it.
 - `Pacer`: requests 1/rate apart on one schedule that survives rate changes (see its docstring for why the
@@ -225,59 +224,6 @@ class FixedRate:
         pass
 
 
-class AdaptiveRate:
-    """Additive increase, multiplicative decrease, as TCP does: halve on a 429, add `step` users/s after
-    `successes_per_step` successes in a row, within [`minimum`, `maximum`].
-
-    The requests in flight when the service starts throttling all come back 429 together; they say one thing
-    (the old rate was too fast), so a 429 for a request sent before the last cut does not cut again.
-    """
-
-    def __init__(
-        self,
-        initial: float = DEFAULT_RATE,
-        *,
-        minimum: float = 0.2,
-        maximum: float = 50.0,
-        decrease: float = 0.5,
-        step: float = 1.0,
-        successes_per_step: int = 20,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        if not 0 < minimum <= initial <= maximum:
-            raise ValueError("need 0 < minimum <= initial <= maximum")
-        if not 0 < decrease < 1:
-            raise ValueError("decrease must be between 0 and 1")
-        self._rate = float(initial)
-        self.minimum = minimum
-        self.maximum = maximum
-        self.decrease = decrease
-        self.step = step
-        self.successes_per_step = successes_per_step
-        self._clock = clock
-        self._last_cut = -math.inf
-        self._streak = 0
-        self.cuts = 0
-
-    @property
-    def current_rate(self) -> float:
-        return self._rate
-
-    def on_success(self, *, usage: float | None = None) -> None:
-        self._streak += 1
-        if self._streak >= self.successes_per_step:
-            self._streak = 0
-            self._rate = min(self.maximum, self._rate + self.step)
-
-    def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
-        self._streak = 0
-        if sent_at is not None and sent_at <= self._last_cut:
-            return  # sent at the old rate: the cut already answered it
-        self._rate = max(self.minimum, self._rate * self.decrease)
-        self._last_cut = self._clock()
-        self.cuts += 1
-
-
 class Pacer:
     """Lets requests go 1/rate seconds apart, on one schedule that survives a change of rate.
 
@@ -399,7 +345,6 @@ class SlowStartRate:
         horizon: float = 300.0,
         warning_threshold: float = 0.8,
         approach: float = 0.5,
-        step: float = 0.05,
         clock: Clock = time.monotonic,
     ) -> None:
         if not 0 < minimum <= initial <= maximum:
@@ -408,12 +353,10 @@ class SlowStartRate:
             raise ValueError("headroom must be between 0 and 1")
         if growth <= 0 or probe < 0 or window <= 0 or horizon < window:
             raise ValueError("need growth > 0, probe >= 0 and 0 < window <= horizon")
-        self._rate = float(initial)  # what the rules say
-        self._published = self._rate  # what the pacer is told
+        self._rate = float(initial)
         self.minimum = minimum
         self.maximum = maximum
         self.growth = growth
-        self.step = step
         self.approach = approach
         self.headroom = headroom
         self.probe = probe
@@ -430,7 +373,7 @@ class SlowStartRate:
 
     @property
     def current_rate(self) -> float:
-        return self._published
+        return self._rate
 
     def on_success(self, *, usage: float | None = None) -> None:
         now = self._clock()
@@ -450,12 +393,12 @@ class SlowStartRate:
         look_back = min(self._successes.horizon, max(retry_after or 0.0, self._span()))
         accepted = self._successes.since(now - look_back) / look_back
         # Nothing got through lately (another tool has used up the quota): halve, as AIMD would.
-        target = self.headroom * min(self._published, accepted) if accepted > 0 else self._published / 2
+        target = self.headroom * min(self._rate, accepted) if accepted > 0 else self._rate / 2
         self._cut(target, now)
 
     def _span(self) -> float:
         """Seconds that hold enough successes to measure a rate: `window`, or ten successes at a slow rate."""
-        return max(self.window, 10.0 / self._published)
+        return max(self.window, 10.0 / self._rate)
 
     def _warned(self, usage: float, now: float) -> None:
         """The service says `usage` of its limit is used: its limit is about our recent rate / `usage`.
@@ -468,24 +411,20 @@ class SlowStartRate:
         span = min(self._span(), max(now - first, self.window / 10))
         ceiling = self.headroom * self._successes.since(now - span) / span / usage
         if self.phase == self.SLOW_START:
-            self._cut(min(ceiling, self._published), now)
-        elif ceiling < self._published:
+            self._cut(min(ceiling, self._rate), now)
+        elif ceiling < self._rate:
             if now - self._last_cut >= span:  # the last trim has had time to show in the usage
                 self._cut(ceiling, now)
         else:
             self._set(self._rate + (ceiling - self._rate) * min(1.0, self.approach / max(self._rate, 1.0)))
 
     def _cut(self, target: float, now: float) -> None:
-        self._set(target, publish=True)
+        self._set(target)
         self._last_cut = now
         self.cuts += 1
         if self.phase == self.SLOW_START:
             self.phase = self.HOLDING
             self.discovered_rate = self._rate
 
-    def _set(self, rate: float, *, publish: bool = False) -> None:
+    def _set(self, rate: float) -> None:
         self._rate = min(self.maximum, max(self.minimum, rate))
-        # An aiolimiter pacer starts afresh on each new rate (its first request goes at once), so growth is
-        # handed on in steps of `step`, a few a second at most; a cut is handed on at once.
-        if publish or abs(self._rate - self._published) >= self.step * self._published:
-            self._published = self._rate

@@ -1,4 +1,5 @@
-"""Shared by the tests that run bulkonboard and its sandbox as separate processes, as a scheduler would."""
+"""The helpers the tests share, one copy each: running the real CLI and reading what it wrote, the standalone and
+embedded sandbox, a fake clock, sheets and rows to feed it. Fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,20 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+import openpyxl
+
+from bulkonboard.model import Problem, Status, UserRow
+from bulkonboard.partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
+from bulkonboard.sandbox import Sandbox, SandboxOptions
+from bulkonboard.validation import CheckedRow
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_DATA = ROOT / "samples" / "sandbox.toml"
@@ -77,6 +87,57 @@ def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "bulkonboard.cli", *map(str, args)]
 
 
+def run_cli(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The real command in a process of its own, no standard input, no BULKONBOARD_ setting but `env`'s."""
+    return subprocess.run(
+        cli(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=clean_env(**(env or {})),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
+    """The house rule for a fault: its exit code, ONE line on stderr naming it, never a traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def sheet_rows(path: Path, sheet: str = "Rows") -> list[dict[str, object]]:
+    """A sheet of a workbook bulkonboard wrote, a dict per row under its header's names, cells as stored."""
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        header, *values = book[sheet].iter_rows(values_only=True)
+    finally:
+        book.close()
+    names = [str(name) for name in header]
+    return [dict(zip(names, row, strict=False)) for row in values]
+
+
+def results_rows(path: Path) -> list[dict[str, str]]:
+    """The results' rows as text, an empty cell as "" (what a person reads)."""
+    return [{k: "" if v is None else str(v) for k, v in row.items()} for row in sheet_rows(path, "Rows")]
+
+
+def summary_of(path: Path) -> dict[str, object]:
+    """The Summary sheet's label -> value pairs, cells as stored (a count is a number)."""
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return {str(k): v for k, v, *_ in book["Summary"].iter_rows(values_only=True) if k is not None}
+    finally:
+        book.close()
+
+
+def summary_items(path: Path) -> dict[str, str]:
+    """The Summary sheet's label -> value pairs, as text."""
+    return {label: str(value) for label, value in summary_of(path).items()}
+
+
 class FakeTime:
     """A clock that moves only when the code under test sleeps: waits cost nothing and repeat exactly. Shared by
     the pipeline under test and, where given, the sandbox's rate window."""
@@ -118,3 +179,61 @@ def write_sheet(path: Path, rows: list[list[str]], header: list[str] = HEADER) -
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def checked_row(
+    n: int,
+    upn: str | None = None,
+    *,
+    status: Status = Status.VALID,
+    problems: tuple[Problem, ...] = (),
+    existing: str | None = None,
+    customer: str = CONTOSO,
+    password: str = "Tr0ub4dor&3-horse",
+) -> CheckedRow:
+    """Row n as validation hands it to the pipeline (valid unless told otherwise)."""
+    user = UserRow(
+        row=n,
+        userPrincipalName=upn or f"user{n}@contoso.com",
+        firstName="First",
+        lastName=f"Last{n}",
+        displayName=f"First Last{n}",
+        usageLocation="US",
+        password=password,
+        customerTenantId=customer,
+    )
+    return CheckedRow(user=user, status=status, problems=problems, existing_user_id=existing)
+
+
+@dataclass
+class SandboxService:
+    """The embedded sandbox and the real clients talking to it over HTTP on 127.0.0.1."""
+
+    sandbox: Sandbox
+    session: aiohttp.ClientSession
+    client: PartnerCenterClient
+    graph: GraphClient
+    tokens: StaticTokens
+    correlation_id: str
+
+    def facts(self) -> ServiceFacts:
+        """Fresh facts per run, as each run of the command asks the service anew."""
+        return ServiceFacts(self.client, self.graph)
+
+    def held(self, customer: str = CONTOSO) -> dict[str, str]:
+        """The users the sandbox holds for the customer: case-folded UPN -> id (UPNs are unique there)."""
+        return {u["userPrincipalName"].casefold(): u["id"] for u in self.sandbox.store.users(customer)}
+
+
+@asynccontextmanager
+async def sandbox_service(
+    options: SandboxOptions | None = None, *, token: str = "sandbox", clock: Any = None
+) -> AsyncIterator[SandboxService]:
+    extra = {"clock": clock} if clock is not None else {}
+    async with Sandbox(data=SANDBOX_DATA, options=options or SandboxOptions(), **extra) as sandbox:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            tokens = StaticTokens(token)
+            correlation_id = str(uuid.uuid4())
+            client = PartnerCenterClient(session, tokens, base_url=sandbox.url, correlation_id=correlation_id)
+            graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
+            yield SandboxService(sandbox, session, client, graph, tokens, correlation_id)

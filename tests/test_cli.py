@@ -13,46 +13,20 @@ import openpyxl
 import pytest
 
 from bulkonboard import __version__
+from tests.support import CONTOSO, ROOT, assert_one_clear_line, clean_env, run_cli, sheet_rows
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
-CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 
 
 def bulkonboard(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULKONBOARD_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "bulkonboard.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def rows_of(path: Path) -> list[dict[str, object]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    values = list(book["Rows"].iter_rows(values_only=True))
-    header = [str(h) for h in values[0]]
-    return [dict(zip(header, row, strict=False)) for row in values[1:]]
-
-
-def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
+    return run_cli(*args, cwd=cwd, env=env, timeout=120)
 
 
 def test_offline_dry_run_of_the_sample_writes_a_report(tmp_path: Path) -> None:
     report = tmp_path / "report.xlsx"
     result = bulkonboard("validate", SAMPLES / "new_hires.xlsx", "--domains", SAMPLES / "domains.csv", "--report", report)
     assert result.returncode == 1, result.stderr  # the sample has deliberate mistakes
-    rows = rows_of(report)
+    rows = sheet_rows(report)
     assert len(rows) == 35
     by_upn = {str(r["userPrincipalName"]).casefold(): r for r in rows}
     assert by_upn["olivia.brown@fabrikam.com"]["status"] == "invalid"
@@ -66,7 +40,7 @@ def test_dry_run_against_the_embedded_sandbox_marks_existing_users(tmp_path: Pat
     report = tmp_path / "report.xlsx"
     result = bulkonboard("validate", SAMPLES / "new_hires.csv", "--sandbox", "--customer", CONTOSO, "--report", report)
     assert result.returncode == 1, result.stderr
-    jane = next(r for r in rows_of(report) if r["userPrincipalName"] == "jane.doe@contoso.com")
+    jane = next(r for r in sheet_rows(report) if r["userPrincipalName"] == "jane.doe@contoso.com")
     assert jane["status"] == "skipped" and jane["userId"]
     assert str(jane["problems"]).startswith("user.exists")
 
@@ -80,7 +54,7 @@ def test_a_clean_sheet_exits_zero_and_the_default_report_lands_beside_it(tmp_pat
     result = bulkonboard("validate", sheet, "--domains", SAMPLES / "domains.csv", "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # --quiet: nothing but errors
-    (row,) = rows_of(tmp_path / "hires.report.xlsx")
+    (row,) = sheet_rows(tmp_path / "hires.report.xlsx")
     assert row["status"] == "valid" and row["usageLocation"] == "NA"  # Namibia, upper-cased
 
 
@@ -130,7 +104,7 @@ def test_template_round_trips_through_the_reader(tmp_path: Path) -> None:
     assert bulkonboard("template", path).returncode == 2  # never overwrites without --force
     report = tmp_path / "report.xlsx"
     result = bulkonboard("validate", path, "--domains", SAMPLES / "domains.csv", "--report", report)
-    (example,) = rows_of(report)
+    (example,) = sheet_rows(report)
     assert example["status"] == "valid", example["problems"]
     assert result.returncode == 0
 
@@ -183,6 +157,37 @@ def test_ctrl_c_while_the_program_is_still_starting_exits_130() -> None:
     assert result.returncode == 130, result.stderr
 
 
+@pytest.mark.parametrize("interrupt", [False, True], ids=["rows to fix", "ctrl-c while starting"])
+def test_the_fast_exit_can_be_turned_off_and_the_exit_code_stays_the_same(tmp_path: Path, interrupt: bool) -> None:
+    # A handler registered before the program's own is what the fast exit skips (coverage in a subprocess is one):
+    # it runs only with BULKONBOARD_NO_FAST_EXIT=1, and the code is the same both ways.
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torn down as usual', flush=True))\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'bulkonboard.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        f"if {interrupt}:\n"
+        "    sys.meta_path.insert(0, Interrupt())\n"
+        "from bulkonboard.program import entry\n"
+        "sys.argv = ['bulkonboard', *sys.argv[1:]]\n"
+        "entry()\n"
+    )
+    args = ["validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--quiet"]
+    command = [sys.executable, "-c", probe, *map(str, args), "--report", str(tmp_path / "r.xlsx")]
+    fast, usual = (
+        subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=clean_env(**env))
+        for env in ({}, {"BULKONBOARD_NO_FAST_EXIT": "1"})
+    )
+    expected = 130 if interrupt else 1  # the sample has rows to fix
+    assert fast.returncode == expected, fast.stderr
+    assert usual.returncode == expected, usual.stderr
+    assert "torn down as usual" not in fast.stdout
+    assert "torn down as usual" in usual.stdout
+    assert "Traceback" not in usual.stderr
+
+
 def test_a_quiet_dry_run_loads_neither_msal_nor_the_sandbox_nor_rich(tmp_path: Path) -> None:
     # Each costs start-up time on every scheduled run; they load when a command needs them.
     probe = (
@@ -212,7 +217,7 @@ def test_run_against_the_embedded_sandbox_creates_the_valid_rows(tmp_path: Path)
     assert result.returncode == 1, result.stderr  # the sample's deliberate mistakes
     (written,) = list(tmp_path.glob("results-*.xlsx"))
     assert "{date}" not in written.name
-    rows = rows_of(written)
+    rows = sheet_rows(written)
     statuses = [r["status"] for r in rows]
     assert statuses.count("created") == 26 and statuses.count("skipped") == 1 and statuses.count("invalid") == 8
     for row in rows:

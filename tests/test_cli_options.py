@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CONTOSO, ROOT, clean_env, cli, person, write_sheet
+from tests.support import CONTOSO, assert_one_clear_line, person, run_cli, write_sheet
 
 
 def bulkonboard(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli(*args), cwd=ROOT, capture_output=True, text=True, timeout=120, env=clean_env(), stdin=subprocess.DEVNULL
-    )
+    return run_cli(*args, timeout=120)
 
 
 def refused(tmp_path: Path, *options: str, verb: str = "run") -> str:
@@ -22,12 +20,10 @@ def refused(tmp_path: Path, *options: str, verb: str = "run") -> str:
     journal = tmp_path / "journal.sqlite"
     extra = ("--journal", str(journal), "--results", str(tmp_path / "r.xlsx")) if verb == "run" else ()
     result = bulkonboard(verb, sheet, "--customer", CONTOSO, *extra, *options)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    line = assert_one_clear_line(result, 2)
+    assert "unexpected" not in result.stderr
     assert not journal.exists() and not (tmp_path / "r.xlsx").exists()
-    return lines[0]
+    return line
 
 
 @pytest.mark.parametrize("rate", ["nan", "NaN", "-inf", "-1", "0", "0.0", "fast"])

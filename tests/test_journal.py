@@ -33,7 +33,6 @@ from bulkonboard.journal import (
     JournalError,
     JournalFailure,
     RowFilter,
-    _KeysSeen,
     open_existing,
     open_journal,
     read_meta,
@@ -50,6 +49,7 @@ from bulkonboard.partnercenter import (
 from bulkonboard.pipeline import RUN_INTERRUPTED, Pipeline, PipelineOptions, PriorOutcome
 from bulkonboard.retry import Backoff
 from bulkonboard.validation import CheckedRow
+from tests.support import FakeTime, checked_row
 
 CUSTOMER = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 SERVICE = "https://pc.test"
@@ -97,7 +97,6 @@ def committed_states(path: Path) -> dict[str, tuple[str, str | None, str | None]
 
 async def test_states_and_what_a_later_run_is_told(tmp_path: Path) -> None:
     with open_journal(tmp_path / "j.sqlite", service=SERVICE) as journal:
-        journal.pending(CUSTOMER, "fresh@contoso.com", 2)
         await journal.sending(CUSTOMER, "inflight@contoso.com", 3, "req-3")
         await journal.sending(CUSTOMER, "made@contoso.com", 4, "req-4")
         journal.finished(CUSTOMER, "made@contoso.com", created(4, "Made@Contoso.com", "id-4", "req-4"))
@@ -114,14 +113,12 @@ async def test_states_and_what_a_later_run_is_told(tmp_path: Path) -> None:
         assert inflight is not None and inflight.outcome is PriorOutcome.IN_DOUBT
         assert inflight.request_id == "req-3"
         # Never sent, or refused for good: a later run sends afresh.
-        assert journal.prior(CUSTOMER, "fresh@contoso.com") is None
         assert journal.prior(CUSTOMER, "refused@contoso.com") is None
         assert journal.prior(CUSTOMER, "nobody@contoso.com") is None
         assert journal.prior("another-customer", "made@contoso.com") is None
 
         rows = {r.upn_key: r for r in journal.rows()}
         assert {key: r.state for key, r in rows.items()} == {
-            "fresh@contoso.com": "pending",
             "inflight@contoso.com": "sent",
             "made@contoso.com": "created",
             "refused@contoso.com": "failed",
@@ -131,35 +128,40 @@ async def test_states_and_what_a_later_run_is_told(tmp_path: Path) -> None:
         assert rows["refused@contoso.com"].request_id == "req-5"
 
 
-async def test_pending_never_hides_a_row_that_was_sent_or_created(tmp_path: Path) -> None:
-    with open_journal(tmp_path / "j.sqlite", service=SERVICE) as journal:
-        await journal.sending(CUSTOMER, "a@contoso.com", 2, "req-a")
-        await journal.sending(CUSTOMER, "b@contoso.com", 3, "req-b")
-        journal.finished(CUSTOMER, "b@contoso.com", created(3, "b@contoso.com", "id-b", "req-b"))
-        await journal.sending(CUSTOMER, "c@contoso.com", 4, "req-c")
-        journal.finished(CUSTOMER, "c@contoso.com", failed(4, "c@contoso.com", "req-c"))
-        for key, row in (("a@contoso.com", 2), ("b@contoso.com", 3), ("c@contoso.com", 4)):
-            journal.pending(CUSTOMER, key, row)
-        journal.flush()
-        states = {r.upn_key: (r.state, r.request_id) for r in journal.rows()}
-    assert states == {
-        "a@contoso.com": ("sent", "req-a"),
-        "b@contoso.com": ("created", "req-b"),
-        "c@contoso.com": ("pending", None),  # a failed row is re-driven with a new request id
-    }
+def test_a_journal_of_an_earlier_release_reads_its_pending_rows_as_never_sent(tmp_path: Path) -> None:
+    # Earlier releases wrote `pending` (taken, not yet sent) before `sent`; none writes it now, but such a journal
+    # must still open, list those rows by their state, and let the next run send them afresh.
+    path = tmp_path / "j.sqlite"
+    open_journal(path, service=SERVICE).close()
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute(
+            "INSERT INTO rows (customer, upn_key, upn, row, state, run_id, updated_at) "
+            "VALUES (?, 'old@contoso.com', 'old@contoso.com', 2, 'pending', NULL, '2026-11-01T00:00:00.000+00:00')",
+            (CUSTOMER,),
+        )
+    connection.close()
+    with open_journal(path, service=SERVICE) as journal:
+        assert journal.prior(CUSTOMER, "old@contoso.com") is None
+        assert journal.count_rows(RowFilter(states=("pending",))) == {"pending": 1}
+        assert [r.state for r in journal.rows()] == ["pending"]
 
 
 async def test_a_resent_request_keeps_its_first_send_time_and_a_new_one_does_not(tmp_path: Path) -> None:
     now = [datetime(2026, 11, 24, 23, 0, tzinfo=UTC)]
     with open_journal(tmp_path / "j.sqlite", service=SERVICE, clock=lambda: now[0]) as journal:
         await journal.sending(CUSTOMER, "a@contoso.com", 2, "req-1")
+    # `prior` tells what earlier runs left: each step is a run of its own, on the journal reopened.
+    with open_journal(tmp_path / "j.sqlite", service=SERVICE, clock=lambda: now[0]) as journal:
         now[0] = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
         await journal.sending(
             CUSTOMER, "a@contoso.com", 2, "req-1"
         )  # the same request, replayed next morning
+    with open_journal(tmp_path / "j.sqlite", service=SERVICE, clock=lambda: now[0]) as journal:
         first = journal.prior(CUSTOMER, "a@contoso.com")
         now[0] = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
         await journal.sending(CUSTOMER, "a@contoso.com", 2, "req-2")  # a new request
+    with open_journal(tmp_path / "j.sqlite", service=SERVICE) as journal:
         second = journal.prior(CUSTOMER, "a@contoso.com")
     assert first is not None and first.recorded_at == datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
     assert second is not None and second.recorded_at == datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -174,7 +176,7 @@ async def test_sending_is_committed_before_it_returns_and_outcomes_wait_for_a_ba
         assert committed_states(path) == {"a@contoso.com": ("sent", "req-a", None)}
 
         journal.finished(CUSTOMER, "a@contoso.com", created(2, "a@contoso.com", "id-a", "req-a"))
-        journal.pending(CUSTOMER, "b@contoso.com", 3)
+        journal.finished(CUSTOMER, "b@contoso.com", failed(3, "b@contoso.com", None))
         await asyncio.sleep(0.05)
         assert committed_states(path) == {"a@contoso.com": ("sent", "req-a", None)}  # lazily queued
 
@@ -182,7 +184,7 @@ async def test_sending_is_committed_before_it_returns_and_outcomes_wait_for_a_ba
         await journal.sending(CUSTOMER, "c@contoso.com", 4, "req-c")
         assert committed_states(path) == {
             "a@contoso.com": ("created", "req-a", "id-a"),
-            "b@contoso.com": ("pending", None, None),
+            "b@contoso.com": ("failed", None, None),
             "c@contoso.com": ("sent", "req-c", None),
         }
     finally:
@@ -192,20 +194,20 @@ async def test_sending_is_committed_before_it_returns_and_outcomes_wait_for_a_ba
 async def test_lazy_outcomes_are_committed_after_a_short_delay_or_a_full_batch(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     with open_journal(path, service=SERVICE, lazy_delay=0.01, lazy_batch=10_000) as journal:
-        journal.pending(CUSTOMER, "a@contoso.com", 2)
+        journal.finished(CUSTOMER, "a@contoso.com", failed(2, "a@contoso.com", None))
         for _ in range(500):
             if committed_states(path):
                 break
             await asyncio.sleep(0.01)
-        assert committed_states(path) == {"a@contoso.com": ("pending", None, None)}
+        assert committed_states(path) == {"a@contoso.com": ("failed", None, None)}
 
     path = tmp_path / "batch.sqlite"
     with open_journal(path, service=SERVICE, lazy_delay=3600, lazy_batch=5) as journal:
         for n in range(4):
-            journal.pending(CUSTOMER, f"u{n}@contoso.com", n)
+            journal.finished(CUSTOMER, f"u{n}@contoso.com", failed(n, f"u{n}@contoso.com", None))
         await asyncio.sleep(0.02)
         assert committed_states(path) == {}
-        journal.pending(CUSTOMER, "u4@contoso.com", 4)  # the fifth fills the batch
+        journal.finished(CUSTOMER, "u4@contoso.com", failed(4, "u4@contoso.com", None))  # the fifth fills the batch
         for _ in range(500):
             if len(committed_states(path)) == 5:
                 break
@@ -318,7 +320,7 @@ def test_wal_mode_and_only_the_owner_may_read(tmp_path: Path) -> None:
     path = tmp_path / "state" / "journals" / "svc" / "customer.sqlite"
     journal = open_journal(path, service=SERVICE)
     try:
-        journal.pending(CUSTOMER, "a@contoso.com", 2)
+        journal.finished(CUSTOMER, "a@contoso.com", failed(2, "a@contoso.com"))
         journal.flush()
         files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
         for file in files:
@@ -345,23 +347,6 @@ def test_an_existing_journal_others_could_read_is_said_but_never_chmod_ed(
     assert "readable by others (mode 0644)" in record.getMessage() and "chmod 600" in record.getMessage()
 
 
-@settings(max_examples=50, derandomize=True, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([CUSTOMER, "other"]), st.text(max_size=30)), max_size=50))
-def test_the_filter_of_keys_written_never_forgets_one(keys: list[tuple[str, str]]) -> None:
-    seen = _KeysSeen()
-    for customer, upn_key in keys:
-        seen.add(customer, upn_key)
-    assert all(seen.maybe_has(customer, upn_key) for customer, upn_key in keys)
-
-
-def test_the_filter_of_keys_written_rarely_answers_yes_for_another() -> None:
-    # A false "yes" costs one read from the file; a filter that always said yes would cost one per row.
-    seen = _KeysSeen()
-    for n in range(10_000):
-        seen.add(CUSTOMER, f"user{n}@contoso.com")
-    assert sum(seen.maybe_has(CUSTOMER, f"other{n}@contoso.com") for n in range(10_000)) < 5
-
-
 def test_indexes_older_journals_kept_on_the_hot_path_are_dropped_on_opening(tmp_path: Path) -> None:
     # Every record sets `state` and `run_id`: an index on either cost a page write per record. Journals written
     # by earlier versions had them; opening one drops them, and reads by state or run still work (by a scan).
@@ -372,9 +357,9 @@ def test_indexes_older_journals_kept_on_the_hot_path_are_dropped_on_opening(tmp_
     connection.execute("CREATE INDEX rows_by_run ON rows (run_id)")
     connection.close()
     with open_journal(path, service=SERVICE) as journal:
-        journal.pending(CUSTOMER, "a@contoso.com", 2)
+        journal.finished(CUSTOMER, "a@contoso.com", failed(2, "a@contoso.com"))
         journal.flush()
-        assert journal.count_rows(RowFilter(states=("pending",))) == {"pending": 1}
+        assert journal.count_rows(RowFilter(states=("failed",))) == {"failed": 1}
     connection = sqlite3.connect(path)
     indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'rows'")
     assert [name for (name,) in indexes if not name.startswith("sqlite_autoindex")] == []
@@ -472,22 +457,27 @@ async def test_rows_per_state_of_every_run_in_one_scan_match_each_runs_own_count
             assert by_run.get(run, {}) == journal.count_rows(RowFilter(run_id=run))
 
 
-async def test_prior_states_read_in_bulk_still_see_every_later_change(tmp_path: Path) -> None:
-    """`prior` loads a customer's rows once; whatever this run writes afterwards, or forgets, must still be seen."""
+async def test_prior_states_read_in_bulk_tell_what_earlier_runs_left_and_what_was_forgotten(tmp_path: Path) -> None:
+    """`prior` loads a customer's rows once per run: the next run sees this run's writes, and a forget is seen at
+    once (a run asks about each row once, before writing it: a UPN appears once in a sheet)."""
     path = tmp_path / "j.sqlite"
     with open_journal(path, service=SERVICE) as journal:
         await journal.sending(CUSTOMER, "old@contoso.com", 2, "req-old")
         journal.finished(CUSTOMER, "old@contoso.com", created(2, "old@contoso.com", "id-old", "req-old"))
         journal.flush()
     with open_journal(path, service=SERVICE) as journal:
+        journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="c1")
         old = journal.prior(CUSTOMER, "old@contoso.com")  # loads the customer's rows
         assert old is not None and old.outcome is PriorOutcome.CREATED and old.user_id == "id-old"
         assert journal.prior(CUSTOMER, "new@contoso.com") is None
         await journal.sending(CUSTOMER, "new@contoso.com", 3, "req-new")  # written after the load
+        journal.end_run(counts=None, exit_code=130)
+        journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="c2")
         new = journal.prior(CUSTOMER, "new@contoso.com")
         assert new is not None and new.outcome is PriorOutcome.IN_DOUBT and new.request_id == "req-new"
         journal.finished(CUSTOMER, "new@contoso.com", created(3, "new@contoso.com", "id-new", "req-new"))
-        journal.flush()
+        journal.end_run(counts=None, exit_code=0)
+        journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="c3")
         settled = journal.prior(CUSTOMER, "new@contoso.com")
         assert settled is not None and settled.outcome is PriorOutcome.CREATED and settled.user_id == "id-new"
         assert journal.forget(RowFilter(upns=("old@contoso.com",))) == 1
@@ -671,29 +661,7 @@ class ModelService:
 
 
 def checked(row: int, upn: str) -> CheckedRow:
-    user = UserRow(
-        row=row,
-        userPrincipalName=upn,
-        firstName="New",
-        lastName=f"Hire{row}",
-        displayName=f"New Hire{row}",
-        usageLocation="US",
-        password=PASSWORD,
-        customerTenantId=CUSTOMER,
-    )
-    return CheckedRow(user=user, status=Status.VALID, problems=(), existing_user_id=None)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+    return checked_row(row, upn, customer=CUSTOMER, password=PASSWORD)
 
 
 def fast_options(concurrency: int) -> PipelineOptions:
@@ -830,7 +798,7 @@ def test_any_crashes_and_faults_end_with_one_account_each_recorded_as_created(
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # pending, sending, created, failed, flush, crash
+    kind: str  # sending, created, failed, flush, crash
     person: int
 
 
@@ -838,10 +806,7 @@ def apply(model: dict[str, tuple[str, str | None]], op: Op, request_ids: dict[in
     """The transition table of the journal's docstring, as the spec of the store."""
     key = f"p{op.person}@contoso.com"
     state = model.get(key)
-    if op.kind == "pending":
-        if state is None or state[0] not in ("sent", "created"):
-            model[key] = ("pending", None)
-    elif op.kind == "sending":
+    if op.kind == "sending":
         model[key] = ("sent", request_ids[op.person])
     elif op.kind == "created":
         model[key] = ("created", state[1] if state else None)
@@ -854,7 +819,7 @@ def apply(model: dict[str, tuple[str, str | None]], op: Op, request_ids: dict[in
     st.lists(
         st.builds(
             Op,
-            kind=st.sampled_from(["pending", "sending", "created", "failed", "flush", "crash"]),
+            kind=st.sampled_from(["sending", "created", "failed", "flush", "crash"]),
             person=st.integers(min_value=0, max_value=3),
         ),
         max_size=40,
@@ -880,9 +845,7 @@ def test_a_crash_keeps_exactly_what_was_committed(ops: list[Op]) -> None:
                     journal.flush()
                     committed = dict(applied)
                     continue
-                if op.kind == "pending":
-                    journal.pending(CUSTOMER, key, op.person)
-                elif op.kind == "sending":
+                if op.kind == "sending":
                     request_ids[op.person] = f"req-{len(request_ids)}-{op.person}"
                     await journal.sending(CUSTOMER, key, op.person, request_ids[op.person])
                 elif op.kind == "created":

@@ -12,12 +12,12 @@ from bulkonboard import journal as journal_module
 from bulkonboard.journal import (
     _CREATED_SQL,
     _FAILED_SQL,
-    _PENDING_SQL,
     _SENT_SQL,
     _grouped,
     _Write,
     open_journal,
 )
+from bulkonboard.model import RowResult, Status
 
 
 def _batch(seed: int) -> list[_Write]:
@@ -25,7 +25,7 @@ def _batch(seed: int) -> list[_Write]:
     writes = []
     for n in range(300):
         key = f"u{chooser.randrange(20)}@contoso.com"
-        sql = chooser.choice([_PENDING_SQL, _SENT_SQL, _CREATED_SQL, _FAILED_SQL])
+        sql = chooser.choice([_SENT_SQL, _CREATED_SQL, _FAILED_SQL])
         writes.append(_Write(sql, ("c", key, key, n, f"req-{n}", f"id-{n}", f"reason {n}", 1, f"t{n:04d}")))
     return writes
 
@@ -50,7 +50,7 @@ def test_checkpoint_thread_runs_and_stops_with_the_journal(
 ) -> None:
     monkeypatch.setattr(journal_module, "_CHECKPOINT_RECORDS", 1)
     journal = open_journal(tmp_path / "j.sqlite", service="https://pc.example")
-    journal.pending("c", "a@contoso.com", 2)
+    journal.finished("c", "a@contoso.com", RowResult(2, "a@contoso.com", Status.CREATED, userId="id-a"))
     journal.flush()
     assert any(t.name == "journal-checkpoint" for t in threading.enumerate())
     journal.close()

@@ -23,7 +23,16 @@ import openpyxl
 import pytest
 
 from bulkonboard.journal_file import APPLICATION_ID
-from tests.support import CONTOSO, ROOT, SANDBOX_DATA, clean_env, person, write_sheet
+from tests.support import (
+    CONTOSO,
+    ROOT,
+    SANDBOX_DATA,
+    assert_one_clear_line,
+    clean_env,
+    person,
+    run_cli,
+    write_sheet,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,27 +48,8 @@ sys.stdin.readline()
 
 
 def bulkonboard(*args: str | Path, cwd: Path = ROOT, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = clean_env(XDG_STATE_HOME=str(tmp / "state")) if tmp else clean_env()
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "bulkonboard.cli", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    env = {"XDG_STATE_HOME": str(tmp / "state")} if tmp else {}
+    return run_cli(*args, cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)}, timeout=120)
 
 
 def sha256(path: Path) -> str:

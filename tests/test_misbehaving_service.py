@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openpyxl
 import pytest
 from aiohttp import web
 
 from bulkonboard import partnercenter
 from bulkonboard.journal import open_journal
-from bulkonboard.model import Code, Status, UserRow
+from bulkonboard.model import Code, RowResult, Status, UserRow
 from bulkonboard.partnercenter import (
     EndlessPaging,
     GraphClient,
@@ -40,7 +39,7 @@ from bulkonboard.retry import LONG_WAIT, WaitLog
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.validation import CheckedRow
 
-from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, write_sheet
+from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, sheet_rows, write_sheet
 
 #: What a rule does with a request: an answer of its own, or None to let the sandbox answer.
 Rule = Callable[[web.Request, bytes], Awaitable[web.StreamResponse | None]]
@@ -114,10 +113,7 @@ async def bulkonboard(*args: str | Path) -> tuple[int, str]:
 
 
 def rows_of(path: Path) -> dict[str, dict[str, Any]]:
-    sheet = openpyxl.load_workbook(path, read_only=True)["Rows"]
-    values = list(sheet.iter_rows(values_only=True))
-    header = [str(name) for name in values[0]]
-    return {str(row[header.index("userPrincipalName")]): dict(zip(header, row, strict=False)) for row in values[1:]}
+    return {str(row["userPrincipalName"]): row for row in sheet_rows(path)}
 
 
 def sent_upn(body: bytes) -> str:
@@ -229,7 +225,7 @@ async def test_a_mismatch_whose_user_is_found_later_is_created_with_the_looked_u
         proxy.rules.append(created_but_answered_as_jane)
         user = UserRow(row=2, userPrincipalName="late@contoso.com", displayName="L", usageLocation="US",
                        password="Str0ng!Pass")
-        results = []
+        results: list[RowResult] = []
         async with aiohttp.ClientSession() as http:
             client = PartnerCenterClient(http, StaticTokens("sandbox"), base_url=proxy.url, correlation_id="c")
             pipeline = Pipeline(client, customer=CONTOSO, options=PipelineOptions(rate=math.inf, lookup_retries=0))

@@ -6,13 +6,12 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import openpyxl
 
 from bulkonboard.journal import open_existing
 
-from .support import CONTOSO, ROOT, clean_env, cli, standalone_sandbox
+from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox
 
 TOKEN = "tok-nightly-5ecret-9b1f"
 PASSWORD = "Nightly-Pa55word!"
@@ -26,12 +25,7 @@ def write_sheet(path: Path, count: int) -> Path:
     return path
 
 
-def rows_of(path: Path) -> list[dict[str, object]]:
-    values = list(openpyxl.load_workbook(path, read_only=True)["Rows"].iter_rows(values_only=True))
-    return [dict(zip([str(h) for h in values[0]], row, strict=False)) for row in values[1:]]
-
-
-def wait_until(condition, process: subprocess.Popen[str], what: str, seconds: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], object], process: subprocess.Popen[str], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
@@ -56,7 +50,7 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
         assert "Traceback" not in stderr
 
         # The results say what finished, in order, and list every other row as not sent; nothing is in doubt.
-        done = rows_of(results)
+        done = sheet_rows(results)
         assert [r["row"] for r in done] == list(range(2, 2 + PEOPLE))
         held = {u["userPrincipalName"]: u["id"] for u in sandbox.users()}
         created = [row for row in done if row["status"] == "created"]
@@ -74,7 +68,7 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
         listed = sandbox.users()
         assert len(listed) == existing + PEOPLE  # every person once
         assert len({u["userPrincipalName"].casefold() for u in listed}) == len(listed)
-        final = rows_of(results)
+        final = sheet_rows(results)
         assert len(final) == PEOPLE and {r["status"] for r in final} <= {"created", "skipped"}
         with open_existing(journal) as left:
             assert left.count_rows() == {"created": PEOPLE}

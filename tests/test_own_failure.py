@@ -10,24 +10,27 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import openpyxl
 import pytest
 
-from tests.support import CONTOSO, ROOT, clean_env, cli, person, standalone_sandbox, write_sheet
+from tests.support import (
+    CONTOSO,
+    ROOT,
+    assert_one_clear_line,
+    clean_env,
+    person,
+    run_cli,
+    sheet_rows,
+    standalone_sandbox,
+    summary_of,
+    write_sheet,
+)
 
-
-def bulkonboard(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli(*args), cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_env(**(env or {})),
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+bulkonboard = run_cli
 
 
 #: Runs the real CLI after making one of its writes fail as a full disk does (argv: the command's own).
@@ -75,26 +78,6 @@ def bulkonboard_with(fault: str, *args: str | Path) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
-def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def rows_of(path: Path, sheet: str = "Rows") -> list[dict[str, object]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    values = list(book[sheet].iter_rows(values_only=True))
-    header = [str(h) for h in values[0]]
-    return [dict(zip(header, row, strict=False)) for row in values[1:]]
-
-
-def summary_of(path: Path) -> dict[str, object]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    return {str(k): v for k, v, *_ in book["Summary"].iter_rows(values_only=True) if k is not None}
-
-
 def journal_rows(path: Path) -> dict[str, tuple[str, str | None]]:
     with sqlite3.connect(path) as connection:
         found = connection.execute("SELECT upn_key, state, user_id FROM rows").fetchall()
@@ -106,22 +89,6 @@ def rebuild_command(line: str) -> list[str]:
     match = re.search(r"`bulkonboard (journal results [^`]+)`", line)
     assert match, line
     return shlex.split(match.group(1))
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, nearly full: skipped where the machine refuses the mount (not root, a container)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"this machine refuses a tmpfs mount: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> None:
@@ -139,7 +106,7 @@ def test_results_on_a_full_disk_exit_4_and_the_journal_gives_them_back(tmp_path:
         "run", sheet, "--sandbox", "--customer", CONTOSO, "--journal", journal, "--results",
         small_disk / "results.xlsx", "--rate", "200",
     )  # fmt: skip
-    line = one_line(result, 4)
+    line = assert_one_clear_line(result, 4)
     assert "results.xlsx: cannot write the results workbook" in line and "No space left" in line
     assert not (small_disk / "results.xlsx").exists()
     assert [p.name for p in small_disk.iterdir()] == ["filler"]  # no half-written temp file left behind
@@ -150,7 +117,7 @@ def test_results_on_a_full_disk_exit_4_and_the_journal_gives_them_back(tmp_path:
     out = tmp_path / "rebuilt.xlsx"
     rebuilt = bulkonboard(*rebuild_command(line.replace("OUT.xlsx", str(out))))
     assert rebuilt.returncode == 0, rebuilt.stderr
-    rows = rows_of(out)
+    rows = sheet_rows(out)
     assert sorted(str(r["userPrincipalName"]) for r in rows) == sorted(recorded)
     assert all(r["status"] == "created" and r["userId"] == recorded[str(r["userPrincipalName"])][1] for r in rows)
     assert summary_of(out)["exit code"] == 4
@@ -163,7 +130,7 @@ def test_results_that_cannot_be_written_exit_4_with_the_rebuild_command(tmp_path
         "results", "run", sheet, "--sandbox", "--customer", CONTOSO, "--journal", journal, "--results",
         tmp_path / "results.xlsx", "--rate", "200",
     )  # fmt: skip
-    line = one_line(result, 4)
+    line = assert_one_clear_line(result, 4)
     assert "cannot write the results workbook (No space left on device)" in line
     assert f"--journal {journal} --run 1" in line
     assert not list(tmp_path.glob("*results*"))
@@ -172,13 +139,13 @@ def test_results_that_cannot_be_written_exit_4_with_the_rebuild_command(tmp_path
     out = tmp_path / "back.xlsx"
     rebuilt = bulkonboard(*rebuild_command(line.replace("OUT.xlsx", str(out))))
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert sorted(int(str(r["row"])) for r in rows_of(out)) == list(range(2, 12))
+    assert sorted(int(str(r["row"])) for r in sheet_rows(out)) == list(range(2, 12))
 
 
 def test_results_of_an_embedded_rehearsal_never_point_at_its_throwaway_journal(tmp_path: Path) -> None:
     sheet = write_sheet(tmp_path / "hires.csv", [person(1)])
     result = bulkonboard_with("results", "run", sheet, "--sandbox", "--customer", CONTOSO, "--rate", "200")
-    line = one_line(result, 4)
+    line = assert_one_clear_line(result, 4)
     assert "throwaway journal" in line and "journal results" not in line
 
 
@@ -191,7 +158,7 @@ def test_a_journal_that_fails_mid_run_stops_sending_keeps_the_results_and_exits_
             "journal", "run", sheet, "--sandbox-url", sandbox.url, "--customer", CONTOSO, "--journal", journal,
             "--results", results, "--rate", "200", "--concurrency", "4",
         )  # fmt: skip
-        line = one_line(result, 4)
+        line = assert_one_clear_line(result, 4)
         assert "cannot write the journal" in line and "no further row was sent" in line and str(results) in line
         in_tenant = {u["userPrincipalName"] for u in sandbox.users() if u["userPrincipalName"].startswith("new.hire")}
 
@@ -199,7 +166,7 @@ def test_a_journal_that_fails_mid_run_stops_sending_keeps_the_results_and_exits_
     recorded = journal_rows(journal)
     assert in_tenant and in_tenant <= set(recorded)
     assert len(in_tenant) < 30  # the run stopped sending
-    rows = rows_of(results)
+    rows = sheet_rows(results)
     assert [int(str(r["row"])) for r in rows] == list(range(2, 32))  # every row listed, in order
     created = {str(r["userPrincipalName"]) for r in rows if r["status"] == "created"}
     assert created <= in_tenant
@@ -224,14 +191,14 @@ def test_a_mid_run_journal_failure_on_a_full_disk_exits_4(tmp_path: Path, small_
             "run", sheet, "--sandbox-url", sandbox.url, "--customer", CONTOSO, "--journal", journal, "--results",
             results, "--rate", "500", "--concurrency", "4",
         )  # fmt: skip
-        line = one_line(result, 4)
+        line = assert_one_clear_line(result, 4)
         assert "journal" in line and "full" in line
         in_tenant = {u["userPrincipalName"] for u in sandbox.users() if u["userPrincipalName"].startswith("new.hire")}
     (small_disk / "filler").unlink()
     recorded = journal_rows(journal)
     assert in_tenant <= set(recorded)  # nothing left without its journal record
     assert len(in_tenant) < 401
-    assert [int(str(r["row"])) for r in rows_of(results)] == list(range(2, 402))
+    assert [int(str(r["row"])) for r in sheet_rows(results)] == list(range(2, 402))
 
 
 def test_a_bug_is_one_line_and_exit_4_never_1(tmp_path: Path) -> None:
@@ -241,7 +208,7 @@ def test_a_bug_is_one_line_and_exit_4_never_1(tmp_path: Path) -> None:
         "bug", "run", sheet, "--sandbox", "--customer", CONTOSO, "--journal", journal, "--results",
         tmp_path / "r.xlsx",
     )  # fmt: skip
-    line = one_line(result, 4)
+    line = assert_one_clear_line(result, 4)
     assert "unexpected RuntimeError: an invariant broke" in line and "second line" not in line
     assert journal_rows(journal)["new.hire1@contoso.com"][0] == "created"
 
@@ -282,7 +249,7 @@ def test_results_on_a_read_only_file_system_exit_4_before_anything_is_sent(
         "run", sheet, "--sandbox", "--customer", CONTOSO, "--journal", journal, "--results",
         read_only_disk / "results.xlsx",
     )  # fmt: skip
-    line = one_line(result, 4)
+    line = assert_one_clear_line(result, 4)
     assert "results.xlsx: cannot write the workbook there (Read-only file system)" in line
     assert journal_rows(journal) == {}  # nothing was sent
 
@@ -294,6 +261,6 @@ def test_a_journal_that_takes_no_write_at_the_start_exits_4_and_sends_nothing(tm
             "begin", "run", sheet, "--sandbox-url", sandbox.url, "--customer", CONTOSO, "--journal",
             tmp_path / "journal.sqlite", "--results", tmp_path / "r.xlsx",
         )  # fmt: skip
-        line = one_line(result, 4)
+        line = assert_one_clear_line(result, 4)
         assert "cannot record the run in the journal" in line and "nothing was sent" in line
         assert not [u for u in sandbox.users() if u["userPrincipalName"].startswith("new.hire")]

@@ -883,13 +883,11 @@ async def test_service_facts_reads_domains_and_active_users_once(session: aiohtt
 
 
 async def test_service_facts_with_a_domains_file_asks_no_graph(
-    session: aiohttp.ClientSession, tmp_path: Path
+    session: aiohttp.ClientSession, domains_file: Path
 ) -> None:
-    csv_path = tmp_path / "domains.csv"
-    csv_path.write_text("domain,authenticationType\ncontoso.com,Managed\n", encoding="utf-8")
     async with FakeServer(paged_users([[user(1)]])) as srv:
         client = pc(session, srv.url)
-        source = ServiceFacts(client, None, domains_file=facts.DomainsFile(csv_path))
+        source = ServiceFacts(client, None, domains_file=facts.DomainsFile(domains_file))
         found = await source.customer_facts(CUSTOMER)
     assert set(found.domains) == {"contoso.com"}
     assert found.existing_users == {"user1@contoso.com": "id-1"}

@@ -40,12 +40,13 @@ from bulkonboard.pipeline import (
     PipelineOptions,
     PriorOutcome,
     PriorState,
+    StopReason,
     _Pacer,
 )
-from bulkonboard.retry import AdaptiveRate, Backoff
+from bulkonboard.retry import Backoff
 from bulkonboard.validation import CheckedRow
 
-from .support import FakeTime
+from .support import FakeTime, checked_row
 
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
 PASSWORD = "Tr0ub4dor&3-horse"
@@ -219,23 +220,10 @@ class RecordingJournal(NullJournal):
 
 
 def row(n: int, upn: str | None = None, status: Status = Status.VALID, **kwargs: Any) -> CheckedRow:
-    upn = upn or f"user{n}@contoso.com"
-    user = UserRow(
-        row=n,
-        userPrincipalName=upn,
-        firstName="First",
-        lastName=f"Last{n}",
-        displayName=f"First Last{n}",
-        usageLocation="US",
-        password=PASSWORD,
-        customerTenantId=CUSTOMER,
-    )
-    return CheckedRow(
-        user=user,
-        status=status,
-        problems=kwargs.get("problems", ()),
-        existing_user_id=kwargs.get("existing"),
-    )
+    return checked_row(
+        n, upn, status=status, problems=kwargs.get("problems", ()), existing=kwargs.get("existing"),
+        customer=CUSTOMER, password=PASSWORD,
+    )  # fmt: skip
 
 
 def make(service: FakeService, **kwargs: Any) -> Pipeline:
@@ -382,16 +370,33 @@ async def test_a_429_pauses_every_worker_and_does_not_use_up_attempts() -> None:
     assert len(set(service.sent_request_ids(first))) == 1
 
 
-async def test_adaptive_rate_is_cut_by_a_429() -> None:
+async def test_a_429_reaches_the_rate_controller_and_the_pacer_follows_it() -> None:
     service = FakeService(FakeTime())
     rows = [row(n) for n in range(2, 6)]
     service.script = {rows[1].user.userPrincipalName: ["429:1"]}
-    controller = AdaptiveRate(1e6, maximum=1e6, clock=service.time.clock)
+    controller = HalvingRate(1e6)
     options = PipelineOptions(concurrency=2, rate=None)
     pipeline = make(service, options=options, rate_controller=controller)
     results = await run(pipeline, rows)
     assert all(r.status is Status.CREATED for r in results)
-    assert pipeline.stats.rate_settled == 5e5 and controller.cuts == 1
+    assert controller.throttles == [1.0] and controller.successes == 4
+    assert pipeline.stats.rate_settled == 5e5
+
+
+@dataclass
+class HalvingRate:
+    """A rate controller that halves on every 429 and counts what the pipeline tells it."""
+
+    current_rate: float
+    throttles: list[float | None] = field(default_factory=list)
+    successes: int = 0
+
+    def on_success(self, *, usage: float | None = None) -> None:
+        self.successes += 1
+
+    def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
+        self.throttles.append(retry_after)
+        self.current_rate /= 2
 
 
 async def test_a_row_throttled_without_end_gives_up_with_api_429() -> None:
@@ -780,6 +785,25 @@ async def test_a_sign_in_refused_mid_run_fails_its_row_and_the_run_takes_no_new_
     assert finished_log(journal)["user4@contoso.com"].status is Status.FAILED  # not sent: afresh next time
 
 
+async def test_a_persons_stop_after_the_run_halted_itself_is_a_stop_that_keeps_the_halt_text() -> None:
+    service = FakeService(FakeTime())
+    service.script = {"user2@contoso.com": ["token-refused"]}
+    pipeline = make(service, concurrency=1)
+    results: list[RowResult] = []
+
+    def sink(result: RowResult) -> None:
+        results.append(result)
+        if len(results) == 1:
+            assert pipeline.stop_reason is StopReason.HALTED  # the refusal halted it
+            pipeline.stop()  # then a person's Ctrl-C
+
+    await pipeline.run([row(2), row(3)], sink, total=2)
+    assert pipeline.stop_reason is StopReason.STOPPED
+    assert pipeline.stats.interrupted and pipeline.stats.halted is not None and "revoked" in pipeline.stats.halted
+    assert "sign-in failed mid-run" in results[1].problems[0].message  # the halt still explains the rest
+    assert pipeline.stats.requests == 0  # the refused row never sent a request
+
+
 class TokenTroubleGraph(FakeGraph):
     """Graph whose token provider fails the first lookups with the errors given, in turn."""
 
@@ -894,9 +918,11 @@ async def test_a_row_stopped_after_answers_that_created_nothing_is_sent_afresh_n
                 holder["p"].stop()  # SIGTERM during the wait
                 await service.time.sleep(seconds)
 
+            journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id=upn)
             holder["p"] = make(service, journal=journal, concurrency=1, sleep=stop_then_sleep)
             (result,) = await run(holder["p"], [row(int(upn[4]), upn)])
             assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="next")
         assert journal.prior(CUSTOMER, "user2@contoso.com") is None  # recorded as not created
         assert {r.upn_key: r.state for r in journal.rows()} == {
             "user2@contoso.com": "failed",

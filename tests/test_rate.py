@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 import pytest
 from aiolimiter import AsyncLimiter
 
-from bulkonboard.model import RowResult, Status, UserRow
+from bulkonboard.model import RowResult, UserRow
 from bulkonboard.partnercenter import CreatedUser, Throttled
 from bulkonboard.pipeline import Pipeline, PipelineOptions, PipelineStats
-from bulkonboard.retry import DEFAULT_RATE, AdaptiveRate, FixedRate, Pacer, SlowStartRate
+from bulkonboard.retry import FixedRate, Pacer, SlowStartRate
 from bulkonboard.validation import CheckedRow
+from tests.support import checked_row
 
 T = TypeVar("T")
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
@@ -154,22 +155,7 @@ class WarningsPassedOn:
 
 
 def rows(count: int) -> list[CheckedRow]:
-    return [
-        CheckedRow(
-            user=UserRow(
-                row=n + 2,
-                userPrincipalName=f"user{n}@contoso.com",
-                displayName=f"User {n}",
-                usageLocation="US",
-                password="Tr0ub4dor&3-horse",
-                customerTenantId=CUSTOMER,
-            ),
-            status=Status.VALID,
-            problems=(),
-            existing_user_id=None,
-        )
-        for n in range(count)
-    ]
+    return [checked_row(n + 2, f"user{n}@contoso.com", customer=CUSTOMER) for n in range(count)]
 
 
 @dataclass
@@ -290,20 +276,6 @@ def test_slow_start_finds_a_hidden_limit_within_a_quarter_of_the_ideal_time() ->
     assert outcome.stats.throttled <= 0.1 * outcome.stats.requests
 
 
-def test_plain_aimd_from_the_same_start_is_much_slower() -> None:
-    """Why slow start exists: the old controller, same service, same rows."""
-    service = ThrottledService(limit=20, window=1.0, latency=0.1)
-    aimd = simulate(service, 600, controller=lambda clock: AdaptiveRate(DEFAULT_RATE, clock=clock))
-    fast = simulate(
-        ThrottledService(limit=20, window=1.0, latency=0.1),
-        600,
-        controller=lambda clock: SlowStartRate(clock=clock),
-    )
-    assert aimd.stats.counts["created"] == 600
-    assert aimd.seconds > 1.35 * IDEAL_SECONDS
-    assert fast.seconds < aimd.seconds * 0.85
-
-
 def test_early_warnings_settle_it_before_the_429s() -> None:
     service = ThrottledService(limit=20, window=1.0, latency=0.1, warnings=True)
 
@@ -402,10 +374,13 @@ def test_repeated_429s_always_slow_it_down() -> None:
     rates = []
     for _ in range(5):
         successes(controller, clock, 10, per_second=100.0)  # a burst that "was accepted" at 100/s
+        before = controller.current_rate
         controller.on_throttle(1.0, sent_at=clock.now)
+        assert controller.current_rate <= 0.95 * before + 1e-9
         rates.append(controller.current_rate)
         clock.now += 0.001
-    assert all(later <= 0.95 * earlier + 1e-9 for earlier, later in zip(rates, rates[1:], strict=False))
+    # The probes between the 429s (a few thousandths) never make up for a cut.
+    assert all(later < 0.96 * earlier for earlier, later in zip(rates, rates[1:], strict=False))
 
 
 def test_a_long_retry_after_widens_the_look_back() -> None:
@@ -423,18 +398,15 @@ def test_nothing_accepted_lately_halves() -> None:
     assert controller.current_rate == pytest.approx(4.0)
 
 
-def test_holding_probes_up_gently_in_steps() -> None:
+def test_holding_probes_up_gently() -> None:
     clock = Clock()
-    controller = SlowStartRate(30.0, maximum=30.0, probe=0.01, step=0.05, clock=clock)
+    controller = SlowStartRate(30.0, maximum=30.0, probe=0.01, clock=clock)
     successes(controller, clock, 40, per_second=20.0)
     controller.on_throttle(1.0, sent_at=clock.now)
     held = controller.current_rate
-    seen = set()
-    for _ in range(10):  # ten seconds at the held rate: about 1 % a second, handed on 5 % at a time
+    for _ in range(10):  # ten seconds at the held rate: about 1 % a second
         successes(controller, clock, int(held), per_second=held)
-        seen.add(controller.current_rate)
     assert held * 1.05 <= controller.current_rate <= held * 1.11
-    assert len(seen) <= 3  # few changes: the pacer is not started afresh at every success
 
 
 def test_a_warning_in_slow_start_ends_it_and_the_rate_closes_in_on_the_estimated_limit() -> None:
@@ -459,7 +431,9 @@ def test_warnings_while_holding_stop_the_probe_and_trim_only_downwards() -> None
     controller.on_throttle(1.0, sent_at=clock.now)
     held = controller.current_rate
     successes(controller, clock, 40, per_second=held, usage=0.9)  # near the limit, under the headroom
-    assert controller.current_rate == held
+    # No probe past the limit the warnings put at held / 0.9: the rate only closes in on its headroom.
+    assert held <= controller.current_rate <= 0.95 * held / 0.9
+    held = controller.current_rate
     successes(controller, clock, 40, per_second=held, usage=1.0)  # at the limit: trim under it
     assert controller.current_rate < held
 

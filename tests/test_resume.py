@@ -14,15 +14,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import openpyxl
 import pytest
 
 from bulkonboard.facts import CustomerFacts, Domain, DomainsFile, FactsSource
@@ -30,73 +26,34 @@ from bulkonboard.journal import Journal, RowFilter, open_existing, open_journal
 from bulkonboard.model import UserRow
 from bulkonboard.partnercenter import (
     CreatedUser,
-    GraphClient,
-    PartnerCenterClient,
-    ServiceFacts,
-    StaticTokens,
 )
 from bulkonboard.retry import Backoff
 from bulkonboard.runner import RunOptions, RunOutcome, SheetRun
-from bulkonboard.sandbox import Sandbox, SandboxOptions
+from bulkonboard.sandbox import SandboxOptions
 from bulkonboard.sandbox.data import DomainData
 from bulkonboard.workbook import read_passwords
 
-from .support import HEADER, FakeTime, StandaloneSandbox, person, write_sheet
+from .support import (
+    CONTOSO,
+    HEADER,
+    ROOT,
+    FakeTime,
+    SandboxService,
+    StandaloneSandbox,
+    person,
+    results_rows,
+    sandbox_service,
+    write_sheet,
+)
 from .support import standalone_sandbox as start_standalone_sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
-SANDBOX_DATA = ROOT / "samples" / "sandbox.toml"
-CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.2)
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@dataclass
-class Service:
-    sandbox: Sandbox
-    session: aiohttp.ClientSession
-    client: PartnerCenterClient
-    graph: GraphClient
-    tokens: StaticTokens
-
-    def facts(self) -> ServiceFacts:
-        """Fresh facts per run, as each run of the command asks the service anew."""
-        return ServiceFacts(self.client, self.graph)
-
-    def held(self) -> dict[str, str]:
-        """The users the sandbox holds for Contoso: case-folded UPN -> id (UPNs are unique there)."""
-        return {u["userPrincipalName"].casefold(): u["id"] for u in self.sandbox.store.users(CONTOSO)}
-
-
-@asynccontextmanager
-async def service(options: SandboxOptions | None = None, *, clock: Any = None) -> AsyncIterator[Service]:
-    extra = {"clock": clock} if clock is not None else {}
-    async with Sandbox(data=SANDBOX_DATA, options=options or SandboxOptions(), **extra) as sandbox:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            tokens = StaticTokens("sandbox")
-            client = PartnerCenterClient(
-                session, tokens, base_url=sandbox.url, correlation_id=str(uuid.uuid4())
-            )
-            graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
-            yield Service(sandbox, session, client, graph, tokens)
-
-
-def results_rows(path: Path) -> list[dict[str, str]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        rows = book["Rows"].iter_rows(values_only=True)
-        header = [str(cell) for cell in next(rows)]
-        return [
-            {name: ("" if value is None else str(value)) for name, value in zip(header, values, strict=False)}
-            for values in rows
-        ]
-    finally:
-        book.close()
-
-
 async def run_with_journal(
-    svc: Service,
+    svc: SandboxService,
     sheet: Path,
     journal: Journal,
     results: Path,
@@ -161,7 +118,7 @@ async def test_throttling_outages_and_lost_answers_together_end_with_each_user_o
     upns = {f"new.hire{n}@contoso.com" for n in people}
     options = SandboxOptions(seed=11, fail_rate=0.3, drop_rate=0.2, rate_limit=(25, 1.0))
     journal_path = tmp_path / "journal.sqlite"
-    async with service(options, clock=fake.clock) as svc:
+    async with sandbox_service(options, clock=fake.clock) as svc:
         outcomes = []
         for attempt in range(1, 9):
             with open_journal(journal_path, service=svc.sandbox.url) as journal:
@@ -207,16 +164,16 @@ async def test_throttling_outages_and_lost_answers_together_end_with_each_user_o
 
 
 @pytest.mark.parametrize("facts_from", ["service", "domains file"])
-async def test_a_later_sheet_creates_only_the_new_people(tmp_path: Path, facts_from: str) -> None:
+async def test_a_later_sheet_creates_only_the_new_people(
+    tmp_path: Path, facts_from: str, domains_file: Path
+) -> None:
     """With the service's facts, validation finds the earlier users in the tenant and the journal names them as
     ours; with a domains file (no user list), the journal alone keeps them from being sent again."""
-    domains = tmp_path / "domains.csv"
-    domains.write_text("domain,authenticationType\ncontoso.com,Managed\n", encoding="utf-8")
     today = write_sheet(tmp_path / "monday.csv", [person(n) for n in range(1, 5)])
     tomorrow = write_sheet(tmp_path / "tuesday.csv", [person(n) for n in (3, 1, 5, 2, 4, 6)])
     journal_path = tmp_path / "journal.sqlite"
-    async with service() as svc:
-        facts = (lambda: DomainsFile(domains)) if facts_from == "domains file" else svc.facts
+    async with sandbox_service() as svc:
+        facts = (lambda: DomainsFile(domains_file)) if facts_from == "domains file" else svc.facts
         with open_journal(journal_path, service=svc.sandbox.url) as journal:
             first = await run_with_journal(svc, today, journal, tmp_path / "monday.xlsx", facts=facts())
         with open_journal(journal_path, service=svc.sandbox.url) as journal:
@@ -253,7 +210,7 @@ async def test_a_refused_row_is_tried_again_and_a_created_one_never(tmp_path: Pa
     """The first night the tenant lacks a domain validation was told about; by the next night it has it."""
 
     class ClaimsExampleOrg:
-        def __init__(self, svc: Service) -> None:
+        def __init__(self, svc: SandboxService) -> None:
             self.svc = svc
 
         async def customer_facts(self, customer_id: str) -> CustomerFacts:
@@ -263,7 +220,7 @@ async def test_a_refused_row_is_tried_again_and_a_created_one_never(tmp_path: Pa
 
     sheet = write_sheet(tmp_path / "hires.csv", [person(1), person(2, "example.org"), person(3)])
     journal_path = tmp_path / "journal.sqlite"
-    async with service() as svc:
+    async with sandbox_service() as svc:
         with open_journal(journal_path, service=svc.sandbox.url) as journal:
             first = await run_with_journal(
                 svc, sheet, journal, tmp_path / "first.xlsx", facts=ClaimsExampleOrg(svc)
@@ -300,7 +257,7 @@ class DiesAfterCreations:
     """The client, but the process dies once the sandbox holds `creations` new users: right after the sandbox
     created the last of them and before its answer is read (the worst moment)."""
 
-    def __init__(self, svc: Service, journal: Journal, creations: int) -> None:
+    def __init__(self, svc: SandboxService, journal: Journal, creations: int) -> None:
         self.svc, self.journal, self.creations = svc, journal, creations
 
     async def preflight(self, customer_id: str) -> dict[str, Any]:
@@ -325,7 +282,7 @@ async def test_a_run_killed_in_process_is_finished_by_the_next_without_duplicate
     sheet = write_sheet(tmp_path / "hires.csv", [person(n)[:-1] for n in range(1, 41)], header=header)
     passwords = tmp_path / "passwords.xlsx"
     journal_path = tmp_path / "journal.sqlite"
-    async with service(SandboxOptions(latency_ms=2)) as svc:
+    async with sandbox_service(SandboxOptions(latency_ms=2)) as svc:
         journal = open_journal(journal_path, service=svc.sandbox.url)
         with pytest.raises(Killed):
             await run_with_journal(

@@ -15,8 +15,6 @@ from bulkonboard.partnercenter import (
     Unauthorized,
 )
 from bulkonboard.retry import (
-    DEFAULT_RATE,
-    AdaptiveRate,
     Backoff,
     FixedRate,
     PauseGate,
@@ -155,43 +153,3 @@ def test_fixed_rate_does_not_move() -> None:
     assert rate.current_rate == 3.5
     with pytest.raises(ValueError):
         FixedRate(0)
-
-
-def test_adaptive_rate_halves_on_a_429_and_creeps_up_after_successes() -> None:
-    clock = Clock()
-    rate = AdaptiveRate(clock=clock, successes_per_step=3, step=1.0)
-    assert rate.current_rate == DEFAULT_RATE
-    clock.now = 10.0
-    rate.on_throttle(5.0, sent_at=9.5)
-    assert rate.current_rate == DEFAULT_RATE / 2
-    for _ in range(2):
-        rate.on_success()
-    assert rate.current_rate == DEFAULT_RATE / 2  # not yet a run of 3
-    rate.on_success()
-    assert rate.current_rate == DEFAULT_RATE / 2 + 1.0
-
-
-def test_a_burst_of_429s_for_requests_sent_at_the_old_rate_cuts_once() -> None:
-    clock = Clock()
-    rate = AdaptiveRate(8.0, clock=clock)
-    clock.now = 10.0
-    for sent_at in (9.1, 9.2, 9.3, 9.9):  # all in flight when the first 429 came back
-        rate.on_throttle(3.0, sent_at=sent_at)
-    assert rate.current_rate == 4.0 and rate.cuts == 1
-    clock.now = 14.0
-    rate.on_throttle(3.0, sent_at=13.5)  # sent after the cut: the new rate is still too fast
-    assert rate.current_rate == 2.0 and rate.cuts == 2
-
-
-def test_adaptive_rate_stays_within_its_bounds() -> None:
-    clock = Clock()
-    rate = AdaptiveRate(1.0, minimum=0.5, maximum=2.0, successes_per_step=1, clock=clock)
-    for n in range(5):
-        clock.now = float(n + 1)
-        rate.on_throttle(None, sent_at=clock.now)
-    assert rate.current_rate == 0.5
-    for _ in range(10):
-        rate.on_success()
-    assert rate.current_rate == 2.0
-    with pytest.raises(ValueError):
-        AdaptiveRate(0.1, minimum=0.5)

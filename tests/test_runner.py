@@ -14,7 +14,6 @@ import stat
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,57 +27,39 @@ from bulkonboard.journal import JournalError, RowFilter, open_journal
 from bulkonboard.model import UserRow
 from bulkonboard.partnercenter import (
     CreatedUser,
-    GraphClient,
     PartnerCenterClient,
-    ServiceFacts,
     StaticTokens,
 )
 from bulkonboard.pipeline import RUN_INTERRUPTED, NullJournal
 from bulkonboard.retry import Backoff
 from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
-from bulkonboard.sandbox import Sandbox, SandboxOptions
+from bulkonboard.sandbox import SandboxOptions
 
-from .support import HEADER, FakeTime, person, write_sheet
+from .support import (
+    CONTOSO,
+    HEADER,
+    FakeTime,
+    SandboxService,
+    person,
+    results_rows,
+    sandbox_service,
+    summary_items,
+    write_sheet,
+)
 
-SANDBOX_DATA = Path(__file__).resolve().parent.parent / "samples" / "sandbox.toml"
-CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 FAST_BACKOFF = Backoff(initial=0.01, maximum=0.05)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class Service:
-    sandbox: Sandbox
-    client: PartnerCenterClient
-    graph: GraphClient
-    facts: ServiceFacts
-    tokens: StaticTokens
-    correlation_id: str
-
-
-@asynccontextmanager
-async def service(
-    options: SandboxOptions | None = None, *, token: str = "sandbox", clock: Any = None
-) -> AsyncIterator[Service]:
-    extra = {"clock": clock} if clock is not None else {}
-    async with Sandbox(data=SANDBOX_DATA, options=options or SandboxOptions(), **extra) as sandbox:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            tokens = StaticTokens(token)
-            correlation_id = str(uuid.uuid4())
-            client = PartnerCenterClient(session, tokens, base_url=sandbox.url, correlation_id=correlation_id)
-            graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
-            yield Service(sandbox, client, graph, ServiceFacts(client, graph), tokens, correlation_id)
-
-
-async def run(svc: Service, sheet: Path, tmp_path: Path, **kwargs: Any) -> RunOutcome:
+async def run(svc: SandboxService, sheet: Path, tmp_path: Path, **kwargs: Any) -> RunOutcome:
     options = kwargs.pop("options", None) or RunOptions(
         customer=CONTOSO, backoff=FAST_BACKOFF, **kwargs.pop("run", {})
     )
     return await run_sheet(
         sheet,
         results=tmp_path / "results.xlsx",
-        facts=kwargs.pop("facts", svc.facts),
+        facts=kwargs.pop("facts", None) or svc.facts(),
         client=kwargs.pop("client", svc.client),
         graph=svc.graph,
         tokens=svc.tokens,
@@ -87,27 +68,6 @@ async def run(svc: Service, sheet: Path, tmp_path: Path, **kwargs: Any) -> RunOu
         source_name="sandbox",
         **kwargs,
     )
-
-
-def results_rows(path: Path) -> list[dict[str, str]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        rows = book["Rows"].iter_rows(values_only=True)
-        header = [str(cell) for cell in next(rows)]
-        return [
-            {name: ("" if value is None else str(value)) for name, value in zip(header, values, strict=False)}
-            for values in rows
-        ]
-    finally:
-        book.close()
-
-
-def summary_items(path: Path) -> dict[str, str]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        return {str(a): str(b) for a, b, *_ in book["Summary"].iter_rows(values_only=True) if a is not None}
-    finally:
-        book.close()
 
 
 def every_cell(path: Path) -> str:
@@ -124,7 +84,7 @@ def every_cell(path: Path) -> str:
         book.close()
 
 
-def assert_agrees_with_sandbox(svc: Service, rows: list[dict[str, str]]) -> None:
+def assert_agrees_with_sandbox(svc: SandboxService, rows: list[dict[str, str]]) -> None:
     for result in rows:
         if result["status"] == "created":
             held = svc.sandbox.store.user_by_upn(CONTOSO, result["userPrincipalName"])
@@ -132,7 +92,7 @@ def assert_agrees_with_sandbox(svc: Service, rows: list[dict[str, str]]) -> None
             assert result["requestId"]
 
 
-def created_once(svc: Service, upns: list[str]) -> None:
+def created_once(svc: SandboxService, upns: list[str]) -> None:
     users = svc.sandbox.store.users(CONTOSO)
     for upn in upns:
         assert sum(u["userPrincipalName"].casefold() == upn.casefold() for u in users) == 1, upn
@@ -160,7 +120,7 @@ async def test_happy_path_results_agree_with_the_sandbox(tmp_path: Path) -> None
             ["jane.doe@contoso.com", "Jane", "Doe", "Jane Doe", "US", "An0ther!Passw0rd"],
         ],
     )
-    async with service() as svc:
+    async with sandbox_service() as svc:
         outcome = await run(svc, sheet, tmp_path)
 
         assert outcome.exit_code == 0 and not outcome.interrupted
@@ -208,11 +168,11 @@ async def test_every_refusal_is_a_row_with_a_reason(tmp_path: Path) -> None:
     class Lying:
         """Facts that claim a domain the tenant lacks, then create a user behind the run's back."""
 
-        def __init__(self, svc: Service) -> None:
+        def __init__(self, svc: SandboxService) -> None:
             self.svc = svc
 
         async def customer_facts(self, customer_id: str) -> CustomerFacts:
-            facts = await self.svc.facts.customer_facts(customer_id)
+            facts = await self.svc.facts().customer_facts(customer_id)
             domains = dict(facts.domains) | {"example.org": Domain("example.org", "Managed")}
             user = UserRow(
                 row=0,
@@ -224,7 +184,7 @@ async def test_every_refusal_is_a_row_with_a_reason(tmp_path: Path) -> None:
             await self.svc.client.create_user(customer_id, user, request_id=str(uuid.uuid4()))
             return CustomerFacts(customer_id, domains, dict(facts.existing_users or {}))
 
-    async with service() as svc:
+    async with sandbox_service() as svc:
         outcome = await run(svc, sheet, tmp_path, facts=Lying(svc))
         rows = {r["row"]: r for r in results_rows(outcome.results_path)}
         assert outcome.exit_code == 1
@@ -253,7 +213,7 @@ async def test_a_429_storm_pauses_and_every_user_is_created_once(tmp_path: Path)
     time = FakeTime(1000.0)
     upns = [f"new.hire{n}@contoso.com" for n in range(1, 13)]
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 13)])
-    async with service(SandboxOptions(rate_limit=(5, 1.0)), clock=time.clock) as svc:
+    async with sandbox_service(SandboxOptions(rate_limit=(5, 1.0)), clock=time.clock) as svc:
         outcome = await run(
             svc, sheet, tmp_path, run={"rate": math.inf, "concurrency": 4}, clock=time.clock, sleep=time.sleep
         )
@@ -269,7 +229,7 @@ async def test_a_429_storm_pauses_and_every_user_is_created_once(tmp_path: Path)
 async def test_server_errors_are_retried_until_every_user_exists_once(tmp_path: Path) -> None:
     upns = [f"new.hire{n}@contoso.com" for n in range(1, 11)]
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 11)])
-    async with service(SandboxOptions(fail_rate=0.3, seed=7)) as svc:
+    async with sandbox_service(SandboxOptions(fail_rate=0.3, seed=7)) as svc:
         outcome = await run(svc, sheet, tmp_path, run={"rate": math.inf})
         assert svc.sandbox.stats.failed > 0
         assert outcome.counts["created"] == 10 and outcome.exit_code == 0
@@ -281,7 +241,7 @@ async def test_server_errors_are_retried_until_every_user_exists_once(tmp_path: 
 async def test_dropped_answers_are_replayed_and_each_user_is_created_once(tmp_path: Path) -> None:
     upns = [f"new.hire{n}@contoso.com" for n in range(1, 11)]
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 11)])
-    async with service(SandboxOptions(drop_rate=0.4, seed=3)) as svc:
+    async with sandbox_service(SandboxOptions(drop_rate=0.4, seed=3)) as svc:
         outcome = await run(svc, sheet, tmp_path, run={"rate": math.inf})
         assert svc.sandbox.stats.dropped > 0
         assert svc.sandbox.stats.creations == 10  # a replay with the same MS-RequestId created nothing new
@@ -292,11 +252,9 @@ async def test_dropped_answers_are_replayed_and_each_user_is_created_once(tmp_pa
         assert_agrees_with_sandbox(svc, results_rows(outcome.results_path))
 
 
-async def test_a_refused_token_stops_the_run_before_any_creation(tmp_path: Path) -> None:
+async def test_a_refused_token_stops_the_run_before_any_creation(tmp_path: Path, domains_file: Path) -> None:
     sheet = write_sheet(tmp_path / "hires.csv", [person(1), person(2)])
-    domains = tmp_path / "domains.csv"
-    domains.write_text("domain,authenticationType\ncontoso.com,Managed\n", encoding="utf-8")
-    async with service(token="sandbox") as svc:
+    async with sandbox_service(token="sandbox") as svc:
         async with aiohttp.ClientSession() as session:
             wrong = PartnerCenterClient(
                 session,
@@ -305,7 +263,7 @@ async def test_a_refused_token_stops_the_run_before_any_creation(tmp_path: Path)
                 correlation_id=svc.correlation_id,
             )
             with pytest.raises(AuthError) as raised:
-                await run(svc, sheet, tmp_path, facts=DomainsFile(domains), client=wrong)
+                await run(svc, sheet, tmp_path, facts=DomainsFile(domains_file), client=wrong)
         assert raised.value.exit_code == 3
         assert "not-the-token" not in raised.value.message
         assert svc.sandbox.stats.creations == 0
@@ -314,7 +272,7 @@ async def test_a_refused_token_stops_the_run_before_any_creation(tmp_path: Path)
 
 async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, 41)])
-    async with service() as svc:
+    async with sandbox_service() as svc:
 
         class StopAfterThree:
             """The client, but the run is stopped (as Ctrl-C would) once three users exist."""
@@ -338,7 +296,7 @@ async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
         job = SheetRun(
             sheet,
             results=tmp_path / "results.xlsx",
-            facts=svc.facts,
+            facts=svc.facts(),
             client=client,
             graph=svc.graph,
             tokens=svc.tokens,
@@ -370,7 +328,7 @@ async def test_generated_passwords_are_saved_privately_before_sending(tmp_path: 
     header = [name for name in HEADER if name != "password"]
     sheet = write_sheet(tmp_path / "hires.csv", [person(n)[:-1] for n in (1, 2)], header=header)
     passwords = tmp_path / "passwords.xlsx"
-    async with service() as svc:
+    async with sandbox_service() as svc:
         outcome = await run(
             svc,
             sheet,
@@ -408,7 +366,7 @@ class TokensThatFail:
 
 
 @asynccontextmanager
-async def client_with(svc: Service, tokens: TokensThatFail) -> AsyncIterator[PartnerCenterClient]:
+async def client_with(svc: SandboxService, tokens: TokensThatFail) -> AsyncIterator[PartnerCenterClient]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield PartnerCenterClient(
             session, tokens, base_url=svc.sandbox.url, correlation_id=svc.correlation_id
@@ -420,7 +378,7 @@ async def test_a_sign_in_blip_mid_run_is_retried_and_the_run_finishes(tmp_path: 
     tokens = TokensThatFail(
         ServiceUnavailable("cannot reach the sign-in service: timed out"), fail_from=8, times=2
     )
-    async with service() as svc, client_with(svc, tokens) as client:
+    async with sandbox_service() as svc, client_with(svc, tokens) as client:
         outcome = await run(svc, sheet, tmp_path, client=client, run={"rate": math.inf, "concurrency": 4})
         assert tokens.times == 0  # the blip happened mid-run
         assert outcome.exit_code == 0 and outcome.counts["created"] == 20
@@ -435,7 +393,7 @@ async def test_a_sign_in_refused_mid_run_fails_its_rows_stops_the_run_and_writes
     tokens = TokensThatFail(
         AuthError("the refresh token was revoked: run `bulkonboard auth login`"), fail_from=8
     )
-    async with service() as svc, client_with(svc, tokens) as client:
+    async with sandbox_service() as svc, client_with(svc, tokens) as client:
         outcome = await run(svc, sheet, tmp_path, client=client, run={"rate": math.inf, "concurrency": 2})
 
         assert outcome.exit_code == 1 and not outcome.interrupted  # rows failed; nobody interrupted it
@@ -471,7 +429,7 @@ async def test_a_run_that_fails_still_writes_what_finished_then_raises(tmp_path:
         tmp_path / "hires.csv",
         [person(n) for n in range(1, 13)] + [person(13, "fabrikam.com")],  # the last one is invalid
     )
-    async with service() as svc:
+    async with sandbox_service() as svc:
         with pytest.raises(OwnFailure, match="disk is full") as caught:
             await run(
                 svc, sheet, tmp_path, journal=BrokenJournal(good=5), run={"rate": math.inf, "concurrency": 2}
@@ -505,7 +463,7 @@ async def test_after_an_abort_the_same_run_again_settles_the_abandoned_requests(
     people = 10
     sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, people + 1)])
     upns = [f"new.hire{n}@contoso.com" for n in range(1, people + 1)]
-    async with service(SandboxOptions(latency_ms=50)) as svc:
+    async with sandbox_service(SandboxOptions(latency_ms=50)) as svc:
 
         class AbortOnTheThird:
             """The client, but the second Ctrl-C comes as the third create leaves."""
@@ -535,7 +493,7 @@ async def test_after_an_abort_the_same_run_again_settles_the_abandoned_requests(
             job = SheetRun(
                 sheet,
                 results=tmp_path / "aborted.xlsx",
-                facts=svc.facts,
+                facts=svc.facts(),
                 client=client,
                 graph=svc.graph,
                 tokens=svc.tokens,

@@ -3,58 +3,33 @@ SIGTERM again before the kill) stops it: the results are written for what finish
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from bulkonboard.pipeline import RUN_INTERRUPTED
 
-from .support import CONTOSO, ROOT, clean_env, cli, standalone_sandbox
+from .support import (
+    CONTOSO,
+    ROOT,
+    clean_env,
+    cli,
+    person,
+    results_rows,
+    standalone_sandbox,
+    summary_items,
+    write_sheet,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
-HEADER = ["userPrincipalName", "firstName", "lastName", "displayName", "usageLocation", "password"]
-
-
-def write_sheet(path: Path, count: int) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for n in range(1, count + 1):
-            writer.writerow(
-                [f"new.hire{n}@contoso.com", f"New{n}", "Hire", f"New{n} Hire", "US", f"Str0ng!Pass{n:03d}"]
-            )
-    return path
-
-
-def sheet_rows(path: Path, sheet: str) -> list[tuple[object, ...]]:
-    book = openpyxl.load_workbook(path, read_only=True)
-    try:
-        return list(book[sheet].iter_rows(values_only=True))
-    finally:
-        book.close()
-
-
-def results_rows(path: Path) -> list[dict[str, str]]:
-    header, *values = sheet_rows(path, "Rows")
-    return [
-        {str(h): "" if v is None else str(v) for h, v in zip(header, row, strict=False)} for row in values
-    ]
-
-
-def summary_items(path: Path) -> dict[str, str]:
-    return {str(a): str(b) for a, b, *_ in sheet_rows(path, "Summary") if a is not None}
-
-
 def test_a_second_signal_abandons_the_requests_in_flight_and_still_writes_the_results(tmp_path: Path) -> None:
     people = 8
-    sheet = write_sheet(tmp_path / "hires.csv", people)
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, people + 1)])
     upns = {f"new.hire{n}@contoso.com" for n in range(1, people + 1)}
     results = tmp_path / "results.xlsx"
     # Each call takes a second: the requests in flight are still in flight when the second signal comes.

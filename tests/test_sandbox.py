@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +47,6 @@ from .sandbox_http import (
     new_user,
     post_user,
 )
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    """Start sandboxes on port 0; every one is stopped at the end, whatever the test did."""
-    started: list[Sandbox] = []
-
-    async def _start(options: SandboxOptions | None = None, data: Any = SAMPLE, **kwargs: Any) -> Sandbox:
-        box = Sandbox(data, options or SandboxOptions(seed=0), **kwargs)
-        await box.start()
-        started.append(box)
-        return box
-
-    yield _start
-    for box in started:
-        await box.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Partner Center: customers and users

@@ -90,12 +90,6 @@ async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
         await sandbox.stop()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def call(
     http: aiohttp.ClientSession,
     method: str,

@@ -32,6 +32,9 @@ from bulkonboard.workbook import (
     write_template,
 )
 
+#: Every temp file the writer makes lands in a private folder (conftest), so a test can see none is left behind.
+pytestmark = pytest.mark.usefixtures("private_tempdir")
+
 ROWS_HEADER = [
     "row",
     "userPrincipalName",
@@ -50,15 +53,6 @@ PROBLEMS_HEADER = ["row", "userPrincipalName", "field", "code", "message"]
 STARTED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 SENTINEL_PASSWORD = "Sentinel-Pa55word!9"
 FORMULA_LOOKING = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
-
-
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every temp file the writer makes lands here, so a test can see that none is left behind."""
-    scratch = tmp_path / "system-temp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    return scratch
 
 
 def make_result(row: int, status: Status = Status.CREATED, **fields: Any) -> RowResult:

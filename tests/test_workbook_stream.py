@@ -10,7 +10,6 @@ Excel's cell limit, formula-looking text, passwords that must be scrubbed, value
 from __future__ import annotations
 
 import random
-import tempfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,8 @@ from openpyxl.utils.escape import unescape
 from bulkonboard import workbook as wbmod
 from bulkonboard.model import Problem, RowResult, Status
 from bulkonboard.workbook import EXCEL_MAX_CELL_CHARS, REDACTED, ReportWriter, Summary
+
+pytestmark = pytest.mark.usefixtures("private_tempdir")
 
 PASSWORD = "Hunter-2-Secret!"
 NASTY = [
@@ -49,14 +50,6 @@ NASTY = [
     f"the service echoed {PASSWORD} back",
     "",
 ]
-
-
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    scratch = tmp_path / "system-temp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    return scratch
 
 
 def nasty_results(count: int, seed: int) -> list[RowResult]:
