@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import openpyxl
@@ -62,7 +63,7 @@ def one_line(code: int, stderr: str, expected: int = 2) -> str:
     return lines[0]
 
 
-def base_workbook(path: Path, rows: list[list[object]] | None = None) -> Path:
+def base_workbook(path: Path, rows: Sequence[Sequence[object]] | None = None) -> Path:
     book = xlsxwriter.Workbook(str(path))  # shared strings, as Excel writes them
     sheet = book.add_worksheet("Hires")
     sheet.write_row(0, 0, HEADER)
