@@ -1,5 +1,5 @@
 """`python -m bulkonboard` is the `bulkonboard` command."""
 
-from .program import entry
+from .cli.program import entry
 
 entry()

@@ -23,9 +23,9 @@ import aiohttp
 import openpyxl
 
 from bulkonboard.model import Problem, Status, UserRow
-from bulkonboard.partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
 from bulkonboard.sandbox import Sandbox, SandboxOptions
-from bulkonboard.validation import CheckedRow
+from bulkonboard.service.partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
+from bulkonboard.sheets.validation import CheckedRow
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_DATA = ROOT / "samples" / "sandbox.toml"
@@ -84,7 +84,7 @@ def standalone_sandbox(*args: str, token: str = "sandbox") -> Iterator[Standalon
 
 
 def cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "bulkonboard.cli", *map(str, args)]
+    return [sys.executable, "-m", "bulkonboard.cli.commands", *map(str, args)]
 
 
 def run_cli(

@@ -24,13 +24,13 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from bulkonboard import auth_cli
-from bulkonboard.auth import DeviceCodePrompt, MsalTokens, device_login
-from bulkonboard.auth_cli import auth_command, status_lines
-from bulkonboard.config import AuthConfig, load_config
+from bulkonboard.auth.config import AuthConfig, load_config
+from bulkonboard.auth.tokens import DeviceCodePrompt, MsalTokens, device_login
+from bulkonboard.cli import auth_commands as auth_cli
+from bulkonboard.cli.auth_commands import auth_command, status_lines
 from bulkonboard.errors import AuthError, ServiceUnavailable
-from bulkonboard.partnercenter import Audience
 from bulkonboard.sandbox.authority import DEVICE_CODE_GRANT, AuthorityState, Tls, make_tls
+from bulkonboard.service.partnercenter import Audience
 
 from .tlsutil import RunningAuthority, serve_authority
 

@@ -121,7 +121,7 @@ def test_help_explains_itself() -> None:
         assert bulkonboard(command, "--help").returncode == 0
 
 
-@pytest.mark.parametrize("module", ["bulkonboard", "bulkonboard.cli"])  # as installed, and as the tests run it
+@pytest.mark.parametrize("module", ["bulkonboard", "bulkonboard.cli.commands"])  # as installed, and as the tests run it
 def test_the_program_ends_with_its_commands_code_and_every_line_it_wrote(tmp_path: Path, module: str) -> None:
     # `bulkonboard` skips the interpreter's teardown once the command is done: nothing written may be lost.
     def program(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -147,10 +147,10 @@ def test_ctrl_c_while_the_program_is_still_starting_exits_130() -> None:
         "import sys\n"
         "class Interrupt:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'bulkonboard.cli':\n"
+        "        if name == 'bulkonboard.cli.commands':\n"
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, Interrupt())\n"
-        "from bulkonboard.program import entry\n"
+        "from bulkonboard.cli.program import entry\n"
         "entry()\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -166,11 +166,11 @@ def test_the_fast_exit_can_be_turned_off_and_the_exit_code_stays_the_same(tmp_pa
         "atexit.register(lambda: print('torn down as usual', flush=True))\n"
         "class Interrupt:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'bulkonboard.cli':\n"
+        "        if name == 'bulkonboard.cli.commands':\n"
         "            raise KeyboardInterrupt\n"
         f"if {interrupt}:\n"
         "    sys.meta_path.insert(0, Interrupt())\n"
-        "from bulkonboard.program import entry\n"
+        "from bulkonboard.cli.program import entry\n"
         "sys.argv = ['bulkonboard', *sys.argv[1:]]\n"
         "entry()\n"
     )
@@ -192,13 +192,13 @@ def test_a_quiet_dry_run_loads_neither_msal_nor_the_sandbox_nor_rich(tmp_path: P
     # Each costs start-up time on every scheduled run; they load when a command needs them.
     probe = (
         "import sys\n"
-        "from bulkonboard.cli import main\n"
+        "from bulkonboard.cli.commands import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "except SystemExit as exc:\n"
         "    print('exit', exc.code)\n"
         "print(sorted({m.split('.')[0] if not m.startswith('bulkonboard') else m for m in sys.modules\n"
-        "              if m.startswith(('msal', 'rich', 'bulkonboard.sandbox', 'bulkonboard.auth'))}))\n"
+        "              if m.startswith(('msal', 'rich', 'bulkonboard.sandbox', 'bulkonboard.auth.tokens'))}))\n"
     )
     args = ["validate", SAMPLES / "new_hires.csv", "--domains", SAMPLES / "domains.csv", "--quiet"]
     result = subprocess.run(

@@ -60,7 +60,7 @@ def test_nightly_run_signs_in_through_msal_against_the_tls_sandbox(tls_sandbox: 
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "bulkonboard.cli", "run", str(ROOT / "samples/new_hires.csv"), "--customer", CONTOSO,
+            [sys.executable, "-m", "bulkonboard.cli.commands", "run", str(ROOT / "samples/new_hires.csv"), "--customer", CONTOSO,
              "--base-url", url, "--graph-url", url + "/graph/{tenant}", "--rate", "100", *extra],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bulkonboard.config import (
+from bulkonboard.auth.config import (
     DEFAULT_AUTHORITY,
     AuthConfig,
     SecretRef,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bulkonboard.errors import InputError
-from bulkonboard.facts import DomainsFile
 from bulkonboard.model import Code, Problem, RowResult, Status, UserRow, join_problems
+from bulkonboard.sheets.facts import DomainsFile
 
 
 def write(tmp_path: Path, content: bytes, name: str = "domains.csv") -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bulkonboard.errors import InputError
-from bulkonboard.inputfile import read_regular_file
-from bulkonboard.reader import read_sheet
+from bulkonboard.sheets.inputfile import read_regular_file
+from bulkonboard.sheets.reader import read_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -24,7 +24,7 @@ CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 def bulkonboard(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BULKONBOARD_")}
     return subprocess.run(
-        [sys.executable, "-m", "bulkonboard.cli", *map(str, args)],
+        [sys.executable, "-m", "bulkonboard.cli.commands", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -194,7 +194,7 @@ def test_a_mac_roman_domains_file_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_decode_refuses_what_windows_1252_would_garble(tmp_path: Path, text: str, encoding: str) -> None:
-    from bulkonboard.textencoding import decode
+    from bulkonboard.sheets.textencoding import decode
 
     raw = f"userPrincipalName,displayName\na@contoso.com,{text}\n".encode(encoding)
     with pytest.raises(InputError, match="cannot be told with confidence"):
@@ -209,7 +209,7 @@ def test_decode_refuses_what_windows_1252_would_garble(tmp_path: Path, text: str
     ],
 )
 def test_decode_reads_genuine_windows_1252(tmp_path: Path, text: str) -> None:
-    from bulkonboard.textencoding import decode
+    from bulkonboard.sheets.textencoding import decode
 
     raw = f"userPrincipalName,displayName\na@contoso.com,{text}\n".encode("cp1252")
     assert decode(tmp_path / "x.csv", raw)[0].splitlines()[1] == f"a@contoso.com,{text}"

@@ -20,9 +20,9 @@ import openpyxl
 import pytest
 import xlsxwriter
 
-from bulkonboard import inputfile, reader
 from bulkonboard.errors import InputError
-from bulkonboard.reader import read_sheet
+from bulkonboard.sheets import inputfile, reader
+from bulkonboard.sheets.reader import read_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ROOT / "samples" / "domains.csv"
@@ -44,7 +44,7 @@ def capped_run(*args: str | Path) -> tuple[int, str, int]:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "bulkonboard.cli", *map(str, args)],
+        [sys.executable, "-m", "bulkonboard.cli.commands", *map(str, args)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=environment, preexec_fn=cap,
     )
@@ -213,7 +213,7 @@ def test_a_csv_past_the_row_bound_is_refused(tmp_path: Path) -> None:
 def test_bounds_stop_the_parsers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cell bound, small enough to test without a 20-million-cell file: csv and xlsx alike."""
     monkeypatch.setattr(reader, "MAX_CELLS", 30)
-    monkeypatch.setattr("bulkonboard.xlsxguard.MAX_CELLS", 30)
+    monkeypatch.setattr("bulkonboard.sheets.xlsxguard.MAX_CELLS", 30)
     rows = [[f"u{n}@contoso.com", "U", "US", "Str0ng!Pass001", "x"] for n in range(6)]
     csv_path = tmp_path / "wide.csv"
     csv_path.write_text("\n".join(",".join(r) for r in [HEADER, *rows]) + "\n", encoding="utf-8")
@@ -355,7 +355,7 @@ def test_every_sheet_is_held_to_the_bounds(tmp_path: Path) -> None:
     ],
 )
 def test_number_formats_render_as_excel(number: float, code: str, shown: str) -> None:
-    from bulkonboard.numberformat import display_format, render
+    from bulkonboard.sheets.numberformat import display_format, render
 
     section = display_format(code)
     assert section is not None
@@ -367,7 +367,7 @@ def test_number_formats_render_as_excel(number: float, code: str, shown: str) ->
     [(1001.0, "1001"), (1.23e20, "1.23E+20"), (1e-05, "1E-05"), (0.1 + 0.2, "0.3"), (2.0**53, "9.00719925474099E+15")],
 )
 def test_general_format(number: float, shown: str) -> None:
-    from bulkonboard.numberformat import display_format, general
+    from bulkonboard.sheets.numberformat import display_format, general
 
     assert general(number) == shown
     assert display_format("General") is None and display_format('"ID-"000') is None

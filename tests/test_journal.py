@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
-from bulkonboard.journal import (
+from bulkonboard.journal.store import (
     STATES,
     JournalClosed,
     JournalError,
@@ -38,7 +38,9 @@ from bulkonboard.journal import (
     read_meta,
 )
 from bulkonboard.model import Code, Problem, RowResult, Status, UserRow
-from bulkonboard.partnercenter import (
+from bulkonboard.sending.pipeline import RUN_INTERRUPTED, Pipeline, PipelineOptions, PriorOutcome
+from bulkonboard.sending.retry import Backoff
+from bulkonboard.service.partnercenter import (
     DUPLICATE_UPN_TEXT,
     CreatedUser,
     Refused,
@@ -46,9 +48,7 @@ from bulkonboard.partnercenter import (
     Throttled,
     TransportError,
 )
-from bulkonboard.pipeline import RUN_INTERRUPTED, Pipeline, PipelineOptions, PriorOutcome
-from bulkonboard.retry import Backoff
-from bulkonboard.validation import CheckedRow
+from bulkonboard.sheets.validation import CheckedRow
 from tests.support import FakeTime, checked_row
 
 CUSTOMER = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
@@ -504,8 +504,8 @@ async def test_no_password_token_or_raw_answer_reaches_the_file(tmp_path: Path) 
     """The real client against the real sandbox, which echoes the password in its create answer."""
     import aiohttp
 
-    from bulkonboard.partnercenter import PartnerCenterClient, StaticTokens
     from bulkonboard.sandbox import Sandbox, SandboxOptions
+    from bulkonboard.service.partnercenter import PartnerCenterClient, StaticTokens
 
     token = "Sentinel-Token-6b0c1f"
     data = Path(__file__).resolve().parent.parent / "samples" / "sandbox.toml"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulkonboard import journal as journal_module
-from bulkonboard.journal import (
+from bulkonboard.journal import store as journal_module
+from bulkonboard.journal.store import (
     _CREATED_SQL,
     _FAILED_SQL,
     _SENT_SQL,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bulkonboard import paths
-from bulkonboard.journal import open_existing, open_journal
-from bulkonboard.journal_cli import journal_command
+from bulkonboard.app import paths
+from bulkonboard.cli.journal_commands import journal_command
+from bulkonboard.journal.lock import RunLock
+from bulkonboard.journal.store import open_existing, open_journal
 from bulkonboard.model import Problem, RowResult, Status
-from bulkonboard.runlock import RunLock
 
 CONTOSO = "3c9a8f12-5e6b-4c1d-9a7e-2f4b8d6c1e90"
 NORTHWIND = "7d2e4b61-0c3a-4f8e-b5d9-1a6c3e8f2b47"
@@ -287,7 +287,7 @@ def test_forget_asks_at_a_terminal(tmp_path: Path, answer: str, forgotten: bool)
             [
                 sys.executable,
                 "-c",
-                "from bulkonboard.journal_cli import journal_command; journal_command()",
+                "from bulkonboard.cli.journal_commands import journal_command; journal_command()",
                 "forget",
                 "--journal",
                 str(path),

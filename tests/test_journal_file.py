@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bulkonboard import journal_file
-from bulkonboard.journal import JournalError, JournalFailure, open_existing, open_journal
-from bulkonboard.journal_file import APPLICATION_ID
+from bulkonboard.journal import file as journal_file
+from bulkonboard.journal.file import APPLICATION_ID
+from bulkonboard.journal.store import JournalError, JournalFailure, open_existing, open_journal
 from tests.support import ROOT, clean_env
 from tests.test_journal_guard import make_old_journal
 
@@ -159,7 +159,7 @@ def test_outcomes_failing_at_the_end_of_a_run_are_exit_4(tmp_path: Path) -> None
 AS_ANOTHER_USER = """
 import sys
 from pathlib import Path
-from bulkonboard.journal import JournalFailure, open_journal
+from bulkonboard.journal.store import JournalFailure, open_journal
 try:
     open_journal(Path(sys.argv[1]), service="https://pc.test")
 except JournalFailure as exc:

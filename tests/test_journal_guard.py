@@ -22,7 +22,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from bulkonboard.journal_file import APPLICATION_ID
+from bulkonboard.journal.file import APPLICATION_ID
 from tests.support import (
     CONTOSO,
     ROOT,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.timeout(120)
 HOLDER = """
 import sys
 from pathlib import Path
-from bulkonboard.runlock import RunLock
+from bulkonboard.journal.lock import RunLock
 lock = RunLock(Path(sys.argv[1]), what="run nightly.csv")
 lock.acquire()
 print("locked", flush=True)

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from bulkonboard.journal import open_journal
+from bulkonboard.journal.store import open_journal
 from bulkonboard.model import Problem, RowResult, Status
 from tests.support import CONTOSO, ROOT, SANDBOX_DATA, run_cli, sheet_rows, summary_of
 

@@ -24,20 +24,20 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bulkonboard import partnercenter
-from bulkonboard.journal import open_journal
+from bulkonboard.journal.store import open_journal
 from bulkonboard.model import Code, RowResult, Status, UserRow
-from bulkonboard.partnercenter import (
+from bulkonboard.sandbox import Sandbox, SandboxOptions
+from bulkonboard.sending.pipeline import Pipeline, PipelineOptions, PriorOutcome
+from bulkonboard.sending.retry import LONG_WAIT, WaitLog
+from bulkonboard.service import partnercenter
+from bulkonboard.service.partnercenter import (
     EndlessPaging,
     GraphClient,
     MismatchedAnswer,
     PartnerCenterClient,
     StaticTokens,
 )
-from bulkonboard.pipeline import Pipeline, PipelineOptions, PriorOutcome
-from bulkonboard.retry import LONG_WAIT, WaitLog
-from bulkonboard.sandbox import Sandbox, SandboxOptions
-from bulkonboard.validation import CheckedRow
+from bulkonboard.sheets.validation import CheckedRow
 
 from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, sheet_rows, write_sheet
 
@@ -103,7 +103,7 @@ async def service() -> AsyncIterator[tuple[Sandbox, Misbehaving]]:
 async def bulkonboard(*args: str | Path) -> tuple[int, str]:
     """The real CLI in a subprocess (awaited, so the proxy in this loop keeps answering)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bulkonboard.cli", *map(str, args),
+        sys.executable, "-m", "bulkonboard.cli.commands", *map(str, args),
         cwd=ROOT, env=clean_env(BULKONBOARD_ACCESS_TOKEN="sandbox"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

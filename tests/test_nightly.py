@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bulkonboard.journal import open_existing
+from bulkonboard.journal.store import open_existing
 
 from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox
 

@@ -44,7 +44,7 @@ if what == "results":
     xlsxwriter.Workbook.close = full
 elif what == "journal":
     import sqlite3
-    from bulkonboard import journal
+    from bulkonboard.journal import store as journal
     calls = {"n": 0}
     real = journal._grouped
     def grouped(batch):
@@ -56,16 +56,16 @@ elif what == "journal":
     journal._grouped = grouped
 elif what == "begin":
     import sqlite3
-    from bulkonboard import journal
+    from bulkonboard.journal import store as journal
     def full(self, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
     journal.Journal.begin_run = full
 elif what == "bug":
-    from bulkonboard import runner
+    from bulkonboard.app import runner
     def broken(*args, **kwargs):
         raise RuntimeError("an invariant broke\\nsecond line")
     runner.SheetRun._details = broken
-from bulkonboard.cli import main
+from bulkonboard.cli.commands import main
 sys.argv = ["bulkonboard", *sys.argv[1:]]
 main()
 """

@@ -23,10 +23,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bulkonboard import facts
 from bulkonboard.errors import AuthError, CustomerNotFound, ServiceUnavailable
 from bulkonboard.model import UserRow
-from bulkonboard.partnercenter import (
+from bulkonboard.sandbox import Sandbox, SandboxOptions, parse_data
+from bulkonboard.service.partnercenter import (
     MAX_RETRY_AFTER,
     ApiError,
     Audience,
@@ -43,7 +43,7 @@ from bulkonboard.partnercenter import (
     Unauthorized,
     parse_retry_after,
 )
-from bulkonboard.sandbox import Sandbox, SandboxOptions, parse_data
+from bulkonboard.sheets import facts
 
 CUSTOMER = "3c9a1f0e-0000-4000-8000-00000000c0de"
 CORRELATION = "0f0f0f0f-1111-4222-8333-444444444444"

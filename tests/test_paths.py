@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from bulkonboard.app.paths import default_journal, expand, state_dir
 from bulkonboard.errors import InputError
-from bulkonboard.paths import default_journal, expand, state_dir
 
 
 def test_placeholders_expand_so_nightly_runs_never_overwrite_each_other() -> None:

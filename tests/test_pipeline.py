@@ -19,19 +19,9 @@ from typing import Any
 import pytest
 
 from bulkonboard.errors import AuthError, ServiceUnavailable
-from bulkonboard.journal import open_journal
+from bulkonboard.journal.store import open_journal
 from bulkonboard.model import Code, Problem, RowResult, Status, UserRow
-from bulkonboard.partnercenter import (
-    DUPLICATE_UPN_TEXT,
-    Audience,
-    CreatedUser,
-    Refused,
-    ServerError,
-    Throttled,
-    TransportError,
-    Unauthorized,
-)
-from bulkonboard.pipeline import (
+from bulkonboard.sending.pipeline import (
     API_UNREACHABLE,
     DEFAULT_LOOKUP_RETRIES,
     RUN_INTERRUPTED,
@@ -43,8 +33,18 @@ from bulkonboard.pipeline import (
     StopReason,
     _Pacer,
 )
-from bulkonboard.retry import Backoff
-from bulkonboard.validation import CheckedRow
+from bulkonboard.sending.retry import Backoff
+from bulkonboard.service.partnercenter import (
+    DUPLICATE_UPN_TEXT,
+    Audience,
+    CreatedUser,
+    Refused,
+    ServerError,
+    Throttled,
+    TransportError,
+    Unauthorized,
+)
+from bulkonboard.sheets.validation import CheckedRow
 
 from .support import FakeTime, checked_row
 

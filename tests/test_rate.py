@@ -25,10 +25,10 @@ import pytest
 from aiolimiter import AsyncLimiter
 
 from bulkonboard.model import RowResult, UserRow
-from bulkonboard.partnercenter import CreatedUser, Throttled
-from bulkonboard.pipeline import Pipeline, PipelineOptions, PipelineStats
-from bulkonboard.retry import FixedRate, Pacer, SlowStartRate
-from bulkonboard.validation import CheckedRow
+from bulkonboard.sending.pipeline import Pipeline, PipelineOptions, PipelineStats
+from bulkonboard.sending.retry import FixedRate, Pacer, SlowStartRate
+from bulkonboard.service.partnercenter import CreatedUser, Throttled
+from bulkonboard.sheets.validation import CheckedRow
 from tests.support import checked_row
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
 from bulkonboard.model import FIELDS
-from bulkonboard.reader import Sheet, header_field, read_sheet
+from bulkonboard.sheets.reader import Sheet, header_field, read_sheet
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 
-from bulkonboard.facts import CustomerFacts, Domain, DomainsFile, FactsSource
-from bulkonboard.journal import Journal, RowFilter, open_existing, open_journal
+from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun
+from bulkonboard.journal.store import Journal, RowFilter, open_existing, open_journal
 from bulkonboard.model import UserRow
-from bulkonboard.partnercenter import (
-    CreatedUser,
-)
-from bulkonboard.retry import Backoff
-from bulkonboard.runner import RunOptions, RunOutcome, SheetRun
 from bulkonboard.sandbox import SandboxOptions
 from bulkonboard.sandbox.data import DomainData
-from bulkonboard.workbook import read_passwords
+from bulkonboard.sending.retry import Backoff
+from bulkonboard.service.partnercenter import (
+    CreatedUser,
+)
+from bulkonboard.sheets.facts import CustomerFacts, Domain, DomainsFile, FactsSource
+from bulkonboard.workbook.writers import read_passwords
 
 from .support import (
     CONTOSO,
@@ -358,7 +358,7 @@ def test_a_run_killed_with_sigkill_is_finished_by_the_same_command(
     command = [
         sys.executable,
         "-m",
-        "bulkonboard.cli",
+        "bulkonboard.cli.commands",
         "run",
         str(sheet),
         "--customer",

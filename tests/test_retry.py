@@ -6,20 +6,20 @@ import random
 
 import pytest
 
-from bulkonboard.partnercenter import (
+from bulkonboard.sending.retry import (
+    Backoff,
+    FixedRate,
+    PauseGate,
+    RetryPolicy,
+    retry_on_service_trouble,
+)
+from bulkonboard.service.partnercenter import (
     MalformedAnswer,
     Refused,
     ServerError,
     Throttled,
     TransportError,
     Unauthorized,
-)
-from bulkonboard.retry import (
-    Backoff,
-    FixedRate,
-    PauseGate,
-    RetryPolicy,
-    retry_on_service_trouble,
 )
 
 URL = "https://pc.test/v1/customers/c/users"

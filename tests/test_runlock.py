@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from bulkonboard.errors import InputError, JournalBusy, OwnFailure
-from bulkonboard.runlock import RunLock, lock_path_for
+from bulkonboard.journal.lock import RunLock, lock_path_for
 
 HOLDER = """
 import sys
 from pathlib import Path
-from bulkonboard.runlock import RunLock
+from bulkonboard.journal.lock import RunLock
 lock = RunLock(Path(sys.argv[1]), what="run nightly.csv")
 lock.acquire()
 print("locked", flush=True)

@@ -21,19 +21,19 @@ import aiohttp
 import openpyxl
 import pytest
 
+from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun, run_sheet
 from bulkonboard.errors import AuthError, OwnFailure, ServiceUnavailable
-from bulkonboard.facts import CustomerFacts, Domain, DomainsFile
-from bulkonboard.journal import JournalError, RowFilter, open_journal
+from bulkonboard.journal.store import JournalError, RowFilter, open_journal
 from bulkonboard.model import UserRow
-from bulkonboard.partnercenter import (
+from bulkonboard.sandbox import SandboxOptions
+from bulkonboard.sending.pipeline import RUN_INTERRUPTED, NullJournal
+from bulkonboard.sending.retry import Backoff
+from bulkonboard.service.partnercenter import (
     CreatedUser,
     PartnerCenterClient,
     StaticTokens,
 )
-from bulkonboard.pipeline import RUN_INTERRUPTED, NullJournal
-from bulkonboard.retry import Backoff
-from bulkonboard.runner import RunOptions, RunOutcome, SheetRun, run_sheet
-from bulkonboard.sandbox import SandboxOptions
+from bulkonboard.sheets.facts import CustomerFacts, Domain, DomainsFile
 
 from .support import (
     CONTOSO,

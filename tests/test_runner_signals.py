@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkonboard.pipeline import RUN_INTERRUPTED
+from bulkonboard.sending.pipeline import RUN_INTERRUPTED
 
 from .support import (
     CONTOSO,

@@ -47,7 +47,7 @@ def body(upn: str, **changes: Any) -> dict[str, Any]:
 async def sandbox_process(state: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`bulkonboard sandbox --state FILE` through the real CLI, ready once it printed its first line."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bulkonboard.cli", "sandbox", "--port", "0", "--data", str(SANDBOX_DATA),
+        sys.executable, "-m", "bulkonboard.cli.commands", "sandbox", "--port", "0", "--data", str(SANDBOX_DATA),
         "--page-size", "1000", "--state", str(state),
         cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

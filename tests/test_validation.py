@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
-from bulkonboard.facts import ANY_CUSTOMER, CustomerFacts, Domain
 from bulkonboard.model import FIELDS, Code, Status
-from bulkonboard.validation import (
+from bulkonboard.sheets.facts import ANY_CUSTOMER, CustomerFacts, Domain
+from bulkonboard.sheets.validation import (
     CheckedRow,
     check_columns,
     customers_in,

@@ -20,10 +20,10 @@ import openpyxl
 import pytest
 from openpyxl.utils.escape import unescape
 
-from bulkonboard import workbook as wbmod
 from bulkonboard.errors import InputError, OwnFailure
 from bulkonboard.model import Problem, RowResult, Status
-from bulkonboard.workbook import (
+from bulkonboard.workbook import writers as wbmod
+from bulkonboard.workbook.writers import (
     ReportWriter,
     Summary,
     cell_text,
@@ -511,7 +511,7 @@ def test_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
 
 
 def countries_csv() -> list[dict[str, str]]:
-    path = Path(wbmod.__file__).parent / "data" / "partner-center-countries.csv"
+    path = Path(wbmod.__file__).parents[1] / "data" / "partner-center-countries.csv"
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 

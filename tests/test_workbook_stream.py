@@ -19,9 +19,9 @@ import openpyxl
 import pytest
 from openpyxl.utils.escape import unescape
 
-from bulkonboard import workbook as wbmod
 from bulkonboard.model import Problem, RowResult, Status
-from bulkonboard.workbook import EXCEL_MAX_CELL_CHARS, REDACTED, ReportWriter, Summary
+from bulkonboard.workbook import writers as wbmod
+from bulkonboard.workbook.writers import EXCEL_MAX_CELL_CHARS, REDACTED, ReportWriter, Summary
 
 pytestmark = pytest.mark.usefixtures("private_tempdir")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..inputfile import read_regular_file
+from ..sheets.inputfile import read_regular_file
 from . import rules
 from .permissions import KNOWN_ROLES, canonical_role
 

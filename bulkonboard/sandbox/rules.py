@@ -1,4 +1,4 @@
-"""The service's own field rules (Entra's), written here independently of bulkonboard.validation.
+"""The service's own field rules (Entra's), written here independently of bulkonboard.sheets.validation.
 
 The sandbox is the double every test runs against; if it shared the client's rule code it would share its bugs and
 a wrong rule could never show up as a failing test. So these checks are a second, separate reading of the same

@@ -1,0 +1,518 @@
+"""`bulkonboard run` as a library call: validate as the dry run does, then create, then write the results.
+
+The CLI chooses the parts (the client, the facts source, the journal, the progress) and wires Ctrl-C to
+`SheetRun.stop()` (then `abort()`); the steps live here so that a test, a script or a scheduler runs exactly what
+the command runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the
+real thing (`run`) can never disagree about a row.
+
+Once sending has begun, the results workbook is written whatever happens: finished, stopped, aborted, or failed
+(a bug, a journal that cannot be written); then it lists what finished and says the run failed, and the error
+goes on up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast, runtime_checkable
+
+from ..cli.console import NullProgress, Progress
+from ..errors import (
+    EXIT_AUTH_OR_CONNECTION,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    BulkOnboardError,
+    InputError,
+    OwnFailure,
+)
+from ..model import Code, Problem, RowResult, Status
+from ..sending.pipeline import (
+    DEFAULT_CONCURRENCY,
+    CheckedRowLike,
+    Journal,
+    Pipeline,
+    PipelineOptions,
+    PipelineStats,
+    UserDirectory,
+    UserService,
+)
+from ..sending.retry import DEFAULT_ATTEMPTS, DEFAULT_RATE, Backoff, Clock, RateController, Sleep
+from ..service.partnercenter import TokenProvider
+from ..sheets.facts import CustomerFacts, FactsSource
+from ..sheets.reader import Sheet, read_sheet
+from ..sheets.validation import CheckedRow, Validation
+from ..workbook.writers import (
+    ReportWriter,
+    Summary,
+    WorkbookNotWritten,
+    example_password,
+    read_passwords,
+    write_passwords,
+)
+from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
+
+#: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
+RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
+
+
+@runtime_checkable
+class RunRecorder(Protocol):
+    """A journal that also keeps a record of each run (`journal.Journal`), for `journal show`."""
+
+    def begin_run(
+        self,
+        *,
+        input_path: Path | str,
+        input_sha256: str,
+        customer: str,
+        correlation_id: str,
+        command: str = "",
+    ) -> int: ...
+
+    def end_run(self, *, counts: Mapping[str, int] | None, exit_code: int | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    customer: str = ""  # --customer; may be empty when the sheet has a customerTenantId column
+    sheet: str | None = None  # --sheet NAME (xlsx)
+    default_usage_location: str | None = None  # --usage-location
+    generated_passwords: Path | None = None  # --generate-passwords PATH.xlsx
+    rate: float | None = None  # --rate (users/s); None: adaptive from retry.DEFAULT_RATE
+    concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff: Backoff = Backoff()
+
+    def dry_run(self) -> DryRunOptions:
+        return DryRunOptions(
+            customer=self.customer,
+            generate_passwords=self.generated_passwords is not None,
+            default_usage_location=self.default_usage_location,
+        )
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    exit_code: int  # per the contract: 0, 1 or 130 (errors that stop the run earlier are raised instead)
+    counts: dict[str, int]  # per status value, the statuses of a results workbook
+    results_path: Path
+    interrupted: bool
+    correlation_id: str
+    not_reached: int  # rows to create never sent because the run stopped first (each listed, failed)
+    stats: PipelineStats
+    summary: Summary
+    passwords_written: Path | None = None  # the --generate-passwords workbook, if this run wrote it
+
+
+class SheetRun:
+    """One run of one sheet. Build it, hand `stop` to the signal handlers, then `await run()`.
+
+    Errors that make going on pointless are raised before any row is sent (errors.py: unreadable input,
+    exit 2; refused token, unknown customer, unreachable service, exit 3); after that, every row's outcome is
+    in the results workbook and the outcome's exit code.
+    """
+
+    def __init__(
+        self,
+        input_path: Path,
+        *,
+        results: Path,
+        facts: FactsSource,
+        client: UserService,
+        correlation_id: str,
+        graph: UserDirectory | None = None,
+        tokens: TokenProvider | None = None,
+        options: RunOptions | None = None,
+        journal: Journal | None = None,
+        progress: Progress | None = None,
+        on_result: Callable[[RowResult], None] | None = None,
+        source_name: str = "",
+        rate_controller: RateController | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+        journal_kept: bool = True,
+    ) -> None:
+        self.input_path = Path(input_path)
+        # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line
+        # must not send anyone to it.
+        self.journal_kept = journal_kept
+        self.passwords_written: Path | None = None  # named in the Summary only once it exists
+        self.results = Path(results)
+        self.options = options or RunOptions()
+        self.correlation_id = correlation_id
+        self.source_name = source_name
+        self._on_result = on_result  # e.g. one JSON log line per row outcome, for a log collector
+        self._facts = facts
+        self._recorder = journal if isinstance(journal, RunRecorder) else None
+        self._journal_run: int | None = None
+        self.pipeline = Pipeline(
+            client,
+            options=PipelineOptions(
+                concurrency=self.options.concurrency,
+                rate=self.options.rate,
+                attempts=self.options.attempts,
+                backoff=self.options.backoff,
+            ),
+            customer=self.options.customer,
+            graph=graph,
+            tokens=tokens,
+            journal=journal,
+            progress=progress or NullProgress(),
+            to_result=_to_result,
+            rate_controller=rate_controller,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+
+    def stop(self) -> None:
+        """Ctrl-C / SIGTERM: no new row is sent; what finished is written and the run exits 130."""
+        self.pipeline.stop()
+
+    def abort(self) -> None:
+        """The second Ctrl-C / SIGTERM: also cut the requests in flight short; the results are still written
+        (those rows say they may exist) and the run exits 130."""
+        self.pipeline.abort()
+
+    async def run(self) -> RunOutcome:
+        started = datetime.now(UTC)
+        phase_start = time.monotonic()
+        dry = self.options.dry_run()
+        sheet = read_sheet(self.input_path, sheet=self.options.sheet)
+        check_sheet(sheet, dry)
+        facts = await gather_facts(sheet, self._facts, dry.customer)
+        if self._recorder is None:
+            return await self._run(sheet, facts, started, phase_start)
+        try:
+            self._journal_run = self._recorder.begin_run(
+                input_path=sheet.path.resolve(),
+                input_sha256=_sha256(sheet.path),
+                customer=self.options.customer or ", ".join(facts),
+                correlation_id=self.correlation_id,
+                command="run",
+            )
+        except (InputError, OwnFailure, sqlite3.Error) as exc:  # the journal opened, then took no write (disk full)
+            raise OwnFailure(f"cannot record the run in the journal ({_failure_text(exc)}); nothing was sent") from exc
+        try:
+            outcome = await self._run(sheet, facts, started, phase_start)
+        except BaseException as exc:
+            if isinstance(exc, BulkOnboardError):
+                code: int | None = exc.exit_code
+            elif isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+                code = EXIT_INTERRUPTED
+            else:
+                code = None  # a bug: `journal show` says the run ended without an exit code
+            # Recording the end of a failed run must never hide why it failed (the journal may be the cause).
+            with contextlib.suppress(Exception):
+                self._recorder.end_run(counts=None, exit_code=code)
+            raise
+        try:
+            self._recorder.end_run(counts=outcome.counts, exit_code=outcome.exit_code)
+        except (BulkOnboardError, sqlite3.Error, OSError) as exc:
+            raise OwnFailure(
+                f"the results are in {self.results}, but the journal could not record the run's end "
+                f"({_failure_text(exc)}); what it recorded before each request is kept, so the next run with it still "
+                "creates nobody twice"
+            ) from exc
+        return outcome
+
+    async def _run(
+        self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
+    ) -> RunOutcome:
+        dry = self.options.dry_run()
+        validation = run_validation(sheet, facts, dry)
+        validation_seconds = time.monotonic() - phase_start
+
+        to_send = validation.counts.get(Status.VALID, 0)
+        if to_send and not self.pipeline.stopping:
+            await self.pipeline.preflight(facts)
+        rows: Iterable[CheckedRow] = validation
+        if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
+            rows = self._with_generated_passwords(validation, self.options.generated_passwords)
+
+        sending_start = time.monotonic()
+        with ReportWriter(self.results, kind="results") as writer:
+            written = _Tally()
+            observe = self._on_result
+
+            def sink(result: RowResult) -> None:
+                writer.add(result)
+                written.add(result)
+                if observe is not None:
+                    observe(result)
+
+            try:
+                stats = await self.pipeline.run(rows, sink, total=len(validation))
+            except BaseException as failure:
+                # Never lose what finished: the rows already written, the ones finished but held back for an
+                # earlier row, and a line for every other, then a Summary that says the run failed.
+                saved = self._close_after_failure(writer, validation, written, failure, sheet, facts, started)
+                own = self._own_failure(failure, results_saved=saved)
+                if own is None:
+                    raise
+                raise own from failure
+            sending_seconds = time.monotonic() - sending_start
+            counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+            not_reached = stats.not_reached
+            summary = Summary(
+                kind="results",
+                input_path=sheet.path,
+                customer=self.options.customer or ", ".join(facts),
+                started=started,
+                finished=datetime.now(UTC),
+                counts=counts,
+                correlation_id=self.correlation_id,
+                problem_counts=dict(stats.problem_counts),
+                extra=self._details(stats, facts, validation_seconds, sending_seconds, not_reached),
+            )
+            try:
+                writer.close(summary)
+            except WorkbookNotWritten as exc:
+                raise OwnFailure(self._results_lost(exc.reason)) from exc
+            except OSError as exc:  # the workbook turns its own write failures into the above; this is a stray
+                raise OwnFailure(self._results_lost(exc.strerror or str(exc))) from exc
+
+        if stats.interrupted:
+            code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
+        elif counts[Status.INVALID.value] or counts[Status.FAILED.value]:
+            code = EXIT_ROWS_FAILED
+        else:
+            code = EXIT_OK
+        return RunOutcome(
+            exit_code=code,
+            counts=counts,
+            results_path=self.results,
+            interrupted=stats.interrupted,
+            correlation_id=self.correlation_id,
+            not_reached=not_reached,
+            stats=stats,
+            summary=summary,
+            passwords_written=self.passwords_written,
+        )
+
+    def _details(
+        self,
+        stats: PipelineStats,
+        facts: Mapping[str, CustomerFacts],
+        validation_seconds: float,
+        sending_seconds: float,
+        not_reached: int,
+    ) -> dict[str, str | int | float]:
+        rate = (
+            f"{self.options.rate:g} users/s (--rate)"
+            if self.options.rate is not None
+            else f"not given: slow start from {DEFAULT_RATE:g} users/s, then just under what the service accepts"
+        )
+        details: dict[str, str | int | float] = {
+            "source": self.source_name,
+            "rate": rate,
+            "concurrency": self.options.concurrency,
+            "validation (s)": round(validation_seconds, 3),
+            "sending (s)": round(sending_seconds, 3),
+            "rows sent": stats.sent_rows,
+            "create requests": stats.requests,
+            "retries": stats.retries,
+            "throttled (429)": stats.throttled,
+            "users looked up": stats.lookups,
+            "achieved rate (created/s)": round(stats.achieved_rate, 3) if stats.achieved_rate else 0.0,
+            "rate settled at (users/s)": round(stats.rate_settled, 3),
+            "interrupted": "yes" if stats.interrupted else "no",
+        }
+        discovered = getattr(self.pipeline.rate_controller, "discovered_rate", None)
+        if self.options.rate is None:
+            details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
+        if stats.halted:
+            details["stopped early"] = f"{stats.halted}: no new row was sent after it"
+        if stats.interrupted or stats.halted:
+            details["rows not finished"] = stats.not_finished
+            details["rows not reached"] = not_reached
+        if self._journal_run is not None:
+            details["journal run"] = self._journal_run
+        if self.passwords_written is not None:
+            details["generated passwords"] = str(self.passwords_written)
+        return details
+
+    def _close_after_failure(
+        self,
+        writer: ReportWriter,
+        validation: Validation,
+        written: _Tally,
+        failure: BaseException,
+        sheet: Sheet,
+        facts: Mapping[str, CustomerFacts],
+        started: datetime,
+    ) -> bool:
+        """The results of a run that failed: what finished, and for every other row what is known of it.
+
+        Rows the pipeline had taken may have been sent (their outcome is unknown: they may exist); rows it never
+        took were not sent. Invalid and skipped rows keep validation's words. If even this fails (the workbook
+        itself may be the cause), the workbook is discarded and False comes back: the caller's line then says how
+        to rebuild them from the journal."""
+        why = _failure_text(failure)
+        held_back = self.pipeline.held_back()
+        taken = self.pipeline.stats.rows
+        try:
+            for position, checked in enumerate(validation):
+                if position >= written.rows:
+                    result = held_back.get(position) or _unfinished(checked, why, taken=position < taken)
+                    writer.add(result)
+                    written.add(result)
+            writer.close(
+                Summary(
+                    kind="results",
+                    input_path=sheet.path,
+                    customer=self.options.customer or ", ".join(facts),
+                    started=started,
+                    finished=datetime.now(UTC),
+                    counts={status.value: written.counts.get(status.value, 0) for status in RESULT_STATUSES},
+                    correlation_id=self.correlation_id,
+                    problem_counts=written.problem_counts,
+                    extra={
+                        "source": self.source_name,
+                        "run failed": why,
+                        "rows sent": self.pipeline.stats.sent_rows,
+                        **({"generated passwords": str(self.passwords_written)} if self.passwords_written else {}),
+                    },
+                )
+            )
+        except Exception:
+            writer.discard()
+            return False
+        return True
+
+    def _own_failure(self, failure: BaseException, *, results_saved: bool) -> OwnFailure | None:
+        """What a failure once sending has begun means to the caller: bulkonboard's own failure (exit 4: the journal
+        or the results could not be written), with one line saying where what finished is. None for a failure that
+        keeps its own meaning: an interruption; a refused sign-in or an unreachable service (exit 3); a bug, which
+        goes up as itself (the CLI gives it exit 4 too, and BULKONBOARD_DEBUG=1 its traceback)."""
+        if not isinstance(failure, BulkOnboardError | sqlite3.Error | OSError):
+            return None
+        if isinstance(failure, BulkOnboardError) and failure.exit_code == EXIT_AUTH_OR_CONNECTION:
+            return None
+        if results_saved:
+            return OwnFailure(
+                f"the run stopped: {_failure_text(failure)}; no further row was sent, and the results of what "
+                f"finished are in {self.results}"
+            )
+        if isinstance(failure, OSError):  # most likely the workbook's own writes: the system's words say enough
+            return OwnFailure(self._results_lost(failure.strerror or type(failure).__name__))
+        return OwnFailure(self._results_lost(_failure_text(failure)))
+
+    def _results_lost(self, why: str) -> str:
+        """The one line for results that could not be written: what failed, and how to get them back."""
+        line = f"{self.results}: cannot write the results workbook ({why}); "
+        journal_path = getattr(self._recorder, "path", None)
+        if self._recorder is None or journal_path is None or self._journal_run is None:
+            return line + "the tenant holds what was created: list its users to see the outcome"
+        if not self.journal_kept:
+            return line + f"the throwaway journal of this run (run {self._journal_run}) goes with it: run again"
+        return line + (
+            f"nothing is lost: the journal holds what the service did; rebuild them with "
+            f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
+        )
+
+    def _with_generated_passwords(self, validation: Validation, path: Path) -> Iterator[CheckedRow]:
+        """A strong password for each row to send that has none, saved (0600) before any of them is sent.
+
+        Passwords already in `path` (an earlier run of the same sheet) are reused for the same UPN: a user an
+        earlier run created has that password, and a replayed request must carry the same body.
+        """
+        earlier = read_passwords(path) if path.exists() else {}
+        chosen: dict[str, str] = {}
+        entries: list[tuple[int, str, str]] = []
+        for checked in validation:
+            user = checked.user
+            if checked.status is not Status.VALID or user.password:
+                continue
+            password = earlier.get(user.upn_key) or example_password(16)
+            chosen[user.upn_key] = password
+            entries.append((user.row, user.userPrincipalName, password))
+        # Keep the earlier run's passwords for users not in this sheet: they may be the only copy.
+        kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
+        if not entries and not kept:
+            return iter(validation)  # every row to send has its own password: no workbook, and none named
+        write_passwords(path, entries + kept)
+        self.passwords_written = path
+        return _fill_passwords(validation, chosen)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _failure_text(failure: BaseException) -> str:
+    """Why the run failed, for the Summary: a command error's own line; a bug only by its kind (its text might
+    hold anything, and a workbook never holds a secret)."""
+    if isinstance(failure, BulkOnboardError):
+        return failure.message
+    if isinstance(failure, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted at once"
+    if isinstance(failure, sqlite3.Error):  # the journal's own failure, e.g. a full disk
+        return f"cannot write the journal ({failure})"
+    if isinstance(failure, OSError):
+        return f"cannot write ({failure.strerror or type(failure).__name__})"
+    return f"unexpected {type(failure).__name__} (a bug: please report it)"
+
+
+class _Tally:
+    """The rows handed to the results workbook so far, counted as its Summary counts them."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counts: dict[str, int] = {}
+        self.problem_counts: dict[str, int] = {}
+
+    def add(self, result: RowResult) -> None:
+        self.rows += 1
+        self.counts[result.status.value] = self.counts.get(result.status.value, 0) + 1
+        for problem in result.problems:
+            self.problem_counts[problem.code] = self.problem_counts.get(problem.code, 0) + 1
+
+
+def _unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
+    """A row of a failed run that has no result: invalid and skipped rows as validation said; a row to create
+    as failed `run.interrupted`, in doubt if the pipeline had taken it (its request may have left)."""
+    result = _to_result(checked)
+    if checked.status is not Status.VALID:
+        return result
+    if taken:
+        message = (
+            f"may exist: the run failed while this row was under way ({why}); run the same command again with "
+            "the same journal, or check the tenant"
+        )
+    else:
+        message = f"not sent: the run failed before this row ({why}); run the same command again"
+    result.status, result.userId = Status.FAILED, None
+    result.problems = (Problem(Code.RUN_INTERRUPTED, message),)
+    return result
+
+
+def _to_result(checked: CheckedRowLike) -> RowResult:
+    """The dry run's own row result (its columns, never the password); the pipeline only ever hands back the
+    CheckedRows this module gave it."""
+    return checked_to_result(cast(CheckedRow, checked))
+
+
+def _fill_passwords(rows: Iterable[CheckedRow], chosen: dict[str, str]) -> Iterator[CheckedRow]:
+    for checked in rows:
+        password = chosen.get(checked.user.upn_key) if checked.status is Status.VALID else None
+        if password and not checked.user.password:
+            checked = dataclasses.replace(checked, user=dataclasses.replace(checked.user, password=password))
+        yield checked
+
+
+async def run_sheet(input_path: Path, **kwargs: Any) -> RunOutcome:
+    """`SheetRun(input_path, **kwargs).run()`, for callers that need no stop switch."""
+    return await SheetRun(input_path, **kwargs).run()

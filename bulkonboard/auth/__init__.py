@@ -1,0 +1,1 @@
+"""Sign-in: settings with secrets by reference, MSAL tokens."""

@@ -1,0 +1,1 @@
+"""The click commands, terminal output and the installed program: wiring only."""

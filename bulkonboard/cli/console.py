@@ -1,0 +1,268 @@
+"""What a person (or a log collector) sees while a command works: progress, log lines, the closing table.
+
+The core never asks "am I silent?": it is handed a `Progress`, and `NullProgress` is the silent one (the
+sqlite-utils habit). Rich only ever writes to stderr, so stdout stays clean for scripts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, BulkOnboardError
+from ..model import RowResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+LOGGER_NAME = "bulkonboard"
+log = logging.getLogger(LOGGER_NAME)
+
+
+class Progress(Protocol):
+    """How long work reports how far it got; failures are counted so a person sees trouble early."""
+
+    def start(self, total: int | None, description: str) -> None: ...
+
+    def advance(self, count: int = 1, *, failed: int = 0) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class NullProgress:
+    """The silent progress: for --quiet, JSON logs, a scheduler, or stderr that is not a terminal."""
+
+    def start(self, total: int | None, description: str) -> None:
+        pass
+
+    def advance(self, count: int = 1, *, failed: int = 0) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A bar with done/total, rate, ETA and the failures so far."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            SpinnerColumn,
+            Task,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgressBar
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            """Rows per second over the whole task: the figure a person compares with --rate."""
+
+            def render(self, task: Task) -> Text:
+                elapsed = task.elapsed or 0.0
+                if elapsed <= 0 or not task.completed:
+                    return Text("-- rows/s", style="progress.data.speed")
+                return Text(f"{task.completed / elapsed:,.1f} rows/s", style="progress.data.speed")
+
+        self._bar = RichProgressBar(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            console=console,
+            transient=False,
+        )
+        self._task: Any = None
+        self._failed = 0
+
+    def start(self, total: int | None, description: str) -> None:
+        self._failed = 0
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, failed=0)
+
+    def advance(self, count: int = 1, *, failed: int = 0) -> None:
+        self._failed += failed
+        self._bar.update(self._task, advance=count, failed=self._failed)
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors; fields passed with `extra={"fields": {...}}` are merged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            entry.update(fields)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} {record.levelname.lower():7} {record.getMessage()}"
+
+
+class Output:
+    """Everything a command prints, chosen once from --quiet / --log-format and whether stderr is a terminal.
+
+    Rich is imported the first time something is drawn for a person: a `--quiet` or JSON-logging run (cron's)
+    never needs it."""
+
+    def __init__(self, *, quiet: bool = False, log_format: str = "text", stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.json = log_format == "json"
+        self._console: Console | None = None
+        self.interactive = not quiet and not self.json and self.console.is_terminal
+        handler = logging.StreamHandler(self.stream)
+        handler.setFormatter(JsonFormatter() if self.json else TextFormatter())
+        log.handlers[:] = [handler]
+        log.propagate = False
+        # Text logs on a terminal would fight the progress bar: a person sees the table instead.
+        if self.json:
+            log.setLevel(logging.INFO)
+        elif quiet:
+            log.setLevel(logging.ERROR)
+        else:
+            log.setLevel(logging.WARNING)
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        return self._console
+
+    def progress(self) -> Progress:
+        return RichProgress(self.console) if self.interactive else NullProgress()
+
+    def error(self, message: str) -> None:
+        """The one clear line for a failure that stops the command (always shown, even with --quiet)."""
+        if self.json:
+            log.error(message, extra={"fields": {"event": "error"}})
+        else:
+            from rich.text import Text
+
+            self.console.print(Text(f"error: {message}", style="bold red"))
+
+    def warn(self, message: str) -> None:
+        if self.json:
+            log.warning(message, extra={"fields": {"event": "warning"}})
+        elif not self.quiet:
+            from rich.text import Text
+
+            self.console.print(Text(f"warning: {message}", style="yellow"))
+
+    def info(self, message: str) -> None:
+        if self.json:
+            log.info(message, extra={"fields": {"event": "info"}})
+        elif not self.quiet:
+            self.console.print(message)
+
+    def row(self, result: RowResult, *, correlation_id: str) -> None:
+        """One JSON line per row outcome (JSON logs only): what a log collector alerts on. Never a password:
+        a RowResult holds none, and the problems' messages never quote one."""
+        if not self.json:
+            return
+        fields: dict[str, Any] = {
+            "event": "row",
+            "correlation_id": correlation_id,
+            "row": result.row,
+            "upn": result.userPrincipalName,
+            "status": result.status.value,
+        }
+        if result.userId:
+            fields["user_id"] = result.userId
+        if result.requestId:
+            fields["request_id"] = result.requestId
+        if result.problems:
+            fields["problems"] = [{"code": p.code, "message": p.message} for p in result.problems]
+        level = logging.WARNING if result.status.value in ("invalid", "failed") else logging.INFO
+        log.log(level, f"row {result.row} {result.status.value}", extra={"fields": fields})
+
+    def summary(self, title: str, counts: Mapping[str, int], details: Mapping[str, Any]) -> None:
+        """The closing table for a person, or one summary log line for a collector."""
+        if self.json:
+            fields = {"event": "summary", "counts": dict(counts)}
+            fields.update({key.replace(" ", "_"): value for key, value in details.items()})
+            log.info(title, extra={"fields": fields})
+            return
+        if self.quiet:
+            return
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+        table.add_column("status")
+        table.add_column("rows", justify="right")
+        styles = {"valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red"}
+        for status, count in counts.items():
+            table.add_row(Text(status, style=styles.get(status, "")), f"{count:,}")
+        table.add_row(Text("total", style="bold"), f"{sum(counts.values()):,}")
+        self.console.print(table)
+        for key, value in details.items():
+            self.console.print(f"{key}: {value}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """A click command's failures become one line on stderr and the contract's exit code, never a traceback
+    (for errors raised outside the event loop: argument checks, files opened before a run starts)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        output = lambda: Output(quiet=kwargs.get("quiet", False), log_format=kwargs.get("log_format", "text"))  # noqa: E731
+        try:
+            return func(*args, **kwargs)
+        except BulkOnboardError as exc:
+            output().error(exc.message)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            output().error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # a bug outside the event loop: one line and exit 4, like one inside it
+            if os.environ.get("BULKONBOARD_DEBUG"):
+                raise
+            output().error(unexpected_error_line(exc))
+            sys.exit(EXIT_OWN_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def unexpected_error_line(exc: BaseException) -> str:
+    """The one line for a bug: exit 4 says "bulkonboard's own failure", and what the service did is in the journal.
+    Only the first line of the exception's text, so that the one-line promise holds whatever it says."""
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return (
+        f"unexpected {type(exc).__name__}{detail} (a bug in bulkonboard: what the service did is in the journal; "
+        "set BULKONBOARD_DEBUG=1 for details)"
+    )

@@ -1,0 +1,1 @@
+"""Sending valid rows: the worker pool, each row's plan of steps, retries and pace."""

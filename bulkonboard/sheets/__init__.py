@@ -1,0 +1,1 @@
+"""Reading a sheet file and checking every row before anything is sent."""

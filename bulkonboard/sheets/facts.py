@@ -1,0 +1,94 @@
+"""What validation needs to know about a customer, and where it comes from.
+
+Validation never asks the network: it is handed `CustomerFacts`. The sources are behind one small protocol so
+that the offline file (`--domains`), the sandbox and the real Graph + Partner Center look the same to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import InputError
+from .inputfile import read_regular_file
+from .textencoding import decode
+
+#: The customer an offline dry run (`--domains FILE`, no `--customer`) checks against: the file's domains serve
+#: every customer alike, so a sheet needs no customer to be checked offline. Never shown in a workbook.
+ANY_CUSTOMER = "*"
+
+#: A domains file lists a customer's domains: tens of lines. 16 MiB is a bound no real one nears.
+DOMAINS_FILE_BYTES = 16 * 1024 * 1024
+
+MANAGED = "Managed"
+FEDERATED = "Federated"
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str  # as the service spells it
+    authentication_type: str  # "Managed" or "Federated", as Graph says it
+
+    @property
+    def federated(self) -> bool:
+        return self.authentication_type.casefold() == FEDERATED.casefold()
+
+
+@dataclass(slots=True)
+class CustomerFacts:
+    """Domains keyed by lower-cased name; existing users keyed by case-folded UPN -> user id.
+
+    `existing_users` is None when the source cannot tell (the offline `--domains` file): then no row is marked
+    `user.exists` in a dry run.
+    """
+
+    customer_id: str
+    domains: dict[str, Domain] = field(default_factory=dict)
+    existing_users: dict[str, str] | None = None
+
+    def domain(self, name: str) -> Domain | None:
+        return self.domains.get(name.casefold())
+
+
+class FactsSource(Protocol):
+    """Anything that can tell validation about a customer: a file, the sandbox, the real service."""
+
+    async def customer_facts(self, customer_id: str) -> CustomerFacts: ...
+
+
+class DomainsFile:
+    """`--domains FILE`: a CSV `domain,authenticationType` that serves every customer alike, offline."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._domains = _read_domains_csv(path)
+
+    async def customer_facts(self, customer_id: str) -> CustomerFacts:
+        return CustomerFacts(customer_id=customer_id, domains=dict(self._domains), existing_users=None)
+
+
+def _read_domains_csv(path: Path) -> dict[str, Domain]:
+    raw = read_regular_file(path, "the domains file", limit=DOMAINS_FILE_BYTES)
+    text, _ = decode(path, raw)
+    reader = csv.DictReader(io.StringIO(text))
+    fields = {(name or "").strip().casefold(): name for name in (reader.fieldnames or [])}
+    if "domain" not in fields or "authenticationtype" not in fields:
+        raise InputError(f"{path}: the domains file needs the columns domain,authenticationType")
+    domains: dict[str, Domain] = {}
+    for line_no, record in enumerate(reader, start=2):
+        name = (record.get(fields["domain"]) or "").strip()
+        kind = (record.get(fields["authenticationtype"]) or "").strip()
+        if not name:
+            continue
+        if kind.casefold() not in {MANAGED.casefold(), FEDERATED.casefold()}:
+            raise InputError(
+                f"{path}: row {line_no}: authenticationType of {name} is {kind!r}, expected Managed or Federated"
+            )
+        kind = MANAGED if kind.casefold() == MANAGED.casefold() else FEDERATED
+        domains[name.casefold()] = Domain(name=name, authentication_type=kind)
+    if not domains:
+        raise InputError(f"{path}: the domains file lists no domain")
+    return domains

@@ -1,0 +1,1 @@
+"""Every workbook bulkonboard writes: report, results, template, generated passwords."""
