@@ -135,13 +135,14 @@ async def test_assign_license_refusals_in_graphs_shape(start: Start, http: aioht
     assert assert_graph_error(body, "Request_BadRequest") == (
         "License assignment cannot be done for user with invalid usage location."
     )
-    for sent in (
+    refused: list[dict[str, Any]] = [
         _assign(str(uuid.uuid4())),
         _assign(SUSPENDED),
         _assign(remove=[FLOW]),
         {"addLicenses": [{"skuId": FLOW}]},  # removeLicenses is required
         {"addLicenses": [{"disabledPlans": []}], "removeLicenses": []},
-    ):
+    ]
+    for sent in refused:
         status, body, _ = await call(http, "POST", f"{base}/users/{SAM}/assignLicense", sent)
         assert status == 400, sent
         assert_graph_error(body, "Request_BadRequest")

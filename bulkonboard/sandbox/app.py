@@ -1,6 +1,7 @@
-"""The sandbox's HTTP face: Partner Center under `/v1` (`partner_center`), Graph for tenant T under
-`/graph/T/v1.0` (`graph`), and the frame around every call: latency, counting, header echo, durable state, and
-unknown routes and crashes answered in the service's shape.
+"""The sandbox's HTTP face: Partner Center under `/v1` (`partner_center`, `licenses`), Graph for tenant T under
+`/graph/T/v1.0` (`graph`, `graph_users`, `graph_licenses`), all on one directory per customer, and the frame
+around every call: latency (`--latency-ms N` or `N-M`), counting, header echo, durable state, and unknown routes
+and crashes answered in the service's shape.
 
 Each route answers in the shapes its service documents: Partner Center's `{code, description, data, source}`
 errors (and its odd 429 body), Graph's `{"error": {code, message, innerError}}`. The routes stay thin; the rules
