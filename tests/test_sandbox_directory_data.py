@@ -70,6 +70,8 @@ def test_a_soft_deleted_users_licenses_hold_no_unit() -> None:
         (user("a@contoso.com", 'licenses = ["ENTERPRISEPACK"]') + user("b@contoso.com", f'licenses = ["{E3}"]'),
          "2 users hold ENTERPRISEPACK, but its totalUnits is 1"),
         (user("a@contoso.com", 'manager = "nobody@contoso.com"'), "must be the UPN of another user"),
+        ('\n[[customers.users]]\nuserPrincipalName = "a@contoso.com"\ndisplayName = "A"\nlicenses = ["ENTERPRISEPACK"]\n',
+         "a user with licenses needs a usageLocation"),
         (user("a@contoso.com", 'manager = "A@contoso.com"'), "must be the UPN of another user"),
         (user("a@contoso.com", 'employeeId = "12345678901234567"'), "employeeId: it is longer than 16"),
         (user("a@contoso.com", 'employeeHireDate = "2026-12-01"'), "employeeHireDate: it must be a date and time"),

@@ -181,6 +181,9 @@ async def test_patch_sets_and_clears_the_profile_and_reads_back(
     status, pc_user, _ = await call(http, "GET", f"{pc_base(box)}/users/{user['id']}")
     assert pc_user["displayName"] == "Samuel Lee" and pc_user["lastName"] == "Lovelace"  # surname, shared
 
+    jane_url = f"{graph_base(box)}/users/{JANE}"
+    status, body, _ = await call(http, "PATCH", jane_url, {"usageLocation": None})  # jane holds a license
+    assert status == 400 and "usage location" in assert_graph_error(body, "Request_BadRequest")
     for bad in ({"employeeId": "E" * 17}, {"userPrincipalName": "renamed@contoso.com"}, {"nope": 1}):
         status, body, _ = await call(http, "PATCH", url, bad)
         assert status == 400 and assert_graph_error(body, "Request_BadRequest")

@@ -333,5 +333,12 @@ def _parse_user(
         immutableId=text_of(table, "immutableId", where),
         state=state,
         softDeletionTime=deleted_at,
-        directory=parse_user_directory(table, where, skus),
+        directory=_licensable(parse_user_directory(table, where, skus), usage_location, where),
     )
+
+
+def _licensable(directory: UserDirectoryData, usage_location: str | None, where: str) -> UserDirectoryData:
+    # Entra never holds a licensed user without a usage location, so neither may the file.
+    if directory.licenses and usage_location is None:
+        raise Bad(where, "a user with licenses needs a usageLocation")
+    return directory

@@ -33,7 +33,7 @@ from .graph_directory import (
 from .newuser import check_new_user
 from .permissions import Action
 from .profile import ACCOUNT_ENABLED, PROFILE_FIELDS
-from .store import ACTIVE, MANAGER_ID, PROFILE, CustomerState, Record
+from .store import ACTIVE, LICENSES, MANAGER_ID, PROFILE, CustomerState, Record
 
 #: What Graph requires of a new user (documented).
 REQUIRED_MEMBERS = (ACCOUNT_ENABLED, "displayName", "mailNickname", "passwordProfile", "userPrincipalName")
@@ -169,6 +169,8 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
         if problem is not None:
             return _invalid(request, name, problem)
     updated = patched(record, changes)
+    if updated.get(LICENSES) and not updated.get("usageLocation"):
+        return bad_request(request, "A user with licenses needs a usage location.")  # sandbox's own wording
     context = request.app[CONTEXT]
     if updated != record:
         context.store.replace(customer, updated)

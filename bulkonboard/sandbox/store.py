@@ -208,7 +208,8 @@ class Store:
         return list(self._customers.values())
 
     def users(self, customer_id: str) -> list[dict[str, Any]]:
-        """Every user of a customer (soft-deleted ones too, with `state` inactive), as copies; never a password."""
+        """Every user of a customer (soft-deleted ones too, with `state` inactive), as copies; never a password.
+        Records carry what Graph and licensing know too (`licenses`, `profile`, `managerId`) when set."""
         customer = self._require(customer_id)
         return [copy.deepcopy(record) for record in customer.records()]
 
