@@ -25,6 +25,8 @@ from bulkonboard.sandbox.codes import STATE_NOT_SAVED_CODE
 from bulkonboard.sandbox.data import SandboxDataError
 from bulkonboard.sandbox.state import StateLog, read_state
 
+from .sandbox_http import E3, FLOW, JANE, LICENSED_TOML, graph_new_user
+from .sandbox_http import PASSWORD as GRAPH_PASSWORD
 from .support import CONTOSO, ROOT, SANDBOX_DATA, clean_env
 
 AUTH = {"Authorization": "Bearer sandbox"}
@@ -44,10 +46,12 @@ def body(upn: str, **changes: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def sandbox_process(state: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def sandbox_process(
+    state: Path, data: Path = SANDBOX_DATA
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`bulkonboard sandbox --state FILE` through the real CLI, ready once it printed its first line."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bulkonboard.cli.commands", "sandbox", "--port", "0", "--data", str(SANDBOX_DATA),
+        sys.executable, "-m", "bulkonboard.cli.commands", "sandbox", "--port", "0", "--data", str(data),
         "--page-size", "1000", "--state", str(state),
         cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -107,6 +111,66 @@ async def test_a_sandbox_killed_9_right_after_its_answers_keeps_every_write_it_a
     assert "jane.doe@contoso.com" not in after and jane_after["state"] == "inactive"
     compacted = json.loads(state.read_text(encoding="utf-8"))  # a clean stop leaves the snapshot alone
     assert compacted["version"] == 2 and len(compacted["customers"][CONTOSO]["users"]) == len(upns) + 2
+
+
+async def _send(
+    http: aiohttp.ClientSession, method: str, url: str, sent: Any = None
+) -> tuple[int, Any]:
+    async with http.request(method, url, json=sent, headers=AUTH) as answer:
+        text = await answer.text()
+        return answer.status, (json.loads(text) if text else None)
+
+
+async def _licensed_writes(http: aiohttp.ClientSession, url: str) -> dict[str, str]:
+    """Every kind of write issues 16-17 added, each answered before the kill: their ids by UPN."""
+    pc, graph = f"{url}/v1/customers/{CONTOSO}", f"{url}/graph/{CONTOSO}/v1.0"
+    status, made = await _send(http, "POST", f"{pc}/users", body("pc.licensed@contoso.com"))
+    assert status == 200
+    update = {"LicensesToAssign": [{"SkuId": E3, "ExcludedPlans": None}], "LicensesToRemove": None}
+    assert (await _send(http, "POST", f"{pc}/users/{made['id']}/licenseupdates", update))[0] == 201
+    profile = {"jobTitle": "Pilot", "employeeId": "E-7", "businessPhones": ["+1 555 0100"]}
+    status, boss = await _send(http, "POST", f"{graph}/users", graph_new_user("boss@contoso.com", **profile))
+    assert status == 201
+    status, report = await _send(http, "POST", f"{graph}/users", graph_new_user("report@contoso.com"))
+    assert status == 201
+    assert (await _send(http, "PATCH", f"{graph}/users/{report['id']}", {"department": "Air", "city": "Oslo"}))[0] == 204
+    reference = {"@odata.id": f"https://graph.microsoft.com/v1.0/users/{boss['id']}"}
+    assert (await _send(http, "PUT", f"{graph}/users/{report['id']}/manager/$ref", reference))[0] == 204
+    assign = {"addLicenses": [{"skuId": FLOW, "disabledPlans": []}], "removeLicenses": []}
+    assert (await _send(http, "POST", f"{graph}/users/{report['id']}/assignLicense", assign))[0] == 200
+    remove = {"addLicenses": [], "removeLicenses": [E3]}
+    assert (await _send(http, "POST", f"{graph}/users/{JANE}/assignLicense", remove))[0] == 200
+    return {"pc": made["id"], "boss": boss["id"], "report": report["id"]}
+
+
+async def test_license_profile_and_manager_writes_survive_a_kill_9(tmp_path: Path) -> None:
+    state, data = tmp_path / "state.json", tmp_path / "licensed.toml"
+    data.write_text(LICENSED_TOML, encoding="utf-8")
+    async with aiohttp.ClientSession() as http:
+        async with sandbox_process(state, data) as (process, url):
+            ids = await _licensed_writes(http, url)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        async with sandbox_process(state, data) as (again, url):
+            pc, graph = f"{url}/v1/customers/{CONTOSO}", f"{url}/graph/{CONTOSO}/v1.0"
+            _, skus = await _send(http, "GET", f"{pc}/subscribedskus")
+            _, pc_licenses = await _send(http, "GET", f"{pc}/users/{ids['pc']}/licenses")
+            _, details = await _send(http, "GET", f"{graph}/users/{ids['report']}/licenseDetails")
+            _, jane = await _send(http, "GET", f"{graph}/users/{JANE}/licenseDetails")
+            _, boss = await _send(http, "GET", f"{graph}/users/{ids['boss']}?$select=jobTitle,employeeId,businessPhones")
+            _, report = await _send(http, "GET", f"{graph}/users/{ids['report']}?$select=department,city")
+            _, manager = await _send(http, "GET", f"{graph}/users/{ids['report']}/manager")
+            again.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(again.wait(), STARTUP_TIMEOUT) == 0
+    consumed = {item["productSku"]["skuPartNumber"]: item["consumedUnits"] for item in skus["items"]}
+    assert consumed["ENTERPRISEPACK"] == 1 and consumed["FLOW_FREE"] == 1  # pc.licensed's E3; jane's E3 removed
+    assert [item["productSku"]["id"] for item in pc_licenses["items"]] == [E3]
+    assert [d["skuId"] for d in details["value"]] == [FLOW] and jane["value"] == []
+    assert (boss["jobTitle"], boss["employeeId"], boss["businessPhones"]) == ("Pilot", "E-7", ["+1 555 0100"])
+    assert (report["department"], report["city"]) == ("Air", "Oslo")
+    assert manager["id"] == ids["boss"]
+    saved = state.read_text(encoding="utf-8")
+    assert PASSWORD not in saved and GRAPH_PASSWORD not in saved
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from .app import SandboxStats, build_app
 from .auth import GRAPH_AUDIENCE, PARTNER_CENTER_AUDIENCE, TokenVerifier, static_token_verifier
 from .codes import DUPLICATE_UPN_CODE, DUPLICATE_UPN_TEXT
 from .data import CustomerData, DomainData, SandboxData, SandboxDataError, UserData, load_data, parse_data
-from .options import SandboxOptions, parse_rate_limit
+from .data_directory import SkuData
+from .options import SandboxOptions, parse_latency, parse_rate_limit
 from .server import Sandbox, serve
 from .store import Store
 
@@ -25,12 +26,14 @@ __all__ = [
     "SandboxDataError",
     "SandboxOptions",
     "SandboxStats",
+    "SkuData",
     "Store",
     "TokenVerifier",
     "UserData",
     "build_app",
     "load_data",
     "parse_data",
+    "parse_latency",
     "parse_rate_limit",
     "serve",
     "static_token_verifier",

@@ -1,6 +1,7 @@
-"""The sandbox's HTTP face: Partner Center under `/v1` (`partner_center`), Graph for tenant T under
-`/graph/T/v1.0` (`graph`), and the frame around every call: latency, counting, header echo, durable state, and
-unknown routes and crashes answered in the service's shape.
+"""The sandbox's HTTP face: Partner Center under `/v1` (`partner_center`, `licenses`), Graph for tenant T under
+`/graph/T/v1.0` (`graph`, `graph_users`, `graph_licenses`), all on one directory per customer, and the frame
+around every call: latency (`--latency-ms N` or `N-M`), counting, header echo, durable state, and unknown routes
+and crashes answered in the service's shape.
 
 Each route answers in the shapes its service documents: Partner Center's `{code, description, data, source}`
 errors (and its odd 429 body), Graph's `{"error": {code, message, innerError}}`. The routes stay thin; the rules
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from . import graph, partner_center
+from . import graph, graph_licenses, graph_users, licenses, partner_center
 from .auth import TokenVerifier, static_token_verifier
 from .codes import ROUTE_NOT_FOUND_CODE, STATE_NOT_SAVED_CODE, UNEXPECTED_ERROR_CODE, ApiError
 from .context import (
@@ -52,6 +53,7 @@ def build_app(
     extra_routes: Iterable[web.AbstractRouteDef] = (),
     setup: Callable[[web.Application], None] | None = None,
     clock: Clock = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> web.Application:
     """The aiohttp application. `extra_routes` are mounted beside the API, and `setup(app)` may add more (an OIDC
     authority, say); those get the latency and header echo but no auth or faults."""
@@ -61,11 +63,15 @@ def build_app(
         faults=faults or Faults(options, clock=clock),
         stats=stats or SandboxStats(),
         verifier=verifier or static_token_verifier(options.token),
+        sleep=sleep,
     )
     app = web.Application(middlewares=[_frame])
     app[CONTEXT] = context
     app.add_routes(partner_center.routes(PC_PREFIX))
+    app.add_routes(licenses.routes(PC_PREFIX))
     app.add_routes(graph.routes(GRAPH_PREFIX))
+    app.add_routes(graph_users.routes(GRAPH_PREFIX))
+    app.add_routes(graph_licenses.routes(GRAPH_PREFIX))
     app.add_routes(list(extra_routes))
     if setup is not None:
         setup(app)
@@ -80,8 +86,9 @@ async def _frame(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Latency, request counting, header echo; unknown routes and crashes answered in the service's shape."""
     context = request.app[CONTEXT]
     context.stats.requests += 1
-    if context.options.latency_ms:
-        await asyncio.sleep(context.options.latency_ms / 1000)
+    latency = context.faults.latency_seconds()
+    if latency > 0:
+        await context.sleep(latency)
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -13,7 +13,7 @@ import click
 
 from ..errors import EXIT_AUTH_OR_CONNECTION, EXIT_BAD_INPUT, EXIT_OK
 from .data import DEFAULT_DATA_PATH, SandboxDataError, load_data
-from .options import DEFAULT_PAGE_SIZE, DEFAULT_TOKEN, SandboxOptions, parse_rate_limit
+from .options import DEFAULT_PAGE_SIZE, DEFAULT_TOKEN, SandboxOptions, parse_latency, parse_rate_limit
 from .server import Sandbox, serve
 
 DEFAULT_PORT = 8765
@@ -37,11 +37,25 @@ class _RateLimit(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class _Latency(click.ParamType):
+    name = "N[-M]"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[float, float]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_latency(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @click.command(
     "sandbox",
     epilog=(
         "Partner Center is served at URL/v1/... and Graph for customer T at URL/graph/T/v1.0/... "
-        "(domains, users/{upn}). Point a run at it with --sandbox-url URL --access-token TOKEN. "
+        "(domains, users, subscribedSkus). Point a run at it with --sandbox-url URL --access-token TOKEN. "
         "An MS-RequestId that got a final answer (2xx, or 4xx other than 429) gets the same answer again and creates "
         "nothing; after a 429 or 5xx it is processed afresh."
     ),
@@ -77,28 +91,38 @@ class _RateLimit(click.ParamType):
 @click.option("--seed", type=int, default=None, help="Seed for the faults, so a fault run repeats exactly.")
 @click.option(
     "--latency-ms",
-    type=click.FloatRange(min=0),
-    default=0,
-    help="Each call takes about this many milliseconds.",
+    type=_Latency(),
+    metavar="N[-M]",
+    default="0",
+    help="Each call takes N milliseconds, or between N and M (uniform, repeatable with --seed).",
 )
 @click.option(
     "--rate-limit",
     type=_RateLimit(),
     metavar="N[/Ws]",
     default=None,
-    help="Answer creations past N in any window of W seconds (default 60) with 429 + Retry-After: 30 is 30 a minute, 20/1s is 20 a second.",
+    help="Answer writes (creations, license updates, Graph's writes) of the partner past N in any window of W "
+    "seconds (default 60) with 429 + Retry-After: 30 is 30 a minute, 20/1s is 20 a second.",
+)
+@click.option(
+    "--customer-rate-limit",
+    type=_RateLimit(),
+    metavar="N[/Ws]",
+    default=None,
+    help="The same per customer (partner + customer), on top of --rate-limit, which counts every customer's "
+    "writes together.",
 )
 @click.option(
     "--fail-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Fraction of creations answered 503 without creating.",
+    help="Fraction of writes (creations, license updates, Graph's writes) answered 503 without writing.",
 )
 @click.option(
     "--drop-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Fraction of creations that are created, then the connection closed with no answer.",
+    help="Fraction of writes that are made, then the connection closed with no answer.",
 )
 @click.option(
     "--state",
@@ -117,7 +141,8 @@ class _RateLimit(click.ParamType):
 @click.option(
     "--throttle-warnings",
     is_flag=True,
-    help="Send Graph's x-ms-throttle-limit-percentage header on creation answers past 80 % of --rate-limit (sandbox's own extension).",
+    help="Send Graph's x-ms-throttle-limit-percentage header on write answers past 80 % of --rate-limit or "
+    "--customer-rate-limit (Graph's own header; for Partner Center the sandbox's extension).",
 )
 @click.option(
     "--tls",
@@ -142,8 +167,9 @@ def sandbox_command(
     port: int,
     token: str,
     seed: int | None,
-    latency_ms: float,
+    latency_ms: tuple[float, float],
     rate_limit: tuple[int, float] | None,
+    customer_rate_limit: tuple[int, float] | None,
     fail_rate: float,
     drop_rate: float,
     state_path: Path | None,
@@ -162,8 +188,10 @@ def sandbox_command(
         options = SandboxOptions(
             token=token,
             seed=seed,
-            latency_ms=latency_ms,
+            latency_ms=latency_ms[0],
+            latency_max_ms=latency_ms[1],
             rate_limit=rate_limit,
+            customer_rate_limit=customer_rate_limit,
             fail_rate=fail_rate,
             drop_rate=drop_rate,
             page_size=page_size,

@@ -23,6 +23,7 @@ TENANT_NOT_FOUND_CODE = 60003  # 404
 NO_RELATIONSHIP_CODE = 20002  # 403: the partner has no (GDAP/commerce) relationship with the customer
 INSUFFICIENT_PRIVILEGES_CODE = 900308  # 403: the partner's GDAP roles do not allow the call
 INSUFFICIENT_PRIVILEGES_TEXT = "Insufficient privileges to complete the operation."
+NOT_ENOUGH_LICENSES_CODE = 60012  # 400 on licenseupdates: not enough licenses (detail in `data`)
 
 # Sandbox's own: not documented. Partner Center publishes no code for these refusals.
 DUPLICATE_UPN_CODE = 90001  # 400, with Graph's duplicate text (Graph answers a duplicate UPN with 400)
@@ -36,6 +37,13 @@ DOMAIN_FEDERATED_CODE = 90004
 USAGE_LOCATION_INVALID_CODE = 90005
 PASSWORD_WEAK_CODE = 90006
 IMMUTABLE_ID_INVALID_CODE = 90007
+LICENSE_SKU_UNKNOWN_CODE = 90010  # licenseupdates: a SKU the customer has no subscription to
+LICENSE_GROUPS_MIXED_CODE = 90011  # licenseupdates: SKUs of two license groups in one request
+LICENSE_USAGE_LOCATION_CODE = 90012  # licenseupdates: the user has no usage location
+LICENSE_NOT_ASSIGNABLE_CODE = 90013  # licenseupdates: the SKU's subscription is not Enabled (or Warning)
+LICENSE_NOT_ASSIGNED_CODE = (
+    90014  # licenseupdates: removing a license the user does not hold, or add + remove
+)
 SERVICE_UNAVAILABLE_CODE = 90503  # the --fail-rate fault
 ROUTE_NOT_FOUND_CODE = 90404  # a path or method the sandbox does not serve
 STATE_NOT_SAVED_CODE = 90500  # 500: --state FILE could not be written, so the write is not promised

@@ -6,6 +6,7 @@ import it without importing each other.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class SandboxStats:
     dropped: int = 0  # created, then the connection closed without an answer
     refused: int = 0  # creations the rules refused (4xx)
     forbidden: int = 0  # 403s: no GDAP relationship, or no role for the call
+    license_updates: int = 0  # license changes made (either API), dropped ones included
+    graph_writes: int = 0  # Graph creates, profile and manager changes made, dropped ones included
 
 
 @dataclass(slots=True)
@@ -48,6 +51,8 @@ class SandboxContext:
     verifier: TokenVerifier
     #: With `--state`: returns once every write so far is on disk (raises `StateNotSaved` if it cannot be).
     durable: Callable[[], Awaitable[None]] | None = None
+    #: How the frame waits out a call's latency: a test puts a recorder here instead of waiting.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 CONTEXT = web.AppKey("bulkonboard_sandbox_context", SandboxContext)

@@ -8,12 +8,10 @@ are checked strictly (a misspelt `authenticationtype` is an error, not an ignore
 
 from __future__ import annotations
 
-import re
 import tomllib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,16 @@ from typing import Any
 from ..errors import InputError
 from ..sheets.inputfile import read_regular_file
 from . import rules
+from .data_directory import (
+    USER_DIRECTORY_KEYS,
+    SkuData,
+    UserDirectoryData,
+    check_customer_directory,
+    parse_skus,
+    parse_user_directory,
+)
 from .permissions import KNOWN_ROLES, canonical_role
+from .tomlfields import Bad, checked_table, flag_of, guid_of, is_iso_time, one_line, text_of
 
 #: Where the sandbox looks when no data file is named: relative to the current directory, as the contract says.
 DEFAULT_DATA_PATH = Path("samples/sandbox.toml")
@@ -34,7 +41,7 @@ FEDERATED = "Federated"
 #: Namespace for the ids of users the file lists without one, so they keep the same id from run to run.
 USER_ID_NAMESPACE = uuid.UUID("6f1c2b9e-3d47-4a5e-9c81-0b7e4d2a6c35")
 
-_CUSTOMER_KEYS = ("id", "name", "domains", "users", "gdapRoles", "relationship")
+_CUSTOMER_KEYS = ("id", "name", "domains", "users", "gdapRoles", "relationship", "skus")
 _DOMAIN_KEYS = ("name", "authenticationType", "isDefault", "isInitial", "isVerified")
 _USER_KEYS = (
     "id",
@@ -46,6 +53,7 @@ _USER_KEYS = (
     "immutableId",
     "state",
     "softDeletionTime",
+    *USER_DIRECTORY_KEYS,
 )
 #: A user's `state` in the file, as Partner Center spells it: active, or soft-deleted (in the recycle bin).
 USER_STATES = ("active", "inactive")
@@ -82,6 +90,8 @@ class UserData:
     state: str = "active"
     #: When an inactive user was deleted (ISO 8601); None for an active one, or when the file leaves it out.
     softDeletionTime: str | None = None
+    #: Licenses (SKU ids), profile (Graph's names) and manager (a UPN): see `data_directory`.
+    directory: UserDirectoryData = field(default_factory=UserDirectoryData)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,8 @@ class CustomerData:
     gdap_roles: tuple[str, ...] | None = None
     #: False: the partner has no relationship with this customer, so every call about it is refused (20002).
     relationship: bool = True
+    #: The products the customer is subscribed to, with their units.
+    skus: tuple[SkuData, ...] = field(default=())
 
     @property
     def initial_domain(self) -> DomainData:
@@ -144,80 +156,85 @@ def parse_data(text: str, origin: str = "sandbox data") -> SandboxData:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SandboxDataError(f"{origin}: not valid TOML: {_one_line(str(exc))}") from None
+        raise SandboxDataError(f"{origin}: not valid TOML: {one_line(str(exc))}") from None
     try:
         return _parse_document(document)
-    except _Bad as bad:
+    except Bad as bad:
         raise SandboxDataError(
             f"{origin}: {bad.where}: {bad.message}" if bad.where else f"{origin}: {bad.message}"
         ) from None
 
 
-class _Bad(Exception):
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(message)
-        self.where = where
-        self.message = message
-
-
 def _parse_document(document: Mapping[str, Any]) -> SandboxData:
     unknown = sorted(set(document) - {"customers"})
     if unknown:
-        raise _Bad("", f"unknown top-level key {unknown[0]!r} (expected [[customers]] tables)")
+        raise Bad("", f"unknown top-level key {unknown[0]!r} (expected [[customers]] tables)")
     raw_customers = document.get("customers")
     if not isinstance(raw_customers, list) or not raw_customers:
-        raise _Bad("", "no [[customers]] table: the sandbox needs at least one customer")
+        raise Bad("", "no [[customers]] table: the sandbox needs at least one customer")
     customers: list[CustomerData] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_customers):
         where = f"customers[{index}]"
         customer = _parse_customer(raw, where)
         if customer.id.lower() in seen:
-            raise _Bad(where, f"customer id {customer.id} appears twice")
+            raise Bad(where, f"customer id {customer.id} appears twice")
         seen.add(customer.id.lower())
         customers.append(customer)
     return SandboxData(customers=tuple(customers))
 
 
 def _parse_customer(raw: Any, where: str) -> CustomerData:
-    table = _table(raw, where, _CUSTOMER_KEYS)
-    customer_id = _guid(table, "id", where, required=True)
+    table = checked_table(raw, where, _CUSTOMER_KEYS)
+    customer_id = guid_of(table, "id", where, required=True)
     assert customer_id is not None
-    name = _text(table, "name", where) or customer_id
+    name = text_of(table, "name", where) or customer_id
     raw_domains = table.get("domains")
     if not isinstance(raw_domains, list) or not raw_domains:
-        raise _Bad(where, "domains must be a non-empty list of { name = ..., authenticationType = ... }")
+        raise Bad(where, "domains must be a non-empty list of { name = ..., authenticationType = ... }")
     domains = [_parse_domain(d, f"{where}.domains[{i}]") for i, d in enumerate(raw_domains)]
     names = [d.name.casefold() for d in domains]
     for i, key in enumerate(names):
         if key in names[:i]:
-            raise _Bad(f"{where}.domains[{i}]", f"domain {domains[i].name} appears twice")
+            raise Bad(f"{where}.domains[{i}]", f"domain {domains[i].name} appears twice")
     domains = _settle_initial_and_default(domains, where)
-    raw_users = table.get("users", [])
-    if not isinstance(raw_users, list):
-        raise _Bad(where, "users must be [[customers.users]] tables")
-    users: list[UserData] = []
-    upns: set[str] = set()
-    for i, raw_user in enumerate(raw_users):
-        user = _parse_user(
-            raw_user, f"{where}.users[{i}]", customer_id, {d.name.casefold(): d for d in domains}
-        )
-        if user.userPrincipalName.casefold() in upns:
-            raise _Bad(f"{where}.users[{i}]", f"userPrincipalName {user.userPrincipalName} appears twice")
-        upns.add(user.userPrincipalName.casefold())
-        users.append(user)
-    ids = [u.id.lower() for u in users]
-    for i, user_id in enumerate(ids):
-        if user_id in ids[:i]:
-            raise _Bad(f"{where}.users[{i}]", f"user id {users[i].id} appears twice")
+    skus = parse_skus(table.get("skus"), where)
+    users = _parse_users(table, where, customer_id, {d.name.casefold(): d for d in domains}, skus)
     return CustomerData(
         id=customer_id,
         name=name,
         domains=tuple(domains),
         users=tuple(users),
         gdap_roles=_gdap_roles(table, where),
-        relationship=_flag(table, "relationship", where, True),
+        relationship=flag_of(table, "relationship", where, True),
+        skus=skus,
     )
+
+
+def _parse_users(
+    table: Mapping[str, Any],
+    where: str,
+    customer_id: str,
+    domains: dict[str, DomainData],
+    skus: tuple[SkuData, ...],
+) -> list[UserData]:
+    raw_users = table.get("users", [])
+    if not isinstance(raw_users, list):
+        raise Bad(where, "users must be [[customers.users]] tables")
+    users: list[UserData] = []
+    upns: set[str] = set()
+    for i, raw_user in enumerate(raw_users):
+        user = _parse_user(raw_user, f"{where}.users[{i}]", customer_id, domains, skus)
+        if user.userPrincipalName.casefold() in upns:
+            raise Bad(f"{where}.users[{i}]", f"userPrincipalName {user.userPrincipalName} appears twice")
+        upns.add(user.userPrincipalName.casefold())
+        users.append(user)
+    ids = [u.id.lower() for u in users]
+    for i, user_id in enumerate(ids):
+        if user_id in ids[:i]:
+            raise Bad(f"{where}.users[{i}]", f"user id {users[i].id} appears twice")
+    check_customer_directory(where, skus, [(u.userPrincipalName, u.state, u.directory) for u in users])
+    return users
 
 
 def _gdap_roles(table: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
@@ -227,33 +244,33 @@ def _gdap_roles(table: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
     if raw is None:
         return None
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise _Bad(where, 'gdapRoles must be a list of role names, e.g. ["User Administrator"]')
+        raise Bad(where, 'gdapRoles must be a list of role names, e.g. ["User Administrator"]')
     roles: list[str] = []
     for item in raw:
         role = canonical_role(item)
         if role is None:
-            raise _Bad(where, f"gdapRoles: unknown role {item!r} (known: {', '.join(KNOWN_ROLES)})")
+            raise Bad(where, f"gdapRoles: unknown role {item!r} (known: {', '.join(KNOWN_ROLES)})")
         if role not in roles:
             roles.append(role)
     return tuple(roles)
 
 
 def _parse_domain(raw: Any, where: str) -> DomainData:
-    table = _table(raw, where, _DOMAIN_KEYS)
-    name = _text(table, "name", where, required=True)
+    table = checked_table(raw, where, _DOMAIN_KEYS)
+    name = text_of(table, "name", where, required=True)
     assert name is not None
     if "@" in name or " " in name or "." not in name:
-        raise _Bad(where, f"{name!r} is not a domain name")
-    kind = _text(table, "authenticationType", where, required=True)
+        raise Bad(where, f"{name!r} is not a domain name")
+    kind = text_of(table, "authenticationType", where, required=True)
     assert kind is not None
     if kind.casefold() not in {MANAGED.casefold(), FEDERATED.casefold()}:
-        raise _Bad(where, f"authenticationType must be Managed or Federated, not {kind!r}")
+        raise Bad(where, f"authenticationType must be Managed or Federated, not {kind!r}")
     return DomainData(
         name=name,
         authentication_type=MANAGED if kind.casefold() == MANAGED.casefold() else FEDERATED,
-        is_default=_flag(table, "isDefault", where, False),
-        is_initial=_flag(table, "isInitial", where, False),
-        is_verified=_flag(table, "isVerified", where, True),
+        is_default=flag_of(table, "isDefault", where, False),
+        is_initial=flag_of(table, "isInitial", where, False),
+        is_verified=flag_of(table, "isVerified", where, True),
     )
 
 
@@ -262,116 +279,66 @@ def _settle_initial_and_default(domains: list[DomainData], where: str) -> list[D
     initial = [i for i, d in enumerate(domains) if d.is_initial]
     default = [i for i, d in enumerate(domains) if d.is_default]
     if len(initial) > 1:
-        raise _Bad(where, "more than one domain has isInitial = true")
+        raise Bad(where, "more than one domain has isInitial = true")
     if len(default) > 1:
-        raise _Bad(where, "more than one domain has isDefault = true")
+        raise Bad(where, "more than one domain has isDefault = true")
     if not initial:
         # The initial domain is the tenant's *.onmicrosoft.com one; fall back to the first domain listed.
         pick = next((i for i, d in enumerate(domains) if d.name.casefold().endswith(".onmicrosoft.com")), 0)
         domains[pick] = replace(domains[pick], is_initial=True)
         initial = [pick]
     if domains[initial[0]].federated:
-        raise _Bad(where, f"the initial domain {domains[initial[0]].name} cannot be Federated")
+        raise Bad(where, f"the initial domain {domains[initial[0]].name} cannot be Federated")
     if not default:
         domains[initial[0]] = replace(domains[initial[0]], is_default=True)
     return domains
 
 
-def _parse_user(raw: Any, where: str, customer_id: str, domains: dict[str, DomainData]) -> UserData:
-    table = _table(raw, where, _USER_KEYS)
-    upn = _text(table, "userPrincipalName", where, required=True)
+def _parse_user(
+    raw: Any, where: str, customer_id: str, domains: dict[str, DomainData], skus: tuple[SkuData, ...]
+) -> UserData:
+    table = checked_table(raw, where, _USER_KEYS)
+    upn = text_of(table, "userPrincipalName", where, required=True)
     assert upn is not None
     problem = rules.upn_problem(upn)
     if problem:
-        raise _Bad(where, f"userPrincipalName {upn!r} is invalid: {problem}")
+        raise Bad(where, f"userPrincipalName {upn!r} is invalid: {problem}")
     domain = upn.rpartition("@")[2].casefold()
     if domain not in domains:
-        raise _Bad(where, f"userPrincipalName {upn}: {domain} is not one of this customer's domains")
-    display_name = _text(table, "displayName", where, required=True)
+        raise Bad(where, f"userPrincipalName {upn}: {domain} is not one of this customer's domains")
+    display_name = text_of(table, "displayName", where, required=True)
     assert display_name is not None
-    usage_location = _text(table, "usageLocation", where)
+    usage_location = text_of(table, "usageLocation", where)
     if usage_location is not None and not rules.usage_location_ok(usage_location):
-        raise _Bad(
+        raise Bad(
             where, f"usageLocation {usage_location!r} is not a country or region Partner Center supports"
         )
-    state = (_text(table, "state", where) or "active").casefold()
+    state = (text_of(table, "state", where) or "active").casefold()
     if state not in USER_STATES:
-        raise _Bad(where, f"state must be active or inactive (soft-deleted), not {table['state']!r}")
-    deleted_at = _text(table, "softDeletionTime", where)
+        raise Bad(where, f"state must be active or inactive (soft-deleted), not {table['state']!r}")
+    deleted_at = text_of(table, "softDeletionTime", where)
     if deleted_at is not None and state != "inactive":
-        raise _Bad(where, 'softDeletionTime is for a soft-deleted user (state = "inactive")')
-    if deleted_at is not None and not _is_iso_time(deleted_at):
-        raise _Bad(
+        raise Bad(where, 'softDeletionTime is for a soft-deleted user (state = "inactive")')
+    if deleted_at is not None and not is_iso_time(deleted_at):
+        raise Bad(
             where, f"softDeletionTime must be an ISO 8601 time (2026-11-20T09:30:00Z), not {deleted_at!r}"
         )
     return UserData(
-        id=_guid(table, "id", where) or stable_user_id(customer_id, upn),
+        id=guid_of(table, "id", where) or stable_user_id(customer_id, upn),
         userPrincipalName=upn,
         displayName=display_name,
-        firstName=_text(table, "firstName", where),
-        lastName=_text(table, "lastName", where),
+        firstName=text_of(table, "firstName", where),
+        lastName=text_of(table, "lastName", where),
         usageLocation=usage_location,
-        immutableId=_text(table, "immutableId", where),
+        immutableId=text_of(table, "immutableId", where),
         state=state,
         softDeletionTime=deleted_at,
+        directory=_licensable(parse_user_directory(table, where, skus), usage_location, where),
     )
 
 
-def _table(raw: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise _Bad(where, "expected a table")
-    unknown = [key for key in raw if key not in allowed]
-    if unknown:
-        raise _Bad(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
-    return raw
-
-
-def _text(table: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
-    value = table.get(key)
-    if value is None:
-        if required:
-            raise _Bad(where, f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise _Bad(where, f"{key} must be a string")
-    value = value.strip()
-    if not value and required:
-        raise _Bad(where, f"{key} is required")
-    return value
-
-
-def _flag(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise _Bad(where, f"{key} must be true or false")
-    return value
-
-
-_READABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def _guid(table: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
-    value = _text(table, key, where, required=required)
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        pass
-    # Real ids are GUIDs; a rehearsal file may use a readable one (the contract's own example is "3c9a...-guid").
-    # Anything that can stand in a URL path segment is accepted.
-    if not _READABLE_ID.fullmatch(value):
-        raise _Bad(where, f"{key} {value!r} is neither a GUID nor a plain id (letters, digits, . _ -)")
-    return value
-
-
-def _is_iso_time(text: str) -> bool:
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _licensable(directory: UserDirectoryData, usage_location: str | None, where: str) -> UserDirectoryData:
+    # Entra never holds a licensed user without a usage location, so neither may the file.
+    if directory.licenses and usage_location is None:
+        raise Bad(where, "a user with licenses needs a usageLocation")
+    return directory

@@ -66,11 +66,19 @@ def case_insensitive(members: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key).casefold(): value for key, value in members.items()}
 
 
-def check_new_user(customer: CustomerState, body: Any) -> NewUser | ApiError:
+def check_new_user(
+    customer: CustomerState,
+    body: Any,
+    *,
+    required: tuple[str, ...] = REQUIRED_FIELDS,
+    federated_ok: bool = False,
+) -> NewUser | ApiError:
+    """`body` in Partner Center's shape. Graph's create (`graph_newuser`) passes its own `required` (Graph needs no
+    usage location) and `federated_ok` (Graph creates users of a federated domain that carry an immutableId)."""
     request = _read_request(body)
     if isinstance(request, ApiError):
         return request
-    missing = [name for name in REQUIRED_FIELDS if not request.fields.get(name, "").strip()]
+    missing = [name for name in required if not request.fields.get(name, "").strip()]
     if not request.password:
         missing.append("passwordProfile.password")
     if missing:
@@ -79,7 +87,7 @@ def check_new_user(customer: CustomerState, body: Any) -> NewUser | ApiError:
         if len(request.fields.get(name, "")) > limit:
             return invalid_input(f"The field {name} must be at most {limit} characters long.", name)
     assert request.password is not None
-    domain = _domain(customer, request.fields["userPrincipalName"])
+    domain = _domain(customer, request.fields["userPrincipalName"], federated_ok)
     if isinstance(domain, ApiError):
         return domain
     refused = _field_rules(request.fields, request.password)
@@ -126,7 +134,7 @@ def _read_request(body: Any) -> _Request | ApiError:
     return _Request(fields=fields, password=password, force_change_password=force_change)
 
 
-def _domain(customer: CustomerState, upn: str) -> DomainData | ApiError:
+def _domain(customer: CustomerState, upn: str, federated_ok: bool = False) -> DomainData | ApiError:
     """The UPN's domain, if the UPN is well formed and its domain a verified, managed one of the customer."""
     problem = rules.upn_problem(upn)
     if problem:
@@ -146,7 +154,7 @@ def _domain(customer: CustomerState, upn: str) -> DomainData | ApiError:
             "domain of this customer. You must use one of the verified domain names in the organization.",
             ("userPrincipalName",),
         )
-    if domain.federated:
+    if domain.federated and not federated_ok:
         return ApiError(
             400,
             DOMAIN_FEDERATED_CODE,
@@ -158,7 +166,7 @@ def _domain(customer: CustomerState, upn: str) -> DomainData | ApiError:
 
 
 def _field_rules(fields: dict[str, str], password: str) -> ApiError | None:
-    if not rules.usage_location_ok(fields["usageLocation"]):
+    if "usageLocation" in fields and not rules.usage_location_ok(fields["usageLocation"]):
         return usage_location_error(fields["usageLocation"])
     problem = rules.password_problem(password)
     if problem:

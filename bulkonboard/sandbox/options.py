@@ -11,6 +11,19 @@ DEFAULT_PAGE_SIZE = 100
 DEFAULT_RATE_WINDOW = 60.0
 
 _RATE_LIMIT = re.compile(r"(\d+)(?:/(?:(\d+(?:\.\d+)?)s?|s))?")
+_LATENCY = re.compile(r"(\d+(?:\.\d+)?)(?:\s*-\s*(\d+(?:\.\d+)?))?")
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """`N` -> (N, N); `N-M` -> (N, M): each call takes between N and M ms (uniform)."""
+    match = _LATENCY.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a latency: write N or N-M milliseconds, e.g. 1500 or 1000-3000")
+    low = float(match.group(1))
+    high = float(match.group(2)) if match.group(2) is not None else low
+    if high < low:
+        raise ValueError(f"{text!r}: the latency range must go from low to high (N-M with N <= M)")
+    return low, high
 
 
 def parse_rate_limit(text: str) -> tuple[int, float]:
@@ -32,22 +45,27 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
 
 @dataclass(frozen=True, slots=True)
 class SandboxOptions:
-    """How the sandbox behaves. Faults touch creations only (POST .../users); latency touches every call.
+    """How the sandbox behaves. Faults and limits touch the writes that `faults.WRITES` names (creations, license
+    updates, Graph's writes); latency touches every call.
 
-    `seed=None` draws faults from an unseeded generator; give a seed to make a fault run repeatable.
-    `rate_limit` is (creations, window seconds). `throttle_warnings` adds Graph's
-    `x-ms-throttle-limit-percentage` header to creation answers past 80 % of the window (sandbox's own extension:
-    Partner Center documents no such header).
+    `seed=None` draws faults (and latencies) from an unseeded generator; give a seed to make a run repeatable.
+    `latency_ms` is the low end of each call's delay and `latency_max_ms` the high end (None: exactly
+    `latency_ms`). `rate_limit` is (writes, window seconds) for the partner as a whole, `customer_rate_limit` the
+    same per partner + customer, on top. `throttle_warnings` adds Graph's `x-ms-throttle-limit-percentage` header
+    to write answers past 80 % of a window (sandbox's own extension for Partner Center, which documents no such
+    header).
     """
 
     token: str = DEFAULT_TOKEN
     seed: int | None = None
     latency_ms: float = 0.0
+    latency_max_ms: float | None = None
     rate_limit: tuple[int, float] | None = None
     fail_rate: float = 0.0
     drop_rate: float = 0.0
     page_size: int = DEFAULT_PAGE_SIZE
     throttle_warnings: bool = False
+    customer_rate_limit: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate"):
@@ -56,18 +74,23 @@ class SandboxOptions:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
         if self.latency_ms < 0 or not math.isfinite(self.latency_ms):
             raise ValueError(f"latency_ms must be 0 or more, not {self.latency_ms}")
+        if self.latency_max_ms is not None and not (
+            math.isfinite(self.latency_max_ms) and self.latency_max_ms >= self.latency_ms
+        ):
+            raise ValueError(f"latency_max_ms must be at least latency_ms, not {self.latency_max_ms}")
         if self.page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {self.page_size}")
-        if self.rate_limit is not None:
-            count, window = self.rate_limit
-            if count < 1 or not window > 0:
-                raise ValueError(f"rate_limit must be (count >= 1, window > 0), not {self.rate_limit}")
+        for name in ("rate_limit", "customer_rate_limit"):
+            limit = getattr(self, name)
+            if limit is not None and (limit[0] < 1 or not limit[1] > 0):
+                raise ValueError(f"{name} must be (count >= 1, window > 0), not {limit}")
         if not self.token:
             raise ValueError("token must not be empty")
 
     def __repr__(self) -> str:  # the token is a secret for whoever sets a real-looking one
         return (
             f"SandboxOptions(token=<hidden>, seed={self.seed}, latency_ms={self.latency_ms}, "
-            f"rate_limit={self.rate_limit}, fail_rate={self.fail_rate}, drop_rate={self.drop_rate}, "
-            f"page_size={self.page_size}, throttle_warnings={self.throttle_warnings})"
+            f"latency_max_ms={self.latency_max_ms}, rate_limit={self.rate_limit}, "
+            f"customer_rate_limit={self.customer_rate_limit}, fail_rate={self.fail_rate}, "
+            f"drop_rate={self.drop_rate}, page_size={self.page_size}, throttle_warnings={self.throttle_warnings})"
         )

@@ -27,9 +27,10 @@ from .codes import (
     user_not_found_error,
 )
 from .context import CONTEXT, CONTINUATION_TOKEN, REQUEST_ID, THROTTLE_HEADER, authorized
+from .faults import Fate
 from .paging import encode_position, parse_list_query
 from .permissions import Action
-from .store import CustomerState, answer, listed, public
+from .store import CustomerState, Store, answer, listed, public
 
 ReplayKey = tuple[str, str, str]
 
@@ -69,7 +70,7 @@ def _refusal(request: web.Request, customer: CustomerState, action: Action | Non
     return error
 
 
-async def _readable_customer(request: web.Request, action: Action | None) -> CustomerState | web.Response:
+async def readable_customer(request: web.Request, action: Action | None) -> CustomerState | web.Response:
     """Auth, customer lookup and GDAP for the reading routes."""
     if not await authorized(request, None, PARTNER_CENTER_AUDIENCE):
         return _unauthorized()
@@ -82,7 +83,7 @@ async def _readable_customer(request: web.Request, action: Action | None) -> Cus
 
 
 async def get_customer(request: web.Request) -> web.StreamResponse:
-    customer = await _readable_customer(request, None)
+    customer = await readable_customer(request, None)
     if isinstance(customer, web.Response):
         return customer
     return web.json_response(
@@ -103,7 +104,7 @@ async def get_customer(request: web.Request) -> web.StreamResponse:
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
-    customer = await _readable_customer(request, Action.READ_USERS)
+    customer = await readable_customer(request, Action.READ_USERS)
     if isinstance(customer, web.Response):
         return customer
     record = customer.get(request.match_info["user_id"])
@@ -115,7 +116,7 @@ async def get_user(request: web.Request) -> web.StreamResponse:
 async def list_users(request: web.Request) -> web.StreamResponse:
     """A page of active users, or of soft-deleted ones with the `UserState` filter, paged as Partner Center
     pages: `links.next` with an MS-ContinuationToken."""
-    customer = await _readable_customer(request, Action.READ_USERS)
+    customer = await readable_customer(request, Action.READ_USERS)
     if isinstance(customer, web.Response):
         return customer
     page_size = request.app[CONTEXT].options.page_size
@@ -158,7 +159,7 @@ def _replay_key(request: web.Request) -> ReplayKey | None:
     return (request.method, request.path.lower(), request_id.lower()) if request_id else None
 
 
-def _final(request: web.Request, key: ReplayKey | None, status: int, body: Any) -> web.Response:
+def final(request: web.Request, key: ReplayKey | None, status: int, body: Any) -> web.Response:
     """A final answer (2xx, or 4xx other than 429): remembered for a replay of the same MS-RequestId."""
     if key is not None:
         request.app[CONTEXT].store.replays.put(key, status, body)
@@ -167,8 +168,8 @@ def _final(request: web.Request, key: ReplayKey | None, status: int, body: Any) 
     return web.json_response(body, status=status)
 
 
-def _final_error(request: web.Request, key: ReplayKey | None, error: ApiError) -> web.Response:
-    return _final(request, key, error.status, error.body())
+def final_error(request: web.Request, key: ReplayKey | None, error: ApiError) -> web.Response:
+    return final(request, key, error.status, error.body())
 
 
 def _replay(request: web.Request, key: ReplayKey | None) -> web.Response | None:
@@ -184,7 +185,7 @@ def _replay(request: web.Request, key: ReplayKey | None) -> web.Response | None:
     return web.json_response(cached.body, status=cached.status)
 
 
-async def _writable_customer(
+async def writable_customer(
     request: web.Request, action: Action
 ) -> tuple[CustomerState, ReplayKey | None, Any] | web.Response:
     """Body, auth, replay, customer and GDAP for a changing call: the customer, the replay key and the body, or
@@ -199,29 +200,39 @@ async def _writable_customer(
     customer_id = request.match_info["customer_id"]
     customer = request.app[CONTEXT].store.customer(customer_id)
     if customer is None:
-        return _final_error(request, key, _customer_not_found(customer_id))
+        return final_error(request, key, _customer_not_found(customer_id))
     refused = _refusal(request, customer, action)
     if refused is not None:
-        return _final_error(request, key, refused)
+        return final_error(request, key, refused)
     return customer, key, body
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
-    response = await _create_user(request)
-    warning = request.app[CONTEXT].faults.throttle_warning() if response.status != 401 else None
+    return with_throttle_warning(request, await _create_user(request))
+
+
+def with_throttle_warning(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Adds x-ms-throttle-limit-percentage to a write's answer when `--throttle-warnings` asks for it."""
+    if response.status == 401:
+        return response
+    customer = request.match_info.get("customer_id", "")
+    context = request.app[CONTEXT]
+    warning = context.faults.throttle_warning(_customer_key(context.store, customer))
     if warning is not None:
         response.headers[THROTTLE_HEADER] = warning
     return response
 
 
-async def _create_user(request: web.Request) -> web.StreamResponse:
+def _customer_key(store: Store, name: str) -> str:
+    customer = store.customer(name)
+    return customer.id if customer is not None else name
+
+
+def admit(request: web.Request, customer: CustomerState) -> Fate | web.Response:
+    """The limiters (429 in Partner Center's shape) and the fault draw (503) for a write: its fate, or the answer
+    due. Neither answer is final: a replay of the same MS-RequestId is processed afresh."""
     context = request.app[CONTEXT]
-    opened = await _writable_customer(request, Action.CREATE_USERS)
-    if isinstance(opened, web.StreamResponse):
-        return opened
-    # From here to the answer: no await (see the module docstring).
-    customer, key, body = opened
-    retry_after = context.faults.admit_creation()
+    retry_after = context.faults.admit_write(customer.id)
     if retry_after is not None:
         context.stats.throttled += 1
         return web.json_response(
@@ -236,21 +247,41 @@ async def _create_user(request: web.Request) -> web.StreamResponse:
                 503, SERVICE_UNAVAILABLE_CODE, "The service is temporarily unavailable. Try again later."
             )
         )
+    return fate
+
+
+def final_or_drop(
+    request: web.Request, key: ReplayKey | None, status: int, body: Any, fate: Fate
+) -> web.Response:
+    """The write is done: answer it (remembered for a replay), or, when its fate is to be dropped, remember the
+    answer for a replay of this MS-RequestId and close the connection without answering."""
+    if not fate.drop:
+        return final(request, key, status, body)
+    context = request.app[CONTEXT]
+    if key is not None:
+        context.store.replays.put(key, status, body)
+    context.stats.dropped += 1
+    request.protocol.force_close()  # closes the transport; aiohttp then finds nothing to write the answer to
+    return web.Response(status=status)
+
+
+async def _create_user(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    opened = await writable_customer(request, Action.CREATE_USERS)
+    if isinstance(opened, web.StreamResponse):
+        return opened
+    # From here to the answer: no await (see the module docstring).
+    customer, key, body = opened
+    fate = admit(request, customer)
+    if isinstance(fate, web.Response):
+        return fate
     checked = body if isinstance(body, ApiError) else context.store.check_new_user(customer, body)
     if isinstance(checked, ApiError):
         context.stats.refused += 1
-        return _final_error(request, key, checked)
+        return final_error(request, key, checked)
     record = context.store.create(customer, checked, _new_user_id(customer))
     context.stats.creations += 1
-    created = answer(record, checked)
-    if not fate.drop:
-        return _final(request, key, 200, created)
-    # Created, and the answer is what a replay of this MS-RequestId will get; but this caller gets no answer.
-    if key is not None:
-        context.store.replays.put(key, 200, created)
-    context.stats.dropped += 1
-    request.protocol.force_close()  # closes the transport; aiohttp then finds nothing to write the answer to
-    return web.Response(status=200)
+    return final_or_drop(request, key, 200, answer(record, checked), fate)
 
 
 def _new_user_id(customer: CustomerState) -> str:
@@ -262,14 +293,14 @@ def _new_user_id(customer: CustomerState) -> str:
 
 async def delete_user(request: web.Request) -> web.StreamResponse:
     """Documented: 204, and the user goes to the recycle bin (`state` inactive, `softDeletionTime` set)."""
-    opened = await _writable_customer(request, Action.DELETE_USERS)
+    opened = await writable_customer(request, Action.DELETE_USERS)
     if isinstance(opened, web.StreamResponse):
         return opened
     customer, key, _ = opened
     error = request.app[CONTEXT].store.soft_delete(customer, request.match_info["user_id"])
     if error is not None:
-        return _final_error(request, key, error)
-    return _final(request, key, 204, None)
+        return final_error(request, key, error)
+    return final(request, key, 204, None)
 
 
 async def patch_user(request: web.Request) -> web.StreamResponse:
@@ -277,17 +308,17 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
     "CustomerUser"}}`), or update its names and usage location. Restoring needs the role that deletes."""
     body = await _peek_json(request)
     restoring = isinstance(body, dict) and any(str(k).casefold() == "state" for k in body)
-    opened = await _writable_customer(request, Action.DELETE_USERS if restoring else Action.UPDATE_USERS)
+    opened = await writable_customer(request, Action.DELETE_USERS if restoring else Action.UPDATE_USERS)
     if isinstance(opened, web.StreamResponse):
         return opened
     customer, key, body = opened
     if isinstance(body, ApiError):
-        return _final_error(request, key, body)
+        return final_error(request, key, body)
     result = request.app[CONTEXT].store.patch(customer, request.match_info["user_id"], body)
     if isinstance(result, ApiError):
-        return _final_error(request, key, result)
+        return final_error(request, key, result)
     # The docs are silent on the restore answer's shape; the sandbox answers the user as `GET` does.
-    return _final(request, key, 200, public(result, customer.id))
+    return final(request, key, 200, public(result, customer.id))
 
 
 async def _peek_json(request: web.Request) -> Any:

@@ -14,6 +14,9 @@ The rest is the sandbox's reading of Entra's built-in roles, which the reference
 - deleting and restoring a user: User Administrator only (Directory Writers has no users/delete or
   users/restore permission);
 - assigning licenses (issue 16): User Administrator, Directory Writers or License Administrator (the contract);
+- reading subscribed SKUs and a user's licenses: Directory Readers, Global Reader, User Administrator or License
+  Administrator (Partner Center's "get a list of available licenses"), and the writers;
+- Graph's profile and manager writes (issue 17): as updating a user;
 - Global Administrator may do everything.
 - Reading the customer itself (`GET /v1/customers/{id}`) needs the relationship but no particular role.
 """
@@ -54,6 +57,7 @@ class Action(Enum):
     UPDATE_USERS = "update users"
     DELETE_USERS = "delete or restore users"
     ASSIGN_LICENSES = "assign licenses"
+    READ_LICENSES = "read licenses"
 
 
 NEEDED: dict[Action, frozenset[str]] = {
@@ -65,6 +69,16 @@ NEEDED: dict[Action, frozenset[str]] = {
     Action.DELETE_USERS: frozenset({USER_ADMINISTRATOR, GLOBAL_ADMINISTRATOR}),
     Action.ASSIGN_LICENSES: frozenset(
         {USER_ADMINISTRATOR, DIRECTORY_WRITERS, LICENSE_ADMINISTRATOR, GLOBAL_ADMINISTRATOR}
+    ),
+    Action.READ_LICENSES: frozenset(
+        {
+            DIRECTORY_READERS,
+            GLOBAL_READER,
+            USER_ADMINISTRATOR,
+            LICENSE_ADMINISTRATOR,
+            DIRECTORY_WRITERS,
+            GLOBAL_ADMINISTRATOR,
+        }
     ),
 }
 

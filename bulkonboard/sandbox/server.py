@@ -12,7 +12,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -35,7 +35,8 @@ class Sandbox:
     `state_path`: a file that keeps users across restarts (read now; every write on disk before its answer).
     `verifier`, `extra_routes`, `setup_app(app)` and `ssl_context` (then the URL is https) let a test or a later
     feature put its own token check and routes, e.g. a sign-in authority, on the same server.
-    `clock` drives the rate limiter's window, so a test can move time instead of waiting.
+    `clock` drives the rate limiters' windows, so a test can move time instead of waiting; `sleep` waits out each
+    call's latency, so a test can record the latencies drawn instead of waiting them out.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Sandbox:
         setup_app: Callable[[web.Application], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.data = load_data(data)
         self.options = options or SandboxOptions()
@@ -71,6 +73,7 @@ class Sandbox:
         self._setup_app = setup_app
         self._ssl_context = ssl_context
         self._clock = clock
+        self._sleep = sleep
         self._runner: web.AppRunner | None = None
         self._writer: StateLog | None = None
         self._url: str | None = None
@@ -93,6 +96,7 @@ class Sandbox:
             faults=Faults(self.options, clock=self._clock),
             extra_routes=self._extra_routes,
             setup=self._setup_app,
+            sleep=self._sleep,
         )
         if self.state_path is not None:
             self._writer = StateLog(self.state_path, self.store)

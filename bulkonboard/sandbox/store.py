@@ -9,7 +9,7 @@ file can be serialised in a worker thread while the server goes on changing the 
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Any
 from . import rules
 from .codes import ApiError, duplicate_upn_error, invalid_input, user_not_found_error
 from .data import CustomerData, DomainData, SandboxData, UserData
+from .data_directory import SkuData
 from .newuser import (
     LENGTH_LIMITS,
     USER_FIELDS,
@@ -35,6 +36,14 @@ INACTIVE = "inactive"
 
 #: Fields a PATCH may change besides State (Partner Center's "update user accounts").
 PATCHABLE_FIELDS = ("usageLocation", "firstName", "lastName", "displayName")
+
+#: What a record holds beyond Partner Center's CustomerUser, for Graph and licensing: the SKU ids assigned
+#: (`licenses`), Graph's profile fields (`profile`) and the manager's id (`managerId`). Partner Center's user
+#: answers leave them out; the state file keeps them, so they survive a restart like the rest of the record.
+LICENSES = "licenses"
+PROFILE = "profile"
+MANAGER_ID = "managerId"
+DIRECTORY_KEYS = (LICENSES, PROFILE, MANAGER_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,8 @@ class CustomerState:
         self.grant = Grant(data.id, data.relationship, data.gdap_roles)
         self.domains: dict[str, DomainData] = {d.name.casefold(): d for d in data.domains}
         self.initial_domain = data.initial_domain
+        self.skus: dict[str, SkuData] = {sku.sku_id.lower(): sku for sku in data.skus}
+        self._consumed: Counter[str] = Counter()  # lower-cased SKU id -> units active users hold
         self._order: list[str] = []  # user ids (lower-cased) in creation order
         self._by_id: dict[str, Record] = {}
         # Case-folded UPN -> user id (lower-cased): the active holder, and the latest soft-deleted one.
@@ -63,6 +74,13 @@ class CustomerState:
         self._deleted_by_upn: dict[str, str] = {}
         for user in data.users:
             self.put(_seed_record(user, self.domains))
+        for user in data.users:  # managers by UPN, once every seeded user has its id
+            if user.directory.manager is not None:
+                manager = self.holder_of(user.directory.manager)
+                assert manager is not None  # the data file checked it
+                record = self.get(user.id)
+                assert record is not None
+                self.put({**record, MANAGER_ID: manager["id"]})
 
     # -- reading --------------------------------------------------------------------------------------------
     def get(self, user_id: str) -> Record | None:
@@ -94,9 +112,17 @@ class CustomerState:
             index += 1
         return items, None
 
+    def consumed_units(self, sku_id: str) -> int:
+        """Units of the SKU that active users hold (a soft-deleted user's licenses are freed, as in Microsoft 365;
+        restoring the user takes them again, even past totalUnits: the sandbox's reading)."""
+        return self._consumed[sku_id.lower()]
+
+    def sku(self, sku_id: str) -> SkuData | None:
+        return self.skus.get(sku_id.lower())
+
     # -- writing --------------------------------------------------------------------------------------------
     def put(self, record: Record) -> None:
-        """Add or replace a record, keeping the UPN indexes in step."""
+        """Add or replace a record, keeping the UPN indexes and the units held in step."""
         key = record["id"].lower()
         old = self._by_id.get(key)
         if old is None:
@@ -104,6 +130,8 @@ class CustomerState:
         self._by_id[key] = record
         if old is not None:
             self._unindex(old, key)
+            self._count_units(old, -1)
+        self._count_units(record, +1)
         upn = record["userPrincipalName"].casefold()
         if record["state"] == ACTIVE:
             self._active_by_upn[upn] = key
@@ -122,6 +150,11 @@ class CustomerState:
             if others:
                 self._deleted_by_upn[upn] = others[-1]
 
+    def _count_units(self, record: Record, sign: int) -> None:
+        if record["state"] == ACTIVE:
+            for sku_id in record.get(LICENSES, ()):
+                self._consumed[sku_id.lower()] += sign
+
     def _is_deleted_holder(self, user_id: str, upn: str) -> bool:
         record = self._by_id[user_id]
         return record["state"] != ACTIVE and record["userPrincipalName"].casefold() == upn
@@ -131,6 +164,7 @@ class CustomerState:
         self._by_id.clear()
         self._active_by_upn.clear()
         self._deleted_by_upn.clear()
+        self._consumed.clear()
         for record in records:
             self.put(record)
 
@@ -174,7 +208,8 @@ class Store:
         return list(self._customers.values())
 
     def users(self, customer_id: str) -> list[dict[str, Any]]:
-        """Every user of a customer (soft-deleted ones too, with `state` inactive), as copies; never a password."""
+        """Every user of a customer (soft-deleted ones too, with `state` inactive), as copies; never a password.
+        Records carry what Graph and licensing know too (`licenses`, `profile`, `managerId`) when set."""
         customer = self._require(customer_id)
         return [copy.deepcopy(record) for record in customer.records()]
 
@@ -199,8 +234,11 @@ class Store:
         """The service's refusals of a create request (see `newuser`), or the user to create."""
         return check_new_user(customer, body)
 
-    def create(self, customer: CustomerState, new_user: NewUser, user_id: str) -> Record:
-        """Add the user; returns the stored record (no password). The caller builds the answer with `answer()`."""
+    def create(
+        self, customer: CustomerState, new_user: NewUser, user_id: str, directory: Record | None = None
+    ) -> Record:
+        """Add the user; returns the stored record (no password). The caller builds the answer with `answer()`.
+        `directory`: what the record holds beyond a CustomerUser (`DIRECTORY_KEYS`), for a user Graph creates."""
         record: Record = {"id": user_id}
         for name in USER_FIELDS:
             if name in new_user.fields:
@@ -208,9 +246,15 @@ class Store:
         if new_user.force_change_password is not None:
             record["passwordProfile"] = {"forceChangePassword": new_user.force_change_password}
         record.update(_system_fields(new_user.domain))
+        record.update(directory or {})
         customer.put(record)
         self._changed(customer, record)
         return record
+
+    def replace(self, customer: CustomerState, record: Record) -> None:
+        """A changed record (licenses, profile, manager) takes the place of the one with its id, and is logged."""
+        customer.put(record)
+        self._changed(customer, record)
 
     # -- deleting and restoring -----------------------------------------------------------------------------
     def soft_delete(self, customer: CustomerState, user_id: str) -> ApiError | None:
@@ -292,18 +336,27 @@ def answer(record: Record, new_user: NewUser) -> Record:
     """The create answer as documented: the stored user plus the password echoed. Sent once, never stored."""
     profile = dict(record.get("passwordProfile", {}))
     profile["password"] = new_user.password
-    return {**record, "passwordProfile": profile}
+    return {**partner_center_user(record), "passwordProfile": profile}
+
+
+def partner_center_user(record: Record) -> Record:
+    """The record as Partner Center's CustomerUser: without what only Graph and licensing know."""
+    return {key: value for key, value in record.items() if key not in DIRECTORY_KEYS}
 
 
 def public(record: Record, customer_id: str) -> Record:
     """A user as `GET .../users/{id}` answers: the record and its `links.self`. The docs are silent on whether
     this answer carries `passwordProfile`; the sandbox keeps `forceChangePassword` there (never a password)."""
-    return {**copy.deepcopy(record), "links": _self_link(customer_id, record["id"])}
+    return {**copy.deepcopy(partner_center_user(record)), "links": _self_link(customer_id, record["id"])}
 
 
 def listed(record: Record, customer_id: str) -> Record:
     """A user as an item of `GET .../users`: documented with `links.self` and without `passwordProfile`."""
-    item = {key: copy.deepcopy(value) for key, value in record.items() if key != "passwordProfile"}
+    item = {
+        key: copy.deepcopy(value)
+        for key, value in record.items()
+        if key != "passwordProfile" and key not in DIRECTORY_KEYS
+    }
     item["links"] = _self_link(customer_id, record["id"])
     return item
 
@@ -347,6 +400,10 @@ def _seed_record(user: UserData, domains: Mapping[str, DomainData]) -> Record:
         if value is not None:
             record[name] = value
     record.update(_system_fields(domains.get(user.userPrincipalName.rpartition("@")[2].casefold())))
+    if user.directory.licenses:
+        record[LICENSES] = list(user.directory.licenses)
+    if user.directory.profile:
+        record[PROFILE] = dict(user.directory.profile)
     if user.state == INACTIVE:
         # Sandbox's own: a file that leaves the time out gets the time the sandbox read it.
         record.update(state=INACTIVE, softDeletionTime=user.softDeletionTime or _now())
