@@ -97,7 +97,7 @@ def test_the_command_refuses_a_bad_licensing_data_file_with_exit_2(tmp_path: Pat
         LICENSED_TOML.replace('licenses = ["enterprisepack"]', 'licenses = ["E7"]'), encoding="utf-8"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "bulkonboard.cli", "sandbox", "--port", "0", "--data", str(bad)],
+        [sys.executable, "-m", "bulkonboard.cli.commands", "sandbox", "--port", "0", "--data", str(bad)],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr

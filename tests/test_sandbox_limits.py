@@ -273,7 +273,7 @@ def test_bad_pace_options_are_exit_2_with_one_line(args: list[str], fragment: st
         [
             sys.executable,
             "-m",
-            "bulkonboard.cli",
+            "bulkonboard.cli.commands",
             "sandbox",
             "--port",
             "0",
