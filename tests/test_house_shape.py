@@ -36,8 +36,6 @@ OVER_TODAY: dict[str, int] = {
     "bulkonboard/sheets/reader.py:_read_text": 78,
     "bulkonboard/sheets/validation.py": 678,
     "bulkonboard/sheets/validation.py:validate": 99,
-    "bulkonboard/workbook/writers.py": 979,
-    "bulkonboard/workbook/writers.py:_fill_template": 85,
 }
 
 
