@@ -32,7 +32,6 @@ OVER_TODAY: dict[str, int] = {
     "bulkonboard/journal/store.py:Journal": 471,
     "bulkonboard/sending/pipeline.py": 1223,
     "bulkonboard/sending/pipeline.py:Pipeline": 796,
-    "bulkonboard/sheets/reader.py:_read_text": 78,
 }
 
 
