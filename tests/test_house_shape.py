@@ -22,7 +22,6 @@ OVER_TODAY: dict[str, int] = {
     "bulkonboard/app/runner.py": 518,
     "bulkonboard/app/runner.py:SheetRun": 331,
     "bulkonboard/app/runner.py:SheetRun._run": 73,
-    "bulkonboard/auth/config.py:load_config": 67,
     "bulkonboard/cli/commands.py": 653,
     "bulkonboard/cli/commands.py:connect": 64,
     "bulkonboard/cli/commands.py:run": 85,
