@@ -5,6 +5,7 @@ error it means (errors.py). It never retries and never sleeps: the sending stage
 failure, using what the error carries (its class, the status, `retry_after`, and the `MS-RequestId` to replay
 after a transport failure). Nothing secret outlives a call: bodies and headers hide from every repr, an error
 answer is dropped before its error is raised, and an error's description never holds a raw body.
+The bearer tokens come from a `TokenProvider`: `StaticTokens` here, MSAL behind a lock in auth/tokens.py.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from .errors import (
 MAX_RETRY_AFTER = 300.0
 #: Partner Center documents `description` as at most 1024 characters; anything longer is not its error text.
 MAX_DESCRIPTION = 1024
-
 
 #: Bounds on following `links.next` (Partner Center's user list, Graph's domain list), documented in
 #: docs/CONTRACT-ADDITIONS.md. A tenant holds at most 300,000 directory objects unless Microsoft raises its quota,
