@@ -29,14 +29,11 @@ from bulkonboard.model import Code, RowResult, Status, UserRow
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.sending.pipeline import Pipeline, PipelineOptions, PriorOutcome
 from bulkonboard.sending.retry import LONG_WAIT, WaitLog
-from bulkonboard.service import partnercenter
-from bulkonboard.service.partnercenter import (
-    EndlessPaging,
-    GraphClient,
-    MismatchedAnswer,
-    PartnerCenterClient,
-    StaticTokens,
-)
+from bulkonboard.service import http as service_http
+from bulkonboard.service.errors import EndlessPaging, MismatchedAnswer
+from bulkonboard.service.graph import GraphClient
+from bulkonboard.service.http import StaticTokens
+from bulkonboard.service.partnercenter import PartnerCenterClient
 from bulkonboard.sheets.validation import CheckedRow
 
 from .support import CONTOSO, ROOT, SANDBOX_DATA, FakeTime, clean_env, person, sheet_rows, write_sheet
@@ -276,7 +273,7 @@ async def test_a_repeated_continuation_token_stops_the_run_with_exit_3_before_an
 
 async def test_paging_that_never_repeats_stops_at_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound itself, over HTTP, made small for the test (the CLI test below meets the real one)."""
-    monkeypatch.setattr(partnercenter, "MAX_PAGES", 25)
+    monkeypatch.setattr(service_http, "MAX_PAGES", 25)
     async with service() as (_, proxy):
         proxy.rules.append(endless_pages(same_token=False))
         async with aiohttp.ClientSession() as http:
@@ -294,7 +291,7 @@ async def test_paging_that_never_ends_stops_at_the_documented_bound_through_the_
         )
     assert code == 3
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
-    assert f"passed the bound on paging after {partnercenter.MAX_PAGES:,} pages" in stderr
+    assert f"passed the bound on paging after {service_http.MAX_PAGES:,} pages" in stderr
     assert sandbox.stats.creations == 0
 
 

@@ -26,23 +26,18 @@ from multidict import CIMultiDictProxy
 from bulkonboard.errors import AuthError, CustomerNotFound, ServiceUnavailable
 from bulkonboard.model import UserRow
 from bulkonboard.sandbox import Sandbox, SandboxOptions, parse_data
-from bulkonboard.service.partnercenter import (
-    MAX_RETRY_AFTER,
+from bulkonboard.service.errors import (
     ApiError,
-    Audience,
-    CreatedUser,
-    GraphClient,
     MalformedAnswer,
-    PartnerCenterClient,
     Refused,
     ServerError,
-    ServiceFacts,
-    StaticTokens,
     Throttled,
     TransportError,
     Unauthorized,
-    parse_retry_after,
 )
+from bulkonboard.service.graph import GraphClient, ServiceFacts
+from bulkonboard.service.http import MAX_RETRY_AFTER, Audience, StaticTokens, parse_retry_after
+from bulkonboard.service.partnercenter import CreatedUser, PartnerCenterClient
 from bulkonboard.sheets import facts
 
 CUSTOMER = "3c9a1f0e-0000-4000-8000-00000000c0de"

@@ -19,13 +19,8 @@ from hypothesis import strategies as st
 from bulkonboard.errors import InputError
 from bulkonboard.model import FIELDS, Code, Status
 from bulkonboard.sheets.facts import ANY_CUSTOMER, CustomerFacts, Domain
-from bulkonboard.sheets.validation import (
-    CheckedRow,
-    check_columns,
-    customers_in,
-    supported_usage_locations,
-    validate,
-)
+from bulkonboard.sheets.rules import supported_usage_locations
+from bulkonboard.sheets.validation import CheckedRow, check_columns, customers_in, validate
 
 CONTOSO = "3c9a0000-0000-0000-0000-00000000c0n7"
 WOODGROVE = "77770000-0000-0000-0000-00000000w00d"

@@ -22,15 +22,11 @@ from openpyxl.utils.escape import unescape
 
 from bulkonboard.errors import InputError, OwnFailure
 from bulkonboard.model import Problem, RowResult, Status
-from bulkonboard.workbook import writers as wbmod
-from bulkonboard.workbook.writers import (
-    ReportWriter,
-    Summary,
-    cell_text,
-    read_passwords,
-    write_passwords,
-    write_template,
-)
+from bulkonboard.workbook import fastrows, template
+from bulkonboard.workbook.cells import cell_text
+from bulkonboard.workbook.passwords import read_passwords, write_passwords
+from bulkonboard.workbook.report import ReportWriter, Summary
+from bulkonboard.workbook.template import write_template
 
 #: Every temp file the writer makes lands in a private folder (conftest), so a test can see none is left behind.
 pytestmark = pytest.mark.usefixtures("private_tempdir")
@@ -408,7 +404,7 @@ def test_rows_and_problems_interleave_in_order(tmp_path: Path) -> None:
 def test_past_excels_row_limit_problems_stop_and_rows_continue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wbmod, "EXCEL_MAX_ROWS", 5)  # 4 lines under the header
+    monkeypatch.setattr(fastrows, "EXCEL_MAX_ROWS", 5)  # 4 lines under the header
     results = [
         make_result(row, Status.INVALID, problems=(Problem("upn.syntax", f"p{row}"),)) for row in range(2, 8)
     ]
@@ -511,7 +507,7 @@ def test_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
 
 
 def countries_csv() -> list[dict[str, str]]:
-    path = Path(wbmod.__file__).parents[1] / "data" / "partner-center-countries.csv"
+    path = Path(template.__file__).parents[1] / "data" / "partner-center-countries.csv"
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 

@@ -20,8 +20,9 @@ import pytest
 from openpyxl.utils.escape import unescape
 
 from bulkonboard.model import Problem, RowResult, Status
-from bulkonboard.workbook import writers as wbmod
-from bulkonboard.workbook.writers import EXCEL_MAX_CELL_CHARS, REDACTED, ReportWriter, Summary
+from bulkonboard.workbook.cells import EXCEL_MAX_CELL_CHARS, REDACTED, cell_text
+from bulkonboard.workbook.fastrows import SheetData
+from bulkonboard.workbook.report import ReportWriter, Summary
 
 pytestmark = pytest.mark.usefixtures("private_tempdir")
 
@@ -127,7 +128,7 @@ def test_fast_rows_are_byte_for_byte_what_xlsxwriter_writes(
     assert write(fast_path, results)["fast"] == [True, True]  # the fast path really ran
 
     with monkeypatch.context() as patch:
-        patch.setattr(wbmod._SheetData, "attach", classmethod(lambda cls, sheet, columns: None))
+        patch.setattr(SheetData, "attach", classmethod(lambda cls, sheet, columns: None))
         slow_path = tmp_path / "slow.xlsx"
         assert write(slow_path, results)["fast"] == [False, False]
 
@@ -156,9 +157,9 @@ def test_fast_rows_read_back_as_written(tmp_path: Path) -> None:
         ):
             shown = line[column[name]]
             shown = unescape(shown) if isinstance(shown, str) else shown  # openpyxl leaves _xHHHH_ as is
-            expected = wbmod.cell_text(str(given)) if given not in ("", None) else None
+            expected = cell_text(str(given)) if given not in ("", None) else None
             if expected is not None and "password" in result.display:
-                expected = wbmod.cell_text(str(given).replace(PASSWORD, REDACTED))
+                expected = cell_text(str(given).replace(PASSWORD, REDACTED))
             assert shown == expected
     problem_lines = list(book["Problems"].iter_rows(values_only=True))[1:]
     book.close()

@@ -213,31 +213,8 @@ def load_config(
     config_file = find_config_file(environ, cwd, home)
     settings = _read_config_file(config_file) if config_file else {}
     base = config_file.parent if config_file else (cwd or Path.cwd())
-
-    def setting(env_name: str, key: str) -> str:
-        return (environ.get(env_name) or "").strip() or str(settings.get(key) or "").strip()
-
-    def path_setting(env_name: str, key: str) -> Path | None:
-        if environ.get(env_name, "").strip():
-            return Path(environ[env_name].strip()).expanduser()
-        if settings.get(key):
-            # Relative paths in the file are relative to the file, so the file can move with its secrets.
-            return _resolve(base, str(settings[key]))
-        return None
-
-    tenant_id = setting(ENV_TENANT, "tenant_id")
-    client_id = setting(ENV_CLIENT, "client_id")
-    missing = [
-        name
-        for name, value in (
-            (f"{ENV_TENANT} (tenant_id)", tenant_id),
-            (f"{ENV_CLIENT} (client_id)", client_id),
-        )
-        if not value
-    ]
-    if missing:
-        where = f" or in {config_file}" if config_file else f" or in ./{CONFIG_FILE_NAME}"
-        raise AuthError(f"sign-in is not configured: set {' and '.join(missing)} in the environment{where}")
+    sources = _Sources(environ, settings, base)
+    tenant_id, client_id = _app_identity(sources, config_file)
 
     client_secret = _secret_ref(
         environ, settings, base, env_value=ENV_SECRET, env_file=ENV_SECRET_FILE, key="client_secret"
@@ -251,15 +228,15 @@ def load_config(
         key="refresh_token",
     )
 
-    authority = setting(ENV_AUTHORITY, "authority") or DEFAULT_AUTHORITY
+    authority = sources.text(ENV_AUTHORITY, "authority") or DEFAULT_AUTHORITY
     authority = authority.rstrip("/")
     if not authority.lower().startswith("https://"):
         raise AuthError(f"the authority must be an https URL (MSAL refuses anything else), got {authority}")
 
-    ca_bundle = path_setting(ENV_CA_BUNDLE, "ca_bundle")
+    ca_bundle = sources.path(ENV_CA_BUNDLE, "ca_bundle")
     if ca_bundle is not None and not ca_bundle.is_file():
         raise AuthError(f"{ca_bundle}: no such CA bundle (BULKONBOARD_CA_BUNDLE / ca_bundle)")
-    token_cache = path_setting(ENV_TOKEN_CACHE, "token_cache") or state_dir() / CACHE_FILE_NAME
+    token_cache = sources.path(ENV_TOKEN_CACHE, "token_cache") or state_dir() / CACHE_FILE_NAME
 
     return AuthConfig(
         tenant_id=tenant_id,
@@ -271,6 +248,45 @@ def load_config(
         token_cache=token_cache,
         config_file=config_file,
     )
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a setting is looked up: the environment first, then the config file (so a nightly job can override
+    one value without editing the file)."""
+
+    environ: Mapping[str, str]
+    settings: Mapping[str, Any]
+    base: Path  # the config file's folder (or the working directory when there is no file)
+
+    def text(self, env_name: str, key: str) -> str:
+        return (self.environ.get(env_name) or "").strip() or str(self.settings.get(key) or "").strip()
+
+    def path(self, env_name: str, key: str) -> Path | None:
+        if self.environ.get(env_name, "").strip():
+            return Path(self.environ[env_name].strip()).expanduser()
+        if self.settings.get(key):
+            # Relative paths in the file are relative to the file, so the file can move with its secrets.
+            return _resolve(self.base, str(self.settings[key]))
+        return None
+
+
+def _app_identity(sources: _Sources, config_file: Path | None) -> tuple[str, str]:
+    """(tenant id, client id): without both nothing can sign in, so one line names every one that is missing."""
+    tenant_id = sources.text(ENV_TENANT, "tenant_id")
+    client_id = sources.text(ENV_CLIENT, "client_id")
+    missing = [
+        name
+        for name, value in (
+            (f"{ENV_TENANT} (tenant_id)", tenant_id),
+            (f"{ENV_CLIENT} (client_id)", client_id),
+        )
+        if not value
+    ]
+    if missing:
+        where = f" or in {config_file}" if config_file else f" or in ./{CONFIG_FILE_NAME}"
+        raise AuthError(f"sign-in is not configured: set {' and '.join(missing)} in the environment{where}")
+    return tenant_id, client_id
 
 
 def _secret_ref(

@@ -22,24 +22,28 @@ reaches a message, a log line or a repr.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
-import json
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msal
 import requests
 
-from ..errors import AuthError, ServiceUnavailable
-from ..service.partnercenter import Audience
-from .config import AuthConfig, require_private, write_private
+from ..errors import AuthError
+from ..service.http import Audience
+from .config import AuthConfig, write_private
+from .signin_errors import (
+    LOGIN_HINT,
+    NETWORK_ERRORS,
+    REFRESH_TOKEN_LIFETIME_DAYS,
+    discovery_error,
+    network_error,
+    sign_in_error,
+)
+from .store import SignInStatus, TokenStore
 
 PARTNER_CENTER_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -48,272 +52,11 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 REFRESH_AHEAD = 300.0
 #: Seconds MSAL waits for the authority before giving up: a nightly run must fail, not hang.
 HTTP_TIMEOUT = 30
-#: Entra ID lets a refresh token lapse after this many days unused; `auth status` warns ahead of it.
-REFRESH_TOKEN_LIFETIME_DAYS = 90
-LOGIN_HINT = "run `bulkonboard auth login` at a terminal"
-
 _DEVICE_FLOW_WAIT = ("authorization_pending", "slow_down")
-_AADSTS = re.compile(r"AADSTS(\d+)")
 
 
 def scopes_for(audience: Audience | str) -> list[str]:
     return [GRAPH_SCOPE] if Audience(audience) is Audience.GRAPH else [PARTNER_CENTER_SCOPE]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# what a person reads when sign-in fails
-
-
-def sign_in_error(
-    result: Mapping[str, Any], *, config: AuthConfig, tenant: str, secrets: Iterable[str] = ()
-) -> AuthError:
-    """MSAL's error dict ("error", "error_description", "error_codes") -> one line that says what to do.
-
-    Entra ID's codes are matched first (they are precise), then the OAuth error name. Only a cleaned first
-    sentence of an unrecognised description is quoted, with any known secret cut out."""
-    error = str(result.get("error") or "")
-    codes = _codes(result)
-    app = f"app {config.client_id}"
-    secret_where = config.client_secret.describe() if config.client_secret else "BULKONBOARD_CLIENT_SECRET"
-
-    def line(text: str) -> AuthError:
-        shown = next((code for code in codes if code in _KNOWN_CODES), codes[0] if codes else None)
-        return AuthError(f"{text} (AADSTS{shown})" if shown else text)
-
-    if {700082, 70008} & set(codes):
-        return line(
-            f"the refresh token has lapsed, unused for {REFRESH_TOKEN_LIFETIME_DAYS} days: {LOGIN_HINT}"
-        )
-    if 7000222 in codes:
-        return line(
-            f"the client secret of {app} has expired: create a new one in Entra ID (App registrations > "
-            f"Certificates & secrets) and put its value in {secret_where}"
-        )
-    if 7000215 in codes:
-        return line(
-            f"the client secret of {app} is wrong: put the secret's Value (not its Secret ID) in {secret_where}"
-        )
-    if 7000218 in codes:
-        return line(f"{app} is a confidential client and needs its secret: set {secret_where}")
-    if 700025 in codes:
-        return line(
-            f"{app} is registered as a public client, so no secret may be sent: remove the client secret from the "
-            f"configuration, or {LOGIN_HINT} with the secret configured"
-        )
-    if 65001 in codes:
-        where = (
-            "the partner tenant" if tenant.casefold() == config.tenant_id.casefold() else "customer tenant"
-        )
-        return line(
-            f"{app} has no consent in {where} {tenant}: an administrator must grant it consent (for a customer, "
-            "through Partner Center's application consent for GDAP), then try again"
-        )
-    if 90002 in codes:
-        return line(
-            f"tenant {tenant} was not found at {config.authority}: check BULKONBOARD_TENANT_ID or the customer id"
-        )
-    if 700016 in codes:
-        return line(
-            f"{app} was not found in tenant {tenant}: check BULKONBOARD_CLIENT_ID, and that the app is registered "
-            "in the partner tenant (and consented in the customer's)"
-        )
-    if 500011 in codes:
-        return line(
-            f"{app} has no permission for this API in tenant {tenant}: add the API permission and consent"
-        )
-    if {50076, 50079, 50158} & set(codes):
-        return line(f"the sign-in now needs multi-factor authentication: {LOGIN_HINT}")
-    if {50173, 50132, 70043, 700084} & set(codes) or error == "invalid_grant":
-        return line(f"the refresh token was refused ({error or 'invalid_grant'}): {LOGIN_HINT}")
-    if error == "invalid_client":
-        return line(
-            f"{app} could not authenticate (invalid_client): check {secret_where} and BULKONBOARD_CLIENT_ID"
-        )
-    detail = _first_sentence(str(result.get("error_description") or ""), secrets)
-    return line(f"sign-in failed for tenant {tenant}: {error or 'error'}{f': {detail}' if detail else ''}")
-
-
-_KNOWN_CODES = frozenset(
-    {
-        700082,
-        70008,
-        7000222,
-        7000215,
-        7000218,
-        700025,
-        65001,
-        90002,
-        700016,
-        500011,
-        50076,
-        50079,
-        50158,
-        50173,
-    }
-)
-
-
-def _codes(result: Mapping[str, Any]) -> list[int]:
-    codes: list[int] = []
-    for code in result.get("error_codes") or []:
-        try:
-            codes.append(int(code))
-        except (TypeError, ValueError):
-            continue
-    codes += [int(found) for found in _AADSTS.findall(str(result.get("error_description") or ""))]
-    return list(dict.fromkeys(codes))
-
-
-def _first_sentence(text: str, secrets: Iterable[str]) -> str:
-    text = _AADSTS.sub("", text, count=1).lstrip(": ")
-    text = re.split(r"\s(?:Trace ID|Correlation ID|Timestamp):", text, maxsplit=1)[0]
-    text = text.split("\n", 1)[0].strip()
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<hidden>")
-    return text[:200]
-
-
-def _discovery_error(exc: ValueError, *, config: AuthConfig, tenant: str) -> AuthError:
-    """MSAL raises ValueError when the authority will not describe the tenant (Entra ID answers an unknown
-    tenant's openid-configuration with 400 AADSTS90002); its text quotes that answer, which holds no secret."""
-    # MSAL re-raises with a generic text; the authority's answer is in the exception it was raised from.
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 5:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    codes = [int(code) for link in chain for code in _AADSTS.findall(str(link))]
-    if codes:
-        return sign_in_error({"error_codes": codes}, config=config, tenant=tenant)
-    return AuthError(
-        f"the authority {config.authority} does not describe tenant {tenant}: check BULKONBOARD_TENANT_ID "
-        "and BULKONBOARD_AUTHORITY"
-    )
-
-
-def _network_error(exc: Exception, *, config: AuthConfig) -> ServiceUnavailable:
-    if isinstance(exc, requests.exceptions.SSLError):
-        return ServiceUnavailable(
-            f"cannot verify the TLS certificate of {config.authority}: set BULKONBOARD_CA_BUNDLE to the CA that "
-            "signed it (a corporate proxy's or a sandbox's)"
-        )
-    if isinstance(exc, msal.exceptions.MsalServiceError):
-        return ServiceUnavailable(
-            f"the sign-in service {config.authority} is failing ({exc}); try again later"
-        )
-    reason = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
-    said = reason.group(0).strip() if reason else type(exc).__name__
-    return ServiceUnavailable(
-        f"cannot reach the sign-in service {config.authority}: {said}; check the network and proxy"
-    )
-
-
-_NETWORK_ERRORS = (requests.exceptions.RequestException, msal.exceptions.MsalServiceError)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the cache and the status file on disk
-
-
-@dataclass(frozen=True)
-class SignInStatus:
-    """What `auth status` shows: who, for which tenant and app, and when the refresh token was last used.
-    Never a token: this file exists so that a person can see the 90-day clock without touching the cache."""
-
-    tenant_id: str
-    client_id: str
-    authority: str
-    username: str = ""
-    home_account_id: str = ""
-    signed_in_at: str = ""
-    refresh_token_last_used_at: str = ""
-
-    def matches(self, config: AuthConfig) -> bool:
-        return (
-            self.tenant_id.casefold() == config.tenant_id.casefold()
-            and self.client_id == config.client_id
-            and self.authority.rstrip("/").casefold() == config.authority.casefold()
-        )
-
-    def days_since_refresh_token_used(self, now: datetime) -> float | None:
-        if not self.refresh_token_last_used_at:
-            return None
-        try:
-            used = datetime.fromisoformat(self.refresh_token_last_used_at)
-        except ValueError:
-            return None
-        return (now - used).total_seconds() / 86400
-
-
-class TokenStore:
-    """MSAL's SerializableTokenCache, saved 0600 only when it changed, plus the token-free status file."""
-
-    def __init__(self, config: AuthConfig) -> None:
-        self.config = config
-        self.cache = msal.SerializableTokenCache()
-        path = config.token_cache
-        if path.exists():
-            require_private(path, what="token cache")
-            try:
-                self.cache.deserialize(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                raise AuthError(
-                    f"{path}: the token cache is unreadable: delete it and {LOGIN_HINT}"
-                ) from None
-
-    def save(self) -> None:
-        if self.cache.has_state_changed:
-            write_private(self.config.token_cache, self.cache.serialize())
-
-    def has_refresh_token(self) -> bool:
-        kind = msal.TokenCache.CredentialType.REFRESH_TOKEN
-        return any(True for _ in self.cache.search(kind, query={"client_id": self.config.client_id}))
-
-    def read_status(self) -> SignInStatus | None:
-        path = self.config.status_file
-        if not path.exists():
-            return None
-        require_private(path, what="sign-in status file")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            known = {name: str(raw.get(name) or "") for name in SignInStatus.__dataclass_fields__}
-            return SignInStatus(**known)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
-            return None  # only informative: a damaged status file is rewritten at the next sign-in
-
-    def record_use(self, result: Mapping[str, Any], *, now: float, signed_in: bool = False) -> SignInStatus:
-        """After the identity provider redeemed a refresh token or a device code: who and when."""
-        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
-        previous = self.read_status()
-        status = (
-            previous
-            if previous is not None and previous.matches(self.config)
-            else SignInStatus(self.config.tenant_id, self.config.client_id, self.config.authority)
-        )
-        claims = result.get("id_token_claims") or {}
-        username = str(claims.get("preferred_username") or claims.get("upn") or "") or status.username
-        status = replace(
-            status,
-            username=username,
-            home_account_id=_home_account_id(result) or status.home_account_id,
-            signed_in_at=stamp if signed_in else status.signed_in_at,
-            refresh_token_last_used_at=stamp,
-        )
-        write_private(self.config.status_file, json.dumps(asdict(status), indent=2) + "\n")
-        return status
-
-
-def _home_account_id(result: Mapping[str, Any]) -> str:
-    """MSAL's account key, `uid.utid`, from the answer's client_info (base64url JSON)."""
-    raw = result.get("client_info")
-    if not isinstance(raw, str):
-        return ""
-    try:
-        info = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        return f"{info['uid']}.{info['utid']}"
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,10 +110,10 @@ def build_app(config: AuthConfig, tenant: str, cache: msal.SerializableTokenCach
         return msal.PublicClientApplication(config.client_id, http_client=session, **options)
     except ValueError as exc:
         session.close()
-        raise _discovery_error(exc, config=config, tenant=tenant) from None
-    except _NETWORK_ERRORS as exc:
+        raise discovery_error(exc, config=config, tenant=tenant) from None
+    except NETWORK_ERRORS as exc:
         session.close()
-        raise _network_error(exc, config=config) from None
+        raise network_error(exc, config=config) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,8 +219,8 @@ class MsalTokens:
                 known_secrets.append(configured)
                 result = app.acquire_token_by_refresh_token(configured, scopes=scopes)
             store.save()
-        except _NETWORK_ERRORS as exc:
-            raise _network_error(exc, config=config) from None
+        except NETWORK_ERRORS as exc:
+            raise network_error(exc, config=config) from None
         if result is None:
             raise AuthError(
                 f"not signed in to tenant {config.tenant_id} with app {config.client_id}: {LOGIN_HINT}, "
@@ -563,8 +306,8 @@ def device_login(
                     "the code expired before the sign-in was completed: run `bulkonboard auth login` again"
                 )
             sleep(max(1, int(flow.get("interval", 5))))
-    except _NETWORK_ERRORS as exc:
-        raise _network_error(exc, config=config) from None
+    except NETWORK_ERRORS as exc:
+        raise network_error(exc, config=config) from None
     finally:
         app.http_client.close()
     error = result.get("error")
@@ -598,3 +341,23 @@ def check_sign_in(config: AuthConfig) -> float:
         return asyncio.run(check())
     finally:
         tokens.close()
+
+
+#: Names other modules imported from here before the error wording and the store moved out.
+__all__ = [
+    "GRAPH_SCOPE",
+    "HTTP_TIMEOUT",
+    "LOGIN_HINT",
+    "PARTNER_CENTER_SCOPE",
+    "REFRESH_AHEAD",
+    "REFRESH_TOKEN_LIFETIME_DAYS",
+    "DeviceCodePrompt",
+    "MsalTokens",
+    "SignInStatus",
+    "TokenStore",
+    "build_app",
+    "check_sign_in",
+    "device_login",
+    "scopes_for",
+    "sign_in_error",
+]

@@ -273,19 +273,42 @@ def _table_width(text: str, delimiter: str) -> int:
 
 
 def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
-    import pandas as pd
-
-    label = str(path)
     text, payload = decode(path, raw)
     if not text.strip():
         raise InputError(f"{path}: is empty")
     delimiter = _detect_delimiter(text, tab_first=tab_first)
     width = _table_width(text, delimiter)
     del text
-    columns = list(range(width))
     most_rows, bound = row_bound(width)
+    table = _parse_delimited(path, payload, delimiter, width, most_rows)
+    if len(table) > most_rows:
+        raise InputError(f"{path}: {bound}")
+
+    def head() -> Iterator[tuple[int, list[str]]]:
+        for index in range(len(table)):
+            yield index + 1, [str(c).strip() for c in table.iloc[index].tolist()]
+
+    header = _find_header(str(path), head())
+    return Sheet(
+        path=path,
+        frame=_rows_below_header(table, header),
+        present=frozenset(header.columns),
+        layout=header.layout,
+        sheet_name=None,
+        header_row=header.row,
+    )
+
+
+def _parse_delimited(path: Path, payload: bytes, delimiter: str, width: int, most_rows: int) -> pd.DataFrame:
+    """Every cell as text, exactly as typed (leading zeros kept, nothing taken for a number or a missing value).
+
+    Reads one row more than allowed, so that the caller sees a sheet past the bound without reading all of it.
+    """
+    import pandas as pd
+
+    columns = list(range(width))
     try:
-        table = pd.read_csv(
+        return pd.read_csv(
             io.BytesIO(payload),
             sep=delimiter,
             header=None,
@@ -300,7 +323,7 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
             quotechar='"',
             doublequote=True,
             index_col=False,
-            nrows=most_rows + 1,  # one more than allowed: the parser stops there, and the check below sees it
+            nrows=most_rows + 1,  # one more than allowed: the parser stops there, and the caller's check sees it
         )
     except pd.errors.ParserError as exc:
         detail = str(exc).removeprefix("Error tokenizing data. C error: ").strip().splitlines()[0]
@@ -310,14 +333,12 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
     except (ValueError, MemoryError) as exc:
         raise InputError(f"{path}: cannot be parsed as delimited text ({type(exc).__name__})") from None
 
-    if len(table) > most_rows:
-        raise InputError(f"{path}: {bound}")
 
-    def head() -> Iterator[tuple[int, list[str]]]:
-        for index in range(len(table)):
-            yield index + 1, [str(c).strip() for c in table.iloc[index].tolist()]
+def _rows_below_header(table: pd.DataFrame, header: _Header) -> pd.DataFrame:
+    """The rows under the header as the fields' columns, numbered as the sheet numbers them; a row blank in every
+    column of the header's span is left out (a cell filled outside the known fields keeps the row)."""
+    import pandas as pd
 
-    header = _find_header(label, head())
     data = table.iloc[header.row :]  # header.row is 1-based, so this starts right below it
     stripped = {field: data[index].str.strip() for field, index in header.columns.items()}
     mapped_blank = reduce(lambda a, b: a & b, (s == "" for s in stripped.values()))
@@ -341,15 +362,7 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
             },
         }
     )
-    frame = frame[~blank.to_numpy()].reset_index(drop=True)
-    return Sheet(
-        path=path,
-        frame=frame,
-        present=frozenset(header.columns),
-        layout=header.layout,
-        sheet_name=None,
-        header_row=header.row,
-    )
+    return frame[~blank.to_numpy()].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------------- xlsx

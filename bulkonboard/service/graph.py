@@ -1,0 +1,215 @@
+"""Graph, in the customer's tenant (its domains, a user by UPN), and the facts validation needs from the service.
+
+Why Graph at all: Partner Center lists a customer's users but not its domains with their kind (managed or
+federated), which validation needs to judge a UPN; Graph also finds a user by UPN in one call. `ServiceFacts`
+runs before any row is sent, so its request errors become command-stopping errors (exit 3, `command_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from ..sheets import facts
+from .errors import MismatchedAnswer, Refused, RequestError, command_error
+from .http import (
+    Audience,
+    HiddenHeaders,
+    TokenProvider,
+    clean_text,
+    display_url,
+    endless_paging,
+    malformed_answer,
+    past_paging_bound,
+    path_part,
+    same_origin,
+    send_request,
+)
+
+if TYPE_CHECKING:  # partnercenter.py re-exports this module's names, so it imports this module
+    from .partnercenter import PartnerCenterClient
+
+GRAPH_URL = "https://graph.microsoft.com"
+
+
+class GraphClient:
+    """The two Graph reads this tool needs, in the customer's tenant: its domains, and a user by UPN.
+
+    `graph_url` may hold `{tenant}`: the sandbox serves tenant T's Graph under URL/graph/T, while the real
+    Graph tells tenants apart by the token (audience GRAPH, for tenant T).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tokens: TokenProvider,
+        *,
+        graph_url: str = GRAPH_URL,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._session = session
+        self._tokens = tokens
+        self.graph_url = graph_url.rstrip("/")
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"GraphClient({self.graph_url!r})"
+
+    def _root(self, tenant: str) -> URL:
+        return URL(self.graph_url.replace("{tenant}", quote(tenant, safe="")) + "/v1.0")
+
+    async def _call(self, method: str, url: URL, tenant: str) -> Any:
+        request_id = str(uuid.uuid4())
+        token = await self._tokens.token(Audience.GRAPH, tenant)
+        headers = HiddenHeaders(
+            {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "client-request-id": request_id,  # Graph's name for the caller's request id
+            }
+        )
+        return await send_request(
+            self._session,
+            method,
+            url,
+            headers=headers,
+            request_id=request_id,
+            secrets=(token,),
+            clock=self._clock,
+        )
+
+    async def list_domains(self, tenant: str) -> list[facts.Domain]:
+        """The tenant's domains; a domain Graph marks unverified is left out, since no user can be created in it."""
+        root = self._root(tenant)
+        url = root / "domains"
+        domains: list[facts.Domain] = []
+        seen: set[str] = set()
+        while True:
+            page = await self._call("GET", url, tenant)
+            values = page.get("value") if isinstance(page, dict) else None
+            if not isinstance(values, list):
+                raise malformed_answer("GET", url, None, 200, "the domain list has no `value` array")
+            for entry in values:
+                if not isinstance(entry, dict) or entry.get("isVerified") is False:
+                    continue
+                name, kind = entry.get("id"), entry.get("authenticationType")
+                if isinstance(name, str) and name and isinstance(kind, str):
+                    domains.append(facts.Domain(name=name, authentication_type=_domain_kind(kind)))
+            following = page.get("@odata.nextLink")
+            if not isinstance(following, str) or not following:
+                return domains
+            next_url = URL(following)
+            if not same_origin(next_url, root):
+                raise malformed_answer("GET", url, None, 200, "the domain list's next link is not usable")
+            if following in seen:
+                raise endless_paging(
+                    url, None, len(seen) + 1, len(domains), "its next link repeats an earlier page"
+                )
+            if past_paging_bound(len(seen) + 1):
+                raise endless_paging(url, None, len(seen) + 1, len(domains), "it passed the bound on paging")
+            seen.add(following)
+            url = next_url
+
+    async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None:
+        url = URL(f"{self._root(tenant)}/users/{path_part(upn)}")
+        try:
+            payload = await self._call("GET", url, tenant)
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(payload, dict):
+            raise malformed_answer("GET", url, None, 200, "the user answer is not a JSON object")
+        named = payload.get("userPrincipalName")
+        if isinstance(named, str) and named and named.casefold() != upn.casefold():
+            # Someone else's id must never settle a row: a lookup that answers for another user is no answer.
+            raise MismatchedAnswer(
+                method="GET",
+                url=display_url(url),
+                request_id=None,
+                sent_upn=upn,
+                named_upn=clean_text(named, ())[:200],
+                answer="user lookup",
+            )
+        return payload
+
+
+def _domain_kind(kind: str) -> str:
+    """Graph spells them Managed/Federated; the facts compare case-insensitively, but show Graph's spelling."""
+    for known in (facts.MANAGED, facts.FEDERATED):
+        if kind.casefold() == known.casefold():
+            return known
+    return kind
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# facts for validation, from the service
+
+
+class ServiceFacts:
+    """`facts.FactsSource` backed by the service: domains from Graph (or a `--domains` file), users from Partner Center.
+
+    Each customer is asked once per run (the list of users is paged and may be long); concurrent askers for the
+    same customer wait for the first. A failure is not remembered, so a later call asks again.
+
+    Only active users count as existing: Partner Center's list shows soft-deleted users (state `inactive`,
+    kept 30 days) only when filtered for them, and Entra lets a new user take a deleted user's UPN, so a
+    deleted namesake must not turn a row into `user.exists`. A user without a `state` is taken as active.
+    """
+
+    def __init__(
+        self,
+        partner_center: PartnerCenterClient,
+        graph: GraphClient | None,
+        *,
+        domains_file: facts.DomainsFile | None = None,
+    ) -> None:
+        if graph is None and domains_file is None:
+            raise ValueError(
+                "ServiceFacts needs a GraphClient or a domains file to know the customer's domains"
+            )
+        self._partner_center = partner_center
+        self._graph = graph
+        self._domains_file = domains_file
+        self._known: dict[str, facts.CustomerFacts] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def customer_facts(self, customer_id: str) -> facts.CustomerFacts:
+        key = customer_id.casefold()
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._known:
+                self._known[key] = await self._ask(customer_id)
+            return self._known[key]
+
+    async def _ask(self, customer_id: str) -> facts.CustomerFacts:
+        if self._domains_file is not None:
+            domains = (await self._domains_file.customer_facts(customer_id)).domains
+        else:
+            assert self._graph is not None
+            try:
+                listed = await self._graph.list_domains(customer_id)
+            except RequestError as exc:
+                raise command_error(exc, service="Graph", customer_id=customer_id) from None
+            domains = {domain.name.casefold(): domain for domain in listed}
+        existing: dict[str, str] = {}
+        try:
+            async with aclosing(self._partner_center.iter_users(customer_id)) as users:
+                async for user in users:
+                    upn, user_id, state = user.get("userPrincipalName"), user.get("id"), user.get("state")
+                    if not isinstance(upn, str) or not upn or not isinstance(user_id, str):
+                        continue
+                    if isinstance(state, str) and state and state.casefold() != "active":
+                        continue
+                    existing.setdefault(upn.casefold(), user_id)
+        except RequestError as exc:
+            raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
+        return facts.CustomerFacts(customer_id=customer_id, domains=domains, existing_users=existing)

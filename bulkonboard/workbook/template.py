@@ -1,0 +1,194 @@
+"""The input template HR fills in: a note on each header, one example row, drop-downs where a list applies.
+
+Why it checks as it is typed: a mistake caught by Excel in the cell costs a person seconds; the same mistake
+caught by validation costs a round trip with the report. Validation still checks everything again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .atomic import AtomicTarget, close_workbook, new_workbook
+from .cells import EXCEL_MAX_ROWS, MAX_COLUMN_WIDTH
+
+TEMPLATE_SHEET = "Users"
+LISTS_SHEET = "Lists"
+TEMPLATE_COLUMNS: tuple[str, ...] = (
+    "userPrincipalName",
+    "firstName",
+    "lastName",
+    "displayName",
+    "usageLocation",
+    "password",
+    "forceChangePassword",
+    "immutableId",
+)
+#: The header notes: what goes in the column and the rule validation applies.
+TEMPLATE_NOTES: dict[str, str] = {
+    "userPrincipalName": (
+        "Required. The sign-in name, name@domain, e.g. alex.wilber@contoso.com. Before the @: letters, digits "
+        "and ' . - _ ! # ^ ~, at most 64 characters, no '.' right before the @. After it: a verified, "
+        "non-federated domain of the customer, at most 48 characters; 113 in all. Each user once per sheet "
+        "(case does not matter)."
+    ),
+    "firstName": "Optional. Given name, at most 64 characters.",
+    "lastName": "Optional. Surname, at most 64 characters.",
+    "displayName": "Required. The name shown in address lists, e.g. Alex Wilber; at most 256 characters.",
+    "usageLocation": (
+        "Required. Two-letter country/region code, e.g. US; pick from the list (the codes Partner Center "
+        "supports; NA is Namibia). Needed to assign licences."
+    ),
+    "password": (
+        "Required unless the run generates passwords (--generate-passwords). 8 to 256 characters with at "
+        "least three of: lower-case letter, upper-case letter, digit, symbol. Replace the example's. "
+        "This sheet then holds secrets: delete it once the users exist."
+    ),
+    "forceChangePassword": (
+        "Optional: TRUE or FALSE (empty means TRUE). TRUE makes the user choose a new password at first "
+        "sign-in."
+    ),
+    "immutableId": (
+        "Optional. The on-premises anchor for directory sync (sourceAnchor); no $ or _. Leave empty for "
+        "cloud-only users."
+    ),
+}
+#: Typing limits Excel checks as the sheet is filled in (validation checks them all again).
+_TEMPLATE_LENGTHS: dict[str, tuple[int, int]] = {
+    "userPrincipalName": (3, 113),
+    "firstName": (0, 64),
+    "lastName": (0, 64),
+    "displayName": (1, 256),
+    "password": (8, 256),
+}
+#: Validations cover the whole column, so a sheet of any length is checked as it is typed.
+_TEMPLATE_LAST_ROW = EXCEL_MAX_ROWS - 1  # zero-based
+
+
+def supported_countries() -> list[tuple[str, str]]:
+    """(code, name) for each usage location Partner Center supports, from the packaged CSV."""
+    text = resources.files("bulkonboard").joinpath("data/partner-center-countries.csv").read_text("utf-8")
+    return [
+        (record["code"].strip(), record["name"].strip())
+        for record in csv.DictReader(io.StringIO(text))
+        if record.get("code")
+    ]
+
+
+def example_password(length: int = 16) -> str:
+    """A strong password for the template's example row, new each time so that no known one is in use."""
+    symbols = "!#$%*-_+=?"
+    alphabet = string.ascii_letters + string.digits + symbols
+    while True:
+        password = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            password[0].isalpha()  # a leading - + = would look like a formula to whoever pastes it
+            and any(c.islower() for c in password)
+            and any(c.isupper() for c in password)
+            and any(c.isdigit() for c in password)
+            and any(c in symbols for c in password)
+        ):
+            return password
+
+
+def write_template(path: Path) -> None:
+    """The input sheet HR fills in: a note on each header, one example row, drop-downs where a list applies."""
+    path = Path(path)
+    target = AtomicTarget(path, 0o666)
+    try:
+        workbook = new_workbook(target)
+        users = workbook.add_worksheet(TEMPLATE_SHEET)
+        lists = workbook.add_worksheet(LISTS_SHEET)
+        _fill_template(workbook, users, lists)
+    except BaseException:
+        target.discard()
+        raise
+    close_workbook(workbook, target)
+
+
+def _fill_template(workbook: Any, users: Any, lists: Any) -> None:
+    bold = workbook.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    as_text = workbook.add_format({"num_format": "@"})
+    countries_range = _fill_country_list(lists, bold)
+    example = {
+        "userPrincipalName": "alex.wilber@contoso.com",
+        "firstName": "Alex",
+        "lastName": "Wilber",
+        "displayName": "Alex Wilber",
+        "usageLocation": "US",
+        "password": example_password(),
+        "immutableId": "",
+    }
+    for col, name in enumerate(TEMPLATE_COLUMNS):
+        users.write_string(0, col, name, bold)
+        users.write_comment(
+            0, col, TEMPLATE_NOTES[name], {"author": "bulkonboard", "x_scale": 2.2, "y_scale": 1.6}
+        )
+        if name == "forceChangePassword":
+            users.set_column(col, col, len(name) + 2)
+            users.write_boolean(1, col, True)  # what Excel stores when TRUE is typed or picked
+        else:
+            # Text format keeps what is typed as typed: 000123 keeps its zeros, 1-2 never becomes a date.
+            width = max(len(name), len(example[name])) + 4
+            users.set_column(col, col, min(width, MAX_COLUMN_WIDTH), as_text)
+            if example[name]:
+                users.write_string(1, col, example[name], as_text)
+        rule = _typing_rule(name, countries_range)
+        if rule is not None:
+            users.data_validation(1, col, _TEMPLATE_LAST_ROW, col, rule)
+    users.freeze_panes(1, 0)
+    users.activate()
+
+
+def _fill_country_list(lists: Any, bold: Any) -> str:
+    """The hidden sheet of usage locations; returns the range the drop-down reads them from.
+
+    A range, never an inline list: Excel "repairs" away an inline list longer than 255 characters.
+    """
+    countries = supported_countries()
+    lists.write_string(0, 0, "code", bold)
+    lists.write_string(0, 1, "name", bold)
+    for index, (code, name) in enumerate(countries, start=1):
+        lists.write_string(index, 0, code)
+        lists.write_string(index, 1, name)
+    lists.set_column(0, 0, 6)
+    lists.set_column(1, 1, min(max(len(name) for _, name in countries) + 2, MAX_COLUMN_WIDTH))
+    lists.hide()
+    return f"={LISTS_SHEET}!$A$2:$A${len(countries) + 1}"
+
+
+def _typing_rule(name: str, countries_range: str) -> dict[str, Any] | None:
+    """The check Excel makes as column `name` is typed in, or None where the column has none."""
+    if name == "forceChangePassword":
+        return {
+            "validate": "list",
+            "source": ["TRUE", "FALSE"],
+            "error_title": name,
+            "error_message": "TRUE or FALSE (an empty cell means TRUE).",
+        }
+    if name == "usageLocation":
+        return {
+            "validate": "list",
+            "source": countries_range,
+            "input_title": "Usage location",
+            "input_message": "Two-letter code, e.g. US; pick from the list.",
+            "error_title": "Usage location",
+            "error_message": "Pick a two-letter code from the list (the codes Partner Center supports).",
+        }
+    if name in _TEMPLATE_LENGTHS:
+        shortest, longest = _TEMPLATE_LENGTHS[name]
+        return {
+            "validate": "length",
+            "criteria": "between",
+            "minimum": shortest,
+            "maximum": longest,
+            "ignore_blank": True,
+            "error_title": name,
+            "error_message": f"{shortest} to {longest} characters.",
+        }
+    return None
