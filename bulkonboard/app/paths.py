@@ -7,11 +7,11 @@ another's; the placeholders are expanded here, once, for every path option that 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from datetime import datetime
 from pathlib import Path
 
+from ..defaults import state_dir  # re-exported: its old home
 from ..errors import InputError
 
 PLACEHOLDERS = ("date", "time", "datetime", "customer")
@@ -49,12 +49,6 @@ def _check_customer_for_path(customer: str, path: Path) -> None:
             f"--customer {customer!r} cannot fill {{customer}} in {path}: a customer id is a tenant GUID or a domain "
             "(letters, digits, '.' and '-'; no path separator or '..')"
         )
-
-
-def state_dir() -> Path:
-    """XDG's state directory: what a run must remember across runs (journals, token cache)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "bulkonboard"
 
 
 def default_journal(service_url: str, customer: str) -> Path:

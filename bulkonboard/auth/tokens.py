@@ -38,7 +38,7 @@ import msal
 import requests
 
 from ..errors import AuthError, ServiceUnavailable
-from ..service.partnercenter import Audience
+from ..protocols import Audience
 from .config import AuthConfig, require_private, write_private
 
 PARTNER_CENTER_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"

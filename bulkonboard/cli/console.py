@@ -1,7 +1,8 @@
 """What a person (or a log collector) sees while a command works: progress, log lines, the closing table.
 
-The core never asks "am I silent?": it is handed a `Progress`, and `NullProgress` is the silent one (the
-sqlite-utils habit). Rich only ever writes to stderr, so stdout stays clean for scripts.
+The core never asks "am I silent?": it is handed a `progress.Progress`, and `NullProgress` is the silent one (the
+sqlite-utils habit); this module draws the rich one. Rich only ever writes to stderr, so stdout stays clean for
+scripts.
 """
 
 from __future__ import annotations
@@ -14,39 +15,17 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ..errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, BulkOnboardError
 from ..model import RowResult
+from ..progress import NullProgress, Progress  # re-exported: their old home
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 LOGGER_NAME = "bulkonboard"
 log = logging.getLogger(LOGGER_NAME)
-
-
-class Progress(Protocol):
-    """How long work reports how far it got; failures are counted so a person sees trouble early."""
-
-    def start(self, total: int | None, description: str) -> None: ...
-
-    def advance(self, count: int = 1, *, failed: int = 0) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class NullProgress:
-    """The silent progress: for --quiet, JSON logs, a scheduler, or stderr that is not a terminal."""
-
-    def start(self, total: int | None, description: str) -> None:
-        pass
-
-    def advance(self, count: int = 1, *, failed: int = 0) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class RichProgress:

@@ -43,8 +43,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -52,6 +51,7 @@ from yarl import URL
 
 from .. import model
 from ..errors import AuthError, BulkOnboardError, CustomerNotFound, ServiceUnavailable
+from ..protocols import Audience, TokenProvider  # re-exported: their old home
 from ..sheets import facts
 
 PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
@@ -82,21 +82,6 @@ MAX_PAGES = 10_000
 MAX_LISTED_ITEMS = 1_000_000
 
 _TRY_AGAIN_IN = re.compile(r"try again in (\d+) seconds?", re.I)
-
-
-class Audience(StrEnum):
-    """Which service a token is for: they are different tokens (Graph's is for the customer's tenant)."""
-
-    PARTNER_CENTER = "partnercenter"
-    GRAPH = "graph"
-
-
-class TokenProvider(Protocol):
-    """Where bearer tokens come from: a static token, or MSAL behind a lock (in another module)."""
-
-    async def token(
-        self, audience: Audience, tenant: str | None = None, *, force_refresh: bool = False
-    ) -> str: ...
 
 
 class StaticTokens:
