@@ -60,3 +60,26 @@ def default_journal(service_url: str, customer: str) -> Path:
     if len(name) > 80:
         name = name[:40] + "-" + hashlib.sha256(customer.casefold().encode()).hexdigest()[:16]
     return state_dir() / "journals" / service / f"{name}.sqlite"
+
+
+def default_output_path(input_path: Path, suffix: str) -> Path:
+    """Beside the input, never over it."""
+    candidate = input_path.with_name(f"{input_path.stem}.{suffix}.xlsx")
+    if candidate.resolve() == input_path.resolve():
+        candidate = input_path.with_name(f"{input_path.stem}.{suffix}-1.xlsx")
+    return candidate
+
+
+def output_path(given: Path | None, input_path: Path, *, suffix: str, now: datetime, customer: str) -> Path:
+    """A workbook a command writes: where it was asked (its placeholders filled) or beside the input; checked
+    before anything is read or sent, so a path that cannot be used costs nothing (exit 2)."""
+    path = expand(given or default_output_path(input_path, suffix), now=now, customer=customer)
+    if path.suffix.lower() != ".xlsx":
+        raise InputError(f"{path}: the output workbook must be an .xlsx file")
+    if path.exists() and path.resolve() == input_path.resolve():
+        raise InputError(f"{path}: refusing to write the output over the input sheet")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
+    return path
