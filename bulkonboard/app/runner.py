@@ -1,7 +1,9 @@
 """`bulkonboard run` as a library call: validate as the dry run does, then create, then write the results.
 
-The CLI chooses the parts (the client, the facts source, the journal, the progress) and wires Ctrl-C to
-`SheetRun.stop()` (then `abort()`); the steps live here so that a test, a script or a scheduler runs exactly what
+The caller hands in a few cohesive parts: the `Connection` it talks to (`app.sources`), the `RunOptions` the
+command line asked for, the journal, `Reporting` (who hears of the run) and `Timing` (tests hand in fakes);
+`app.launch.prepared_run` builds them as the command does, and the CLI wires Ctrl-C to `SheetRun.stop()` (then
+`abort()`). The steps live here so that a test, a script or a scheduler runs exactly what
 the command runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the
 real thing (`run`) can never disagree about a row.
 
