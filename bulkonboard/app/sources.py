@@ -100,7 +100,15 @@ class SourceChoice:
         else:
             mode = SourceMode.PARTNER_CENTER
         return cls(
-            mode, domains, sandbox_data, sandbox_url or "", access_token, ca_bundle, base_url, graph_url, start_emulator
+            mode=mode,
+            domains=domains,
+            sandbox_data=sandbox_data,
+            sandbox_url=sandbox_url or "",
+            access_token=access_token,
+            ca_bundle=ca_bundle,
+            base_url=base_url,
+            graph_url=graph_url,
+            start_emulator=start_emulator,
         )
 
     @property
