@@ -28,9 +28,13 @@ test: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# ruff (with its complexity rule), mypy over the code and the tests, the import rules of docs/ARCHITECTURE.md
+# (pyproject.toml's contracts), and the CLI's start loading no HTTP stack.
 lint: install
 	$(BIN)/ruff check bulkonboard tests bench
 	$(BIN)/mypy bulkonboard tests
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_import_rules.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache out

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import openpyxl
 
+from bulkonboard.app.sources import Connection
 from bulkonboard.model import Problem, Status, UserRow
 from bulkonboard.sandbox import Sandbox, SandboxOptions
 from bulkonboard.service.partnercenter import GraphClient, PartnerCenterClient, ServiceFacts, StaticTokens
@@ -219,6 +220,18 @@ class SandboxService:
     def facts(self) -> ServiceFacts:
         """Fresh facts per run, as each run of the command asks the service anew."""
         return ServiceFacts(self.client, self.graph)
+
+    def connection(self, *, facts: Any = None, client: Any = None) -> Connection:
+        """What a run talks to, as `app.sources.connect` opens it for a sandbox; `facts` or `client` replaced by a
+        test's own (a lying facts source, a client that fails on cue)."""
+        return Connection(
+            facts=facts or self.facts(),
+            source_name="sandbox",
+            partner_center=client or self.client,
+            graph=self.graph,
+            tokens=self.tokens,
+            service_url=self.sandbox.url,
+        )
 
     def held(self, customer: str = CONTOSO) -> dict[str, str]:
         """The users the sandbox holds for the customer: case-folded UPN -> id (UPNs are unique there)."""

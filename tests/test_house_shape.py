@@ -19,15 +19,9 @@ MAX_CLASS_LINES = 300
 
 #: unit ("path" or "path:Qualified.name") -> its size in lines when the rules were set; may only shrink.
 OVER_TODAY: dict[str, int] = {
-    "bulkonboard/app/runner.py": 518,
-    "bulkonboard/app/runner.py:SheetRun": 331,
-    "bulkonboard/app/runner.py:SheetRun._run": 73,
-    "bulkonboard/cli/commands.py": 653,
-    "bulkonboard/cli/commands.py:connect": 64,
-    "bulkonboard/cli/commands.py:run": 85,
     "bulkonboard/journal/store.py": 1014,
     "bulkonboard/journal/store.py:Journal": 471,
-    "bulkonboard/sending/pipeline.py": 1223,
+    "bulkonboard/sending/pipeline.py": 1171,
     "bulkonboard/sending/pipeline.py:Pipeline": 796,
 }
 

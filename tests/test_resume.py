@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun
+from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun, Timing
 from bulkonboard.journal.store import Journal, RowFilter, open_existing, open_journal
 from bulkonboard.model import UserRow
 from bulkonboard.sandbox import SandboxOptions
@@ -64,19 +64,15 @@ async def run_with_journal(
     **options: Any,
 ) -> RunOutcome:
     run_options = RunOptions(customer=CONTOSO, rate=math.inf, backoff=FAST_BACKOFF, **options)
-    extra: dict[str, Any] = {"clock": clock.clock, "sleep": clock.sleep} if clock is not None else {}
+    timing = Timing(clock=clock.clock, sleep=clock.sleep) if clock is not None else None
     return await SheetRun(
         sheet,
         results=results,
-        facts=facts or svc.facts(),
-        client=client or svc.client,
-        graph=svc.graph,
-        tokens=svc.tokens,
+        connection=svc.connection(facts=facts, client=client),
         correlation_id=str(uuid.uuid4()),
         options=run_options,
         journal=journal,
-        source_name="sandbox",
-        **extra,
+        timing=timing,
     ).run()
 
 

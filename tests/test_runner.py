@@ -21,7 +21,7 @@ import aiohttp
 import openpyxl
 import pytest
 
-from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun, run_sheet
+from bulkonboard.app.runner import RunOptions, RunOutcome, SheetRun, Timing, run_sheet
 from bulkonboard.errors import AuthError, OwnFailure, ServiceUnavailable
 from bulkonboard.journal.store import JournalError, RowFilter, open_journal
 from bulkonboard.model import UserRow
@@ -56,16 +56,14 @@ async def run(svc: SandboxService, sheet: Path, tmp_path: Path, **kwargs: Any) -
     options = kwargs.pop("options", None) or RunOptions(
         customer=CONTOSO, backoff=FAST_BACKOFF, **kwargs.pop("run", {})
     )
+    timing = Timing(clock=kwargs.pop("clock", None), sleep=kwargs.pop("sleep", None))
     return await run_sheet(
         sheet,
         results=tmp_path / "results.xlsx",
-        facts=kwargs.pop("facts", None) or svc.facts(),
-        client=kwargs.pop("client", svc.client),
-        graph=svc.graph,
-        tokens=svc.tokens,
+        connection=svc.connection(facts=kwargs.pop("facts", None), client=kwargs.pop("client", None)),
         correlation_id=svc.correlation_id,
         options=options,
-        source_name="sandbox",
+        timing=timing,
         **kwargs,
     )
 
@@ -296,10 +294,7 @@ async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
         job = SheetRun(
             sheet,
             results=tmp_path / "results.xlsx",
-            facts=svc.facts(),
-            client=client,
-            graph=svc.graph,
-            tokens=svc.tokens,
+            connection=svc.connection(client=client),
             correlation_id=svc.correlation_id,
             options=RunOptions(customer=CONTOSO, rate=math.inf, concurrency=2),
         )
@@ -493,10 +488,7 @@ async def test_after_an_abort_the_same_run_again_settles_the_abandoned_requests(
             job = SheetRun(
                 sheet,
                 results=tmp_path / "aborted.xlsx",
-                facts=svc.facts(),
-                client=client,
-                graph=svc.graph,
-                tokens=svc.tokens,
+                connection=svc.connection(client=client),
                 correlation_id=svc.correlation_id,
                 options=RunOptions(customer=CONTOSO, rate=math.inf, concurrency=2, backoff=FAST_BACKOFF),
                 journal=journal,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..cli.console import NullProgress, Progress
 from ..model import RowResult, Status
+from ..progress import NullProgress, Progress
 from ..sheets.facts import ANY_CUSTOMER, CustomerFacts, FactsSource
 from ..sheets.reader import Sheet
 from ..sheets.validation import CheckedRow, Validation, check_columns, customers_in, validate

@@ -7,11 +7,11 @@ another's; the placeholders are expanded here, once, for every path option that 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from datetime import datetime
 from pathlib import Path
 
+from ..defaults import state_dir  # re-exported: its old home
 from ..errors import InputError
 
 PLACEHOLDERS = ("date", "time", "datetime", "customer")
@@ -51,12 +51,6 @@ def _check_customer_for_path(customer: str, path: Path) -> None:
         )
 
 
-def state_dir() -> Path:
-    """XDG's state directory: what a run must remember across runs (journals, token cache)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "bulkonboard"
-
-
 def default_journal(service_url: str, customer: str) -> Path:
     """One journal per customer AND service, so a rehearsal against a sandbox never shares state with the real
     service (the sandbox's URL changes per start; an embedded sandbox gets a throwaway journal instead)."""
@@ -66,3 +60,26 @@ def default_journal(service_url: str, customer: str) -> Path:
     if len(name) > 80:
         name = name[:40] + "-" + hashlib.sha256(customer.casefold().encode()).hexdigest()[:16]
     return state_dir() / "journals" / service / f"{name}.sqlite"
+
+
+def default_output_path(input_path: Path, suffix: str) -> Path:
+    """Beside the input, never over it."""
+    candidate = input_path.with_name(f"{input_path.stem}.{suffix}.xlsx")
+    if candidate.resolve() == input_path.resolve():
+        candidate = input_path.with_name(f"{input_path.stem}.{suffix}-1.xlsx")
+    return candidate
+
+
+def output_path(given: Path | None, input_path: Path, *, suffix: str, now: datetime, customer: str) -> Path:
+    """A workbook a command writes: where it was asked (its placeholders filled) or beside the input; checked
+    before anything is read or sent, so a path that cannot be used costs nothing (exit 2)."""
+    path = expand(given or default_output_path(input_path, suffix), now=now, customer=customer)
+    if path.suffix.lower() != ".xlsx":
+        raise InputError(f"{path}: the output workbook must be an .xlsx file")
+    if path.exists() and path.resolve() == input_path.resolve():
+        raise InputError(f"{path}: refusing to write the output over the input sheet")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
+    return path

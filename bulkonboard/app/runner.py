@@ -1,7 +1,9 @@
 """`bulkonboard run` as a library call: validate as the dry run does, then create, then write the results.
 
-The CLI chooses the parts (the client, the facts source, the journal, the progress) and wires Ctrl-C to
-`SheetRun.stop()` (then `abort()`); the steps live here so that a test, a script or a scheduler runs exactly what
+The caller hands in a few cohesive parts: the `Connection` it talks to (`app.sources`), the `RunOptions` the
+command line asked for, the journal, `Reporting` (who hears of the run) and `Timing` (tests hand in fakes);
+`app.launch.prepared_run` builds them as the command does, and the CLI wires Ctrl-C to `SheetRun.stop()` (then
+`abort()`). The steps live here so that a test, a script or a scheduler runs exactly what
 the command runs. The dry run's own helpers do the reading and the checking, so a rehearsal (`validate`) and the
 real thing (`run`) can never disagree about a row.
 
@@ -14,18 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ..cli.console import NullProgress, Progress
+from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ..errors import (
     EXIT_AUTH_OR_CONNECTION,
     EXIT_INTERRUPTED,
@@ -35,31 +36,19 @@ from ..errors import (
     InputError,
     OwnFailure,
 )
-from ..model import Code, Problem, RowResult, Status
-from ..sending.pipeline import (
-    DEFAULT_CONCURRENCY,
-    CheckedRowLike,
-    Journal,
-    Pipeline,
-    PipelineOptions,
-    PipelineStats,
-    UserDirectory,
-    UserService,
-)
-from ..sending.retry import DEFAULT_ATTEMPTS, DEFAULT_RATE, Backoff, Clock, RateController, Sleep
-from ..service.partnercenter import TokenProvider
-from ..sheets.facts import CustomerFacts, FactsSource
+from ..model import RowResult, Status
+from ..progress import NullProgress, Progress
+from ..protocols import Journal
+from ..sending.pipeline import Pipeline, PipelineOptions, PipelineStats
+from ..sending.retry import Backoff, Clock, RateController, Sleep
+from ..sheets.facts import CustomerFacts
 from ..sheets.reader import Sheet, read_sheet
 from ..sheets.validation import CheckedRow, Validation
-from ..workbook.writers import (
-    ReportWriter,
-    Summary,
-    WorkbookNotWritten,
-    example_password,
-    read_passwords,
-    write_passwords,
-)
-from .dryrun import DryRunOptions, check_sheet, checked_to_result, gather_facts, run_validation
+from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
+from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
+from .passwords import with_generated_passwords
+from .salvage import Tally, failure_text, to_result, unfinished
+from .sources import Connection
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
@@ -92,6 +81,9 @@ class RunOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
     attempts: int = DEFAULT_ATTEMPTS
     backoff: Backoff = Backoff()
+    # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line must
+    # not send anyone to it.
+    journal_kept: bool = True
 
     def dry_run(self) -> DryRunOptions:
         return DryRunOptions(
@@ -99,6 +91,26 @@ class RunOptions:
             generate_passwords=self.generated_passwords is not None,
             default_usage_location=self.default_usage_location,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Reporting:
+    """Who hears of the run while it goes: a progress bar (or none), and each row's outcome as it is written
+    (e.g. one JSON log line per row, for a log collector)."""
+
+    progress: Progress = field(default_factory=NullProgress)
+    on_result: Callable[[RowResult], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Time as the run sees it: the clock, the sleep, the randomness of backoff and the rate controller. A test
+    hands in fakes to move time instead of waiting; None: the real ones."""
+
+    clock: Clock | None = None
+    sleep: Sleep | None = None
+    rng: random.Random | None = None
+    rate_controller: RateController | None = None
 
 
 @dataclass(slots=True)
@@ -127,37 +139,27 @@ class SheetRun:
         input_path: Path,
         *,
         results: Path,
-        facts: FactsSource,
-        client: UserService,
+        connection: Connection,
         correlation_id: str,
-        graph: UserDirectory | None = None,
-        tokens: TokenProvider | None = None,
         options: RunOptions | None = None,
         journal: Journal | None = None,
-        progress: Progress | None = None,
-        on_result: Callable[[RowResult], None] | None = None,
-        source_name: str = "",
-        rate_controller: RateController | None = None,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
-        rng: random.Random | None = None,
-        journal_kept: bool = True,
+        reporting: Reporting | None = None,
+        timing: Timing | None = None,
     ) -> None:
         self.input_path = Path(input_path)
-        # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line
-        # must not send anyone to it.
-        self.journal_kept = journal_kept
-        self.passwords_written: Path | None = None  # named in the Summary only once it exists
         self.results = Path(results)
         self.options = options or RunOptions()
         self.correlation_id = correlation_id
-        self.source_name = source_name
-        self._on_result = on_result  # e.g. one JSON log line per row outcome, for a log collector
-        self._facts = facts
+        self.source_name = connection.source_name
+        self.passwords_written: Path | None = None  # named in the Summary only once it exists
+        reporting = reporting or Reporting()
+        timing = timing or Timing()
+        self._on_result = reporting.on_result
+        self._facts = connection.facts
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
         self.pipeline = Pipeline(
-            client,
+            connection.partner_center,
             options=PipelineOptions(
                 concurrency=self.options.concurrency,
                 rate=self.options.rate,
@@ -165,15 +167,15 @@ class SheetRun:
                 backoff=self.options.backoff,
             ),
             customer=self.options.customer,
-            graph=graph,
-            tokens=tokens,
+            graph=connection.graph,
+            tokens=connection.tokens,
             journal=journal,
-            progress=progress or NullProgress(),
-            to_result=_to_result,
-            rate_controller=rate_controller,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
+            progress=reporting.progress,
+            to_result=to_result,
+            rate_controller=timing.rate_controller,
+            clock=timing.clock,
+            sleep=timing.sleep,
+            rng=timing.rng,
         )
 
     def stop(self) -> None:
@@ -203,7 +205,7 @@ class SheetRun:
                 command="run",
             )
         except (InputError, OwnFailure, sqlite3.Error) as exc:  # the journal opened, then took no write (disk full)
-            raise OwnFailure(f"cannot record the run in the journal ({_failure_text(exc)}); nothing was sent") from exc
+            raise OwnFailure(f"cannot record the run in the journal ({failure_text(exc)}); nothing was sent") from exc
         try:
             outcome = await self._run(sheet, facts, started, phase_start)
         except BaseException as exc:
@@ -222,7 +224,7 @@ class SheetRun:
         except (BulkOnboardError, sqlite3.Error, OSError) as exc:
             raise OwnFailure(
                 f"the results are in {self.results}, but the journal could not record the run's end "
-                f"({_failure_text(exc)}); what it recorded before each request is kept, so the next run with it still "
+                f"({failure_text(exc)}); what it recorded before each request is kept, so the next run with it still "
                 "creates nobody twice"
             ) from exc
         return outcome
@@ -239,11 +241,11 @@ class SheetRun:
             await self.pipeline.preflight(facts)
         rows: Iterable[CheckedRow] = validation
         if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
-            rows = self._with_generated_passwords(validation, self.options.generated_passwords)
+            rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
 
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results") as writer:
-            written = _Tally()
+            written = Tally()
             observe = self._on_result
 
             def sink(result: RowResult) -> None:
@@ -264,7 +266,6 @@ class SheetRun:
                 raise own from failure
             sending_seconds = time.monotonic() - sending_start
             counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
-            not_reached = stats.not_reached
             summary = Summary(
                 kind="results",
                 input_path=sheet.path,
@@ -274,7 +275,7 @@ class SheetRun:
                 counts=counts,
                 correlation_id=self.correlation_id,
                 problem_counts=dict(stats.problem_counts),
-                extra=self._details(stats, facts, validation_seconds, sending_seconds, not_reached),
+                extra=self._details(stats, facts, validation_seconds, sending_seconds, stats.not_reached),
             )
             try:
                 writer.close(summary)
@@ -283,6 +284,9 @@ class SheetRun:
             except OSError as exc:  # the workbook turns its own write failures into the above; this is a stray
                 raise OwnFailure(self._results_lost(exc.strerror or str(exc))) from exc
 
+        return self._outcome(stats, counts, summary)
+
+    def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
         if stats.interrupted:
             code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
         elif counts[Status.INVALID.value] or counts[Status.FAILED.value]:
@@ -295,7 +299,7 @@ class SheetRun:
             results_path=self.results,
             interrupted=stats.interrupted,
             correlation_id=self.correlation_id,
-            not_reached=not_reached,
+            not_reached=stats.not_reached,
             stats=stats,
             summary=summary,
             passwords_written=self.passwords_written,
@@ -347,7 +351,7 @@ class SheetRun:
         self,
         writer: ReportWriter,
         validation: Validation,
-        written: _Tally,
+        written: Tally,
         failure: BaseException,
         sheet: Sheet,
         facts: Mapping[str, CustomerFacts],
@@ -359,13 +363,13 @@ class SheetRun:
         took were not sent. Invalid and skipped rows keep validation's words. If even this fails (the workbook
         itself may be the cause), the workbook is discarded and False comes back: the caller's line then says how
         to rebuild them from the journal."""
-        why = _failure_text(failure)
+        why = failure_text(failure)
         held_back = self.pipeline.held_back()
         taken = self.pipeline.stats.rows
         try:
             for position, checked in enumerate(validation):
                 if position >= written.rows:
-                    result = held_back.get(position) or _unfinished(checked, why, taken=position < taken)
+                    result = held_back.get(position) or unfinished(checked, why, taken=position < taken)
                     writer.add(result)
                     written.add(result)
             writer.close(
@@ -402,12 +406,12 @@ class SheetRun:
             return None
         if results_saved:
             return OwnFailure(
-                f"the run stopped: {_failure_text(failure)}; no further row was sent, and the results of what "
+                f"the run stopped: {failure_text(failure)}; no further row was sent, and the results of what "
                 f"finished are in {self.results}"
             )
         if isinstance(failure, OSError):  # most likely the workbook's own writes: the system's words say enough
             return OwnFailure(self._results_lost(failure.strerror or type(failure).__name__))
-        return OwnFailure(self._results_lost(_failure_text(failure)))
+        return OwnFailure(self._results_lost(failure_text(failure)))
 
     def _results_lost(self, why: str) -> str:
         """The one line for results that could not be written: what failed, and how to get them back."""
@@ -415,102 +419,17 @@ class SheetRun:
         journal_path = getattr(self._recorder, "path", None)
         if self._recorder is None or journal_path is None or self._journal_run is None:
             return line + "the tenant holds what was created: list its users to see the outcome"
-        if not self.journal_kept:
+        if not self.options.journal_kept:
             return line + f"the throwaway journal of this run (run {self._journal_run}) goes with it: run again"
         return line + (
             f"nothing is lost: the journal holds what the service did; rebuild them with "
             f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
         )
 
-    def _with_generated_passwords(self, validation: Validation, path: Path) -> Iterator[CheckedRow]:
-        """A strong password for each row to send that has none, saved (0600) before any of them is sent.
-
-        Passwords already in `path` (an earlier run of the same sheet) are reused for the same UPN: a user an
-        earlier run created has that password, and a replayed request must carry the same body.
-        """
-        earlier = read_passwords(path) if path.exists() else {}
-        chosen: dict[str, str] = {}
-        entries: list[tuple[int, str, str]] = []
-        for checked in validation:
-            user = checked.user
-            if checked.status is not Status.VALID or user.password:
-                continue
-            password = earlier.get(user.upn_key) or example_password(16)
-            chosen[user.upn_key] = password
-            entries.append((user.row, user.userPrincipalName, password))
-        # Keep the earlier run's passwords for users not in this sheet: they may be the only copy.
-        kept = [(0, upn, password) for upn, password in earlier.items() if upn not in chosen]
-        if not entries and not kept:
-            return iter(validation)  # every row to send has its own password: no workbook, and none named
-        write_passwords(path, entries + kept)
-        self.passwords_written = path
-        return _fill_passwords(validation, chosen)
-
 
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _failure_text(failure: BaseException) -> str:
-    """Why the run failed, for the Summary: a command error's own line; a bug only by its kind (its text might
-    hold anything, and a workbook never holds a secret)."""
-    if isinstance(failure, BulkOnboardError):
-        return failure.message
-    if isinstance(failure, KeyboardInterrupt | asyncio.CancelledError):
-        return "interrupted at once"
-    if isinstance(failure, sqlite3.Error):  # the journal's own failure, e.g. a full disk
-        return f"cannot write the journal ({failure})"
-    if isinstance(failure, OSError):
-        return f"cannot write ({failure.strerror or type(failure).__name__})"
-    return f"unexpected {type(failure).__name__} (a bug: please report it)"
-
-
-class _Tally:
-    """The rows handed to the results workbook so far, counted as its Summary counts them."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.counts: dict[str, int] = {}
-        self.problem_counts: dict[str, int] = {}
-
-    def add(self, result: RowResult) -> None:
-        self.rows += 1
-        self.counts[result.status.value] = self.counts.get(result.status.value, 0) + 1
-        for problem in result.problems:
-            self.problem_counts[problem.code] = self.problem_counts.get(problem.code, 0) + 1
-
-
-def _unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
-    """A row of a failed run that has no result: invalid and skipped rows as validation said; a row to create
-    as failed `run.interrupted`, in doubt if the pipeline had taken it (its request may have left)."""
-    result = _to_result(checked)
-    if checked.status is not Status.VALID:
-        return result
-    if taken:
-        message = (
-            f"may exist: the run failed while this row was under way ({why}); run the same command again with "
-            "the same journal, or check the tenant"
-        )
-    else:
-        message = f"not sent: the run failed before this row ({why}); run the same command again"
-    result.status, result.userId = Status.FAILED, None
-    result.problems = (Problem(Code.RUN_INTERRUPTED, message),)
-    return result
-
-
-def _to_result(checked: CheckedRowLike) -> RowResult:
-    """The dry run's own row result (its columns, never the password); the pipeline only ever hands back the
-    CheckedRows this module gave it."""
-    return checked_to_result(cast(CheckedRow, checked))
-
-
-def _fill_passwords(rows: Iterable[CheckedRow], chosen: dict[str, str]) -> Iterator[CheckedRow]:
-    for checked in rows:
-        password = chosen.get(checked.user.upn_key) if checked.status is Status.VALID else None
-        if password and not checked.user.password:
-            checked = dataclasses.replace(checked, user=dataclasses.replace(checked.user, password=password))
-        yield checked
 
 
 async def run_sheet(input_path: Path, **kwargs: Any) -> RunOutcome:

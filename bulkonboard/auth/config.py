@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..app.paths import state_dir
+from ..defaults import state_dir
 from ..errors import AuthError
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"

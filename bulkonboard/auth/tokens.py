@@ -33,7 +33,7 @@ import msal
 import requests
 
 from ..errors import AuthError
-from ..service.http import Audience
+from ..protocols import Audience
 from .config import AuthConfig, write_private
 from .signin_errors import (
     LOGIN_HINT,

@@ -26,7 +26,8 @@ from ..auth.tokens import (
     device_login,
 )
 from ..errors import AuthError
-from .console import Output, one_line_errors
+from .console import Output
+from .group import CommandGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +38,7 @@ WARN_AFTER_DAYS = 75
 
 
 
-@click.group("auth")
+@click.group("auth", cls=CommandGroup)
 def auth_command() -> None:
     """Sign in to Partner Center for App+User tokens (the secure application model), and check the sign-in.
 
@@ -50,7 +51,6 @@ def auth_command() -> None:
 
 
 @auth_command.command("login")
-@one_line_errors
 def login() -> None:
     """Sign in with a device code: open the URL shown, enter the code, sign in as a partner admin.
 
@@ -85,7 +85,6 @@ def _stdin_is_terminal() -> bool:
 @click.option(
     "--check", is_flag=True, help="Also get a Partner Center token now, to prove the sign-in works."
 )
-@one_line_errors
 def status(check: bool) -> None:
     """Who is signed in, for which tenant and app, and when the refresh token was last used.
 

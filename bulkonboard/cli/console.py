@@ -1,52 +1,28 @@
 """What a person (or a log collector) sees while a command works: progress, log lines, the closing table.
 
-The core never asks "am I silent?": it is handed a `Progress`, and `NullProgress` is the silent one (the
-sqlite-utils habit). Rich only ever writes to stderr, so stdout stays clean for scripts.
+The core never asks "am I silent?": it is handed a `progress.Progress`, and `NullProgress` is the silent one (the
+sqlite-utils habit); this module draws the rich one. Rich only ever writes to stderr, so stdout stays clean for
+scripts.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import EXIT_INTERRUPTED, EXIT_OWN_FAILURE, BulkOnboardError
 from ..model import RowResult
+from ..progress import NullProgress, Progress  # re-exported: their old home
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 LOGGER_NAME = "bulkonboard"
 log = logging.getLogger(LOGGER_NAME)
-
-
-class Progress(Protocol):
-    """How long work reports how far it got; failures are counted so a person sees trouble early."""
-
-    def start(self, total: int | None, description: str) -> None: ...
-
-    def advance(self, count: int = 1, *, failed: int = 0) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class NullProgress:
-    """The silent progress: for --quiet, JSON logs, a scheduler, or stderr that is not a terminal."""
-
-    def start(self, total: int | None, description: str) -> None:
-        pass
-
-    def advance(self, count: int = 1, *, failed: int = 0) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class RichProgress:
@@ -228,41 +204,3 @@ class Output:
         self.console.print(table)
         for key, value in details.items():
             self.console.print(f"{key}: {value}")
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def one_line_errors(func: F) -> F:
-    """A click command's failures become one line on stderr and the contract's exit code, never a traceback
-    (for errors raised outside the event loop: argument checks, files opened before a run starts)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        output = lambda: Output(quiet=kwargs.get("quiet", False), log_format=kwargs.get("log_format", "text"))  # noqa: E731
-        try:
-            return func(*args, **kwargs)
-        except BulkOnboardError as exc:
-            output().error(exc.message)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            output().error("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-        except Exception as exc:  # a bug outside the event loop: one line and exit 4, like one inside it
-            if os.environ.get("BULKONBOARD_DEBUG"):
-                raise
-            output().error(unexpected_error_line(exc))
-            sys.exit(EXIT_OWN_FAILURE)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def unexpected_error_line(exc: BaseException) -> str:
-    """The one line for a bug: exit 4 says "bulkonboard's own failure", and what the service did is in the journal.
-    Only the first line of the exception's text, so that the one-line promise holds whatever it says."""
-    text = str(exc).strip().splitlines()
-    detail = f": {text[0]}" if text else ""
-    return (
-        f"unexpected {type(exc).__name__}{detail} (a bug in bulkonboard: what the service did is in the journal; "
-        "set BULKONBOARD_DEBUG=1 for details)"
-    )

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import paths
-from ..errors import EXIT_BAD_INPUT, BulkOnboardError, InputError
+from ..errors import BulkOnboardError, InputError
 from ..journal.lock import RunLock, lock_path_for
 from ..journal.store import (
     CREATED,
@@ -39,7 +39,8 @@ from ..journal.store import (
     open_existing,
     read_meta,
 )
-from .console import Output, one_line_errors
+from .console import Output
+from .group import CommandGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +51,7 @@ RESULT_COLUMNS = ("created", "skipped", "invalid", "failed")
 
 
 
-@click.group("journal")
+@click.group("journal", cls=CommandGroup)
 def journal_command() -> None:
     """Look into the run journal (what each run sent, created and failed), or make it forget rows on purpose.
 
@@ -93,7 +94,6 @@ def journal_command() -> None:
     show_default=True,
     help="json: one document on stdout, for scripts.",
 )
-@one_line_errors
 def show(
     journal_path: Path | None,
     customer: str | None,
@@ -338,7 +338,6 @@ def _list_journals(found: list[Path], directory: Path, output_format: str) -> No
 )
 @click.option("--customer", metavar="ID", help="Only this customer's rows.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask (for scripts).")
-@one_line_errors
 def forget(
     journal_path: Path,
     upns: tuple[str, ...],
@@ -370,11 +369,10 @@ def forget(
         _warn_about(matching, output)
         if not assume_yes:
             if not sys.stdin.isatty():
-                output.error(
+                raise InputError(
                     "refusing to forget without a confirmation: standard input is not a terminal; "
                     "add --yes to confirm from a script"
                 )
-                sys.exit(EXIT_BAD_INPUT)
             if not click.confirm(f"Forget {_rows(len(matching))}?", default=False):
                 click.echo("nothing forgotten")
                 sys.exit(1)
@@ -432,7 +430,6 @@ def _warn_about(matching: list[RowRecord], output: Output) -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.argument("out", metavar="OUT.xlsx", type=click.Path(dir_okay=False, path_type=Path))
-@one_line_errors
 def results(journal_path: Path, run_id: int | None, force: bool, out: Path) -> None:
     """Rebuild a run's results workbook from its journal, when the run could not write it (exit 4: a full disk,
     a read-only folder).

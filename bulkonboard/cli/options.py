@@ -1,17 +1,139 @@
-"""Option values checked before anything is opened: a typo gets exit 2 and one line that shows the fix, instead of
+"""The options `validate` and `run` share, so the same command line can be rehearsed by swapping the verb; and
+option values checked before anything is opened: a typo gets exit 2 and one line that shows the fix, instead of
 reaching the run (a `ht!tp://x` once became a journal's service, then an "unexpected ValueError")."""
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Any
-from urllib.parse import urlsplit
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from ..errors import InputError
-from ..sending.pipeline import DEFAULT_CONCURRENCY
+from ..app.sources import EmulatorStarter, SourceChoice
+from ..defaults import DEFAULT_CONCURRENCY, GRAPH_URL, PARTNER_CENTER_URL
+from .console import Output
+from .group import session_output
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SANDBOX_DATA = Path("samples/sandbox.toml")
+
+
+def output_options(func: F) -> F:
+    func = click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table; errors only.")(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per log line on stderr, for schedulers and log collectors.",
+    )(func)
+    return func
+
+
+def output_from(options: dict[str, Any]) -> Output:
+    """The command's output, from (and popped off) its options; the error path prints through it too, so a
+    failure comes out in the command's log format."""
+    return session_output(Output(quiet=options.pop("quiet"), log_format=options.pop("log_format")))
+
+
+def sheet_options(func: F) -> F:
+    options = [
+        click.option(
+            "--customer",
+            metavar="ID",
+            default="",
+            help="The customer's tenant id. May be left out when the sheet has a customerTenantId column.",
+        ),
+        click.option(
+            "--generate-passwords",
+            "generate_passwords",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PATH.xlsx",
+            help="Generate a strong password for each row without one. `run` keeps them in this workbook (mode "
+            "0600); `validate` accepts the option so the same command line can be rehearsed, and writes nothing.",
+        ),
+        click.option(
+            "--usage-location",
+            metavar="CODE",
+            help="Usage location for rows that have none (the Microsoft 365 template has no such column).",
+        ),
+        click.option("--sheet", metavar="NAME", help="The xlsx sheet to read (default: the first)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def source_options(func: F) -> F:
+    for option in reversed(_source_option_list()):
+        func = option(func)
+    return func
+
+
+def source_from(options: dict[str, Any], output: Output, start_emulator: EmulatorStarter) -> SourceChoice:
+    """The source the options name, checked (exit 2 with the fix), popped off the options; `start_emulator` is
+    how `--sandbox` starts the embedded sandbox (the CLI is the one place that knows it)."""
+    source = SourceChoice.pick(**{name: options.pop(name) for name in _SOURCE_OPTIONS}, start_emulator=start_emulator)
+    if source.token_on_command_line_matters and "--access-token" in " ".join(sys.argv):
+        # Readable by every user of the machine (ps). The contract keeps --access-token; the environment variable
+        # is the safe way to give it.
+        output.warn("a token given as --access-token is visible to other users; set BULKONBOARD_ACCESS_TOKEN instead")
+    return source
+
+
+_SOURCE_OPTIONS = (
+    "domains", "sandbox", "sandbox_data", "sandbox_url", "access_token", "ca_bundle", "base_url", "graph_url"
+)  # fmt: skip
+
+
+def _source_option_list() -> list[Callable[[Any], Any]]:
+    return [
+        click.option(
+            "--domains",
+            type=click.Path(exists=False, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Domain facts offline, from a CSV with columns domain,authenticationType (Managed or Federated).",
+        ),
+        click.option("--sandbox", is_flag=True, help="Use an embedded sandbox (a local Partner Center emulator)."),
+        click.option(
+            "--sandbox-data",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help=f"The embedded sandbox's data file (default: {DEFAULT_SANDBOX_DATA}, or the copy shipped with "
+            "bulkonboard).",
+        ),
+        click.option("--sandbox-url", metavar="URL", help="A standalone sandbox started with `bulkonboard sandbox`."),
+        click.option(
+            "--access-token",
+            metavar="TOKEN",
+            envvar="BULKONBOARD_ACCESS_TOKEN",
+            show_envvar=True,
+            help="A Partner Center token acquired elsewhere. Prefer the environment variable: a command-line "
+            "argument is visible to other users of the machine.",
+        ),
+        click.option(
+            "--ca-bundle",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="BULKONBOARD_CA_BUNDLE",
+            show_envvar=True,
+            metavar="PEM",
+            help="Extra CA certificates to trust (a corporate proxy's, or `bulkonboard sandbox --tls`'s test CA).",
+        ),
+        click.option(
+            "--base-url", default=PARTNER_CENTER_URL, show_default=True, metavar="URL", help="Partner Center's URL."
+        ),
+        click.option(
+            "--graph-url",
+            default=GRAPH_URL,
+            show_default=True,
+            metavar="URL",
+            help="Microsoft Graph's URL (may contain {tenant}).",
+        ),
+    ]
 
 
 class Rate(click.ParamType):
@@ -56,30 +178,3 @@ class Concurrency(click.ParamType):
 
 
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 256
-_SCHEME = re.compile(r"^([^:/?#]*)://")
-_LOCAL_HOSTS = ("localhost", "127.", "[::1]", "0.0.0.0")
-
-
-def checked_url(value: str, option: str, *, example: str) -> str:
-    """A service URL as aiohttp needs it (http or https, a host, a numeric port), refused up front with the fix:
-    a URL typo must never reach the run (it became a journal for `ht!tp://x`, then an unexpected ValueError)."""
-    url = value.strip()
-    shown = f"{option} {value!r}"
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InputError(f"{shown}: a URL has no spaces or control characters; e.g. {option} {example}")
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        if not url or url.startswith("/"):
-            raise InputError(f"{shown}: not a URL; e.g. {option} {example}")
-        prefix = "http://" if url.lower().startswith(_LOCAL_HOSTS) else "https://"
-        raise InputError(f"{shown}: add {prefix}, as in {option} {prefix}{url}")
-    if scheme.group(1).lower() not in ("http", "https"):
-        raise InputError(f"{shown}: the URL must start with http:// or https://; e.g. {option} {example}")
-    parts = urlsplit(url.replace("{tenant}", "tenant"))
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise InputError(f"{shown}: the port must be a number from 1 to 65535; e.g. {option} {example}") from None
-    if not parts.hostname:
-        raise InputError(f"{shown}: the URL names no host; e.g. {option} {example}")
-    return url

@@ -58,7 +58,7 @@ from types import TracebackType
 from typing import Any
 
 from ..model import RowResult, Status
-from ..sending.pipeline import PriorOutcome, PriorState
+from ..protocols import PriorOutcome, PriorState
 from . import file as journal_file
 from .file import FORMAT, JournalError, JournalFailure
 

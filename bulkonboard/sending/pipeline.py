@@ -48,14 +48,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from ..cli.console import NullProgress, Progress
+from ..defaults import DEFAULT_CONCURRENCY  # re-exported: its old home
 from ..errors import BulkOnboardError, ServiceUnavailable
 from ..model import Code, Problem, RowResult, Status, UserRow, api_code
+from ..progress import NullProgress, Progress
+from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState  # re-exported: their old home
 from ..service.partnercenter import (
     ApiError,
     Audience,
@@ -84,7 +85,6 @@ from .retry import (
     retry_on_service_trouble,
 )
 
-DEFAULT_CONCURRENCY = 16
 #: The feeder hands the loop over at least this often, whatever the input.
 _FEED_TURN = 256
 #: A row throttled this many times is not going to get through this run (429s do not use up attempts).
@@ -119,58 +119,6 @@ class UserDirectory(Protocol):
     """Graph's user lookup (`partnercenter.GraphClient`): one GET instead of paging through every user."""
 
     async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None: ...
-
-
-class CheckedRowLike(Protocol):
-    """What validation hands over per row (`validation.CheckedRow`)."""
-
-    @property
-    def user(self) -> UserRow: ...
-
-    @property
-    def status(self) -> Status: ...
-
-    @property
-    def problems(self) -> tuple[Problem, ...]: ...
-
-    @property
-    def existing_user_id(self) -> str | None: ...
-
-
-class PriorOutcome(StrEnum):
-    CREATED = "created"  # an earlier run saw this user created
-    IN_DOUBT = "in_doubt"  # an earlier run sent it and never learnt the outcome (killed, no answer)
-
-
-@dataclass(frozen=True, slots=True)
-class PriorState:
-    """What the journal remembers of a user from an earlier run. A row refused outright earlier has no prior
-    state: it is sent afresh, with a new request id (the service's answer to the old one was final).
-    `recorded_at`: when the earlier run saw it created (CREATED) or sent it (IN_DOUBT), for the results."""
-
-    outcome: PriorOutcome
-    request_id: str
-    user_id: str | None = None
-    recorded_at: datetime | None = None
-
-
-class Journal(Protocol):
-    """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
-
-    Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
-    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `finished`
-    may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
-    of: a row that may have been created but could not be confirmed is left as sent, for the next run to
-    reconcile with the same request id. No password is ever passed.
-    """
-
-    def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
-
-    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
-
-    def finished(self, customer: str, upn_key: str, result: RowResult) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 class NullJournal:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_RATE  # re-exported: their old home
 from ..service.partnercenter import EndlessPaging, MalformedAnswer, ServerError, Throttled, TransportError
 
 T = TypeVar("T")
@@ -42,10 +43,6 @@ Sleep = Callable[[float], Awaitable[None]]
 #: after exactly that many seconds (what the service asked for).
 RetryHook = Callable[[BaseException], bool | float]
 
-#: Users per second a run starts from when no --rate is given. Partner Center publishes no figure for
-#: creating users; Graph allows about 20 identity writes a second per app and tenant, so a quarter of that
-#: leaves room for other tools working on the same tenant, and the controller climbs from there.
-DEFAULT_RATE = 5.0
 #: A wait this long or longer gets a log line (its reason and length): a run that sits still for more than a
 #: few seconds says why. Shorter waits (pacing, the first backoffs) are the normal rhythm of a run.
 LONG_WAIT = 5.0
@@ -53,8 +50,6 @@ LONG_WAIT = 5.0
 #: A child of console's "bulkonboard" logger, so its lines take the run's --log-format (text or JSON).
 log = logging.getLogger("bulkonboard.waits")
 
-#: Attempts per row for failures that count (5xx, no answer); a 429 does not count (see `PauseGate`).
-DEFAULT_ATTEMPTS = 5
 
 
 def retry_on_service_trouble(failure: BaseException) -> bool | float:

@@ -17,14 +17,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
 from ..errors import AuthError
+from ..protocols import Audience, TokenProvider  # noqa: F401 (re-exported: the service named them first)
 from .errors import (
     ApiError,
     EndlessPaging,
@@ -49,21 +49,6 @@ MAX_PAGES = 10_000
 MAX_LISTED_ITEMS = 1_000_000
 
 _TRY_AGAIN_IN = re.compile(r"try again in (\d+) seconds?", re.I)
-
-
-class Audience(StrEnum):
-    """Which service a token is for: they are different tokens (Graph's is for the customer's tenant)."""
-
-    PARTNER_CENTER = "partnercenter"
-    GRAPH = "graph"
-
-
-class TokenProvider(Protocol):
-    """Where bearer tokens come from: a static token, or MSAL behind a lock (in another module)."""
-
-    async def token(
-        self, audience: Audience, tenant: str | None = None, *, force_refresh: bool = False
-    ) -> str: ...
 
 
 class StaticTokens:

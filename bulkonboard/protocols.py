@@ -1,0 +1,89 @@
+"""The shapes two stages share, in one place below both, so that neither imports the other to name them.
+
+Each protocol is written by the stage that calls it and kept by the stage that implements it:
+
+- `Audience`, `TokenProvider`: where bearer tokens come from. The service's clients ask; `auth` (MSAL) and the
+  service's `StaticTokens` answer. Here, not in the service, so that auth never imports the HTTP client.
+- `PriorOutcome`, `PriorState`, `Journal`: the sending stage's memory across runs. The pipeline asks; the
+  journal stage (SQLite) answers. Here, so that the journal never imports the pipeline.
+- `CheckedRowLike`: what the sheets stage hands the sending stage per row (`sheets.validation.CheckedRow`).
+
+Other shared shapes live with their stage's data: `model.py` (rows, results, problem codes), `progress.py`,
+`sheets.facts.FactsSource`. Only the stdlib and `model` are imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from .model import Problem, RowResult, Status, UserRow
+
+
+class Audience(StrEnum):
+    """Which service a token is for: they are different tokens (Graph's is for the customer's tenant)."""
+
+    PARTNER_CENTER = "partnercenter"
+    GRAPH = "graph"
+
+
+class TokenProvider(Protocol):
+    """Where bearer tokens come from: a static token, or MSAL behind a lock (in `auth.tokens`)."""
+
+    async def token(
+        self, audience: Audience, tenant: str | None = None, *, force_refresh: bool = False
+    ) -> str: ...
+
+
+class CheckedRowLike(Protocol):
+    """What validation hands over per row (`validation.CheckedRow`)."""
+
+    @property
+    def user(self) -> UserRow: ...
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def problems(self) -> tuple[Problem, ...]: ...
+
+    @property
+    def existing_user_id(self) -> str | None: ...
+
+
+class PriorOutcome(StrEnum):
+    CREATED = "created"  # an earlier run saw this user created
+    IN_DOUBT = "in_doubt"  # an earlier run sent it and never learnt the outcome (killed, no answer)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorState:
+    """What the journal remembers of a user from an earlier run. A row refused outright earlier has no prior
+    state: it is sent afresh, with a new request id (the service's answer to the old one was final).
+    `recorded_at`: when the earlier run saw it created (CREATED) or sent it (IN_DOUBT), for the results."""
+
+    outcome: PriorOutcome
+    request_id: str
+    user_id: str | None = None
+    recorded_at: datetime | None = None
+
+
+class Journal(Protocol):
+    """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
+
+    Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
+    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `finished`
+    may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
+    of: a row that may have been created but could not be confirmed is left as sent, for the next run to
+    reconcile with the same request id. No password is ever passed.
+    """
+
+    def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
+
+    async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
+
+    def finished(self, customer: str, upn_key: str, result: RowResult) -> None: ...
+
+    def flush(self) -> None: ...
