@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from bulkonboard.model import Status
@@ -40,6 +39,7 @@ class LedgerStep:
         self.refuse = refuse
         self.lose_answer = set(lose_answer)
         self.hang = hang
+        self.reached = asyncio.Event()  # set when it hangs, for a test in the same process
 
     def needed(self, row: RowState) -> bool:
         return True
@@ -67,8 +67,8 @@ class LedgerStep:
 
     async def _hang_if(self, moment: str, upn: str) -> None:
         if self.hang == (moment, upn):
+            self.reached.set()
             print("reached", flush=True)
-            sys.stdout.flush()
             await asyncio.Event().wait()
 
 

@@ -7,6 +7,7 @@ Over real HTTP against the sandbox (embedded in-process, or standalone for the k
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import signal
@@ -21,8 +22,8 @@ from typing import Any
 import pytest
 
 from bulkonboard.journal import file as journal_file
-from bulkonboard.journal.store import Journal, open_existing, open_journal
-from bulkonboard.model import RowResult, Status, UserRow
+from bulkonboard.journal.store import Journal, RowFilter, open_existing, open_journal
+from bulkonboard.model import Code, RowResult, Status, UserRow
 from bulkonboard.sending.pipeline import Pipeline, PipelineOptions, PipelineStats, Step
 from bulkonboard.sending.retry import Backoff
 from bulkonboard.sheets.validation import CheckedRow
@@ -130,6 +131,47 @@ async def test_a_lost_step_answer_is_settled_by_its_reconcile_and_never_applied_
     assert results[lost].status is Status.CREATED and stats.step_requests == 3
     assert {upn: len(ids) for upn, ids in stamps(ledger).items()} == dict.fromkeys(results, 1)
     assert step_records(path)[lost] == ("done", stamps(ledger)[lost][0])
+
+
+async def test_abort_while_a_step_is_in_flight_leaves_it_to_the_next_run_which_settles_it(tmp_path: Path) -> None:
+    """abort() cuts the step's request short after it made its stamp: the row says so (`partial`, not finished,
+    the user kept), the record stays "sent", and the next run's reconcile finds the stamp: never made twice."""
+    ledger, path = tmp_path / "ledger.jsonl", tmp_path / "j.sqlite"
+    hung = "stepped2@contoso.com"
+    step = LedgerStep(ledger, hang=("after", hung))
+    async with sandbox_service() as svc:
+        with open_journal(path, service=svc.sandbox.url) as journal:
+            journal.begin_run(input_path="s", input_sha256="-", customer=CONTOSO, correlation_id="c")
+            results: list[RowResult] = []
+            pipeline = Pipeline(
+                svc.client, options=FAST, customer=CONTOSO, graph=svc.graph, tokens=svc.tokens, journal=journal,
+                steps=[step],
+            )  # fmt: skip
+            running = asyncio.ensure_future(pipeline.run(rows(1), results.append))
+            await step.reached.wait()
+            pipeline.abort()
+            await running
+            journal.end_run(counts=None, exit_code=130)
+            in_flight = step_records(path)[hung]
+            again, rerun = await run_plan(svc, journal, rows(1), [LedgerStep(ledger)])
+
+    [stopped] = results
+    assert stopped.status is Status.PARTIAL and stopped.userId
+    assert [p.code for p in stopped.problems] == [Code.RUN_INTERRUPTED] and "stamp not finished" in stopped.problems_text
+    assert in_flight[0] == "sent"
+    assert again[hung].status is Status.SKIPPED and rerun.requests == 0 and rerun.step_requests == 0
+    assert stamps(ledger) == {hung: [in_flight[1]]} and step_records(path)[hung] == ("done", in_flight[1])
+
+
+async def test_forgetting_a_row_forgets_its_steps(tmp_path: Path) -> None:
+    ledger, path = tmp_path / "ledger.jsonl", tmp_path / "j.sqlite"
+    async with sandbox_service() as svc:
+        with open_journal(path, service=svc.sandbox.url) as journal:
+            await run_plan(svc, journal, rows(2), [LedgerStep(ledger)])
+            assert journal.forget(RowFilter(upns=("stepped2@contoso.com",))) == 1
+            assert journal.prior_steps(CONTOSO, "stepped2@contoso.com") == {}
+            assert set(journal.prior_steps(CONTOSO, "stepped3@contoso.com")) == {"stamp"}
+    assert set(step_records(path)) == {"stepped3@contoso.com"}
 
 
 # -- kill -9 between two steps of a row, in a process of its own
