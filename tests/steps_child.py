@@ -31,7 +31,9 @@ from .support import CONTOSO, checked_row
 async def main(url: str, journal_path: Path, ledger: Path, count: int, hang: tuple[str, str] | None) -> None:
     results: list[RowResult] = []
     with open_journal(journal_path, service=url) as journal:
-        journal.begin_run(input_path="steps", input_sha256="-", customer=CONTOSO, correlation_id=str(uuid.uuid4()))
+        journal.begin_run(
+            input_path="steps", input_sha256="-", customer=CONTOSO, correlation_id=str(uuid.uuid4())
+        )
         async with aiohttp.ClientSession() as session:
             tokens = StaticTokens("sandbox")
             client = PartnerCenterClient(session, tokens, base_url=url, correlation_id=str(uuid.uuid4()))
@@ -49,7 +51,10 @@ async def main(url: str, journal_path: Path, ledger: Path, count: int, hang: tup
             stats = await pipeline.run(rows, results.append)
         journal.end_run(counts=stats.counts, exit_code=0)
     shown = [{"upn": r.userPrincipalName, "status": r.status.value, "userId": r.userId} for r in results]
-    print(json.dumps({"rows": shown, "requests": stats.requests, "step_requests": stats.step_requests}), flush=True)
+    print(
+        json.dumps({"rows": shown, "requests": stats.requests, "step_requests": stats.step_requests}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -49,15 +49,21 @@ class LedgerStep:
 
         async def stamp() -> None:
             if upn in self.refuse:
-                raise Refused(method="POST", url="ledger", request_id=request_id, status=400, description="no stamp")
+                raise Refused(
+                    method="POST", url="ledger", request_id=request_id, status=400, description="no stamp"
+                )
             await self._hang_if("before", upn)
             if not any(line["request_id"] == request_id for line in read_ledger(self.ledger)):
                 with self.ledger.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"upn": upn, "user_id": row.user_id, "request_id": request_id}) + "\n")
+                    handle.write(
+                        json.dumps({"upn": upn, "user_id": row.user_id, "request_id": request_id}) + "\n"
+                    )
             await self._hang_if("after", upn)
             if upn in self.lose_answer:
                 self.lose_answer.discard(upn)
-                raise TransportError("the answer was lost", method="POST", url="ledger", request_id=request_id)
+                raise TransportError(
+                    "the answer was lost", method="POST", url="ledger", request_id=request_id
+                )
 
         await sender.request(stamp)
         return StepOutcome.done()

@@ -52,10 +52,18 @@ async def run_plan(
     svc: SandboxService, journal: Journal, checked: list[CheckedRow], steps: Sequence[Step]
 ) -> tuple[dict[str, RowResult], PipelineStats]:
     """One run of the plan (create, then `steps`) with the journal, as the runner would start it."""
-    journal.begin_run(input_path="steps", input_sha256="-", customer=CONTOSO, correlation_id=str(uuid.uuid4()))
+    journal.begin_run(
+        input_path="steps", input_sha256="-", customer=CONTOSO, correlation_id=str(uuid.uuid4())
+    )
     results: list[RowResult] = []
     pipeline = Pipeline(
-        svc.client, options=FAST, customer=CONTOSO, graph=svc.graph, tokens=svc.tokens, journal=journal, steps=steps
+        svc.client,
+        options=FAST,
+        customer=CONTOSO,
+        graph=svc.graph,
+        tokens=svc.tokens,
+        journal=journal,
+        steps=steps,
     )
     stats = await pipeline.run(checked, results.append)
     journal.end_run(counts=stats.counts, exit_code=0)
@@ -98,12 +106,16 @@ async def test_a_made_up_step_runs_exactly_once_per_row_and_is_journaled(tmp_pat
     assert rerun.requests == 0 and rerun.step_requests == 0 and stamps(ledger) == stamped
 
 
-async def test_a_refused_step_makes_its_row_partial_and_the_next_run_retries_only_that_step(tmp_path: Path) -> None:
+async def test_a_refused_step_makes_its_row_partial_and_the_next_run_retries_only_that_step(
+    tmp_path: Path,
+) -> None:
     ledger, path = tmp_path / "ledger.jsonl", tmp_path / "j.sqlite"
     refused = "stepped3@contoso.com"
     async with sandbox_service() as svc:
         with open_journal(path, service=svc.sandbox.url) as journal:
-            first, _ = await run_plan(svc, journal, rows(3), [LedgerStep(ledger, refuse=frozenset({refused}))])
+            first, _ = await run_plan(
+                svc, journal, rows(3), [LedgerStep(ledger, refuse=frozenset({refused}))]
+            )
             after_first = step_records(path)
             again, rerun = await run_plan(svc, journal, rows(3), [LedgerStep(ledger)])
         users = [u for u in svc.sandbox.store.users(CONTOSO) if u["userPrincipalName"].startswith("stepped")]
@@ -126,14 +138,18 @@ async def test_a_lost_step_answer_is_settled_by_its_reconcile_and_never_applied_
     lost = "stepped2@contoso.com"
     async with sandbox_service() as svc:
         with open_journal(path, service=svc.sandbox.url) as journal:
-            results, stats = await run_plan(svc, journal, rows(2), [LedgerStep(ledger, lose_answer=frozenset({lost}))])
+            results, stats = await run_plan(
+                svc, journal, rows(2), [LedgerStep(ledger, lose_answer=frozenset({lost}))]
+            )
     # The retry carried the same request id: the ledger (like the service) did not apply it twice.
     assert results[lost].status is Status.CREATED and stats.step_requests == 3
     assert {upn: len(ids) for upn, ids in stamps(ledger).items()} == dict.fromkeys(results, 1)
     assert step_records(path)[lost] == ("done", stamps(ledger)[lost][0])
 
 
-async def test_abort_while_a_step_is_in_flight_leaves_it_to_the_next_run_which_settles_it(tmp_path: Path) -> None:
+async def test_abort_while_a_step_is_in_flight_leaves_it_to_the_next_run_which_settles_it(
+    tmp_path: Path,
+) -> None:
     """abort() cuts the step's request short after it made its stamp: the row says so (`partial`, not finished,
     the user kept), the record stays "sent", and the next run's reconcile finds the stamp: never made twice."""
     ledger, path = tmp_path / "ledger.jsonl", tmp_path / "j.sqlite"
@@ -157,7 +173,9 @@ async def test_abort_while_a_step_is_in_flight_leaves_it_to_the_next_run_which_s
 
     [stopped] = results
     assert stopped.status is Status.PARTIAL and stopped.userId
-    assert [p.code for p in stopped.problems] == [Code.RUN_INTERRUPTED] and "stamp not finished" in stopped.problems_text
+    assert [p.code for p in stopped.problems] == [
+        Code.RUN_INTERRUPTED
+    ] and "stamp not finished" in stopped.problems_text
     assert in_flight[0] == "sent"
     assert again[hung].status is Status.SKIPPED and rerun.requests == 0 and rerun.step_requests == 0
     assert stamps(ledger) == {hung: [in_flight[1]]} and step_records(path)[hung] == ("done", in_flight[1])
@@ -179,7 +197,11 @@ async def test_forgetting_a_row_forgets_its_steps(tmp_path: Path) -> None:
 
 def stepped_users(listed: list[dict[str, Any]]) -> dict[str, str]:
     """This test's users in the sandbox (it holds others from its data file): UPN -> id, each UPN once."""
-    found = [(u["userPrincipalName"].casefold(), u["id"]) for u in listed if u["userPrincipalName"].startswith("stepped")]
+    found = [
+        (u["userPrincipalName"].casefold(), u["id"])
+        for u in listed
+        if u["userPrincipalName"].startswith("stepped")
+    ]
     assert len(found) == len(dict(found))
     return dict(found)
 
@@ -219,7 +241,12 @@ def test_a_kill_9_between_create_and_the_next_step_resumes_at_that_step_exactly_
         stamped_then = stamps(ledger)
 
         rerun = subprocess.run(
-            child(sandbox.url, path, ledger, 4), cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=90
+            child(sandbox.url, path, ledger, 4),
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr
         report: dict[str, Any] = json.loads(rerun.stdout.splitlines()[-1])
@@ -269,7 +296,12 @@ def format_1_journal(path: Path, service: str, records: list[tuple[Any, ...]]) -
         connection.executescript(FORMAT_1_SCHEMA)
         connection.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            [("format", journal_file.FORMAT), ("version", "1"), ("service", service), ("created", "2026-11-30")],
+            [
+                ("format", journal_file.FORMAT),
+                ("version", "1"),
+                ("service", service),
+                ("created", "2026-11-30"),
+            ],
         )
         connection.execute(
             "INSERT INTO runs (id, started, input_path, input_sha256, customer, correlation_id, pid, host) "
@@ -301,7 +333,10 @@ async def test_a_format_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> 
         format_1_journal(
             path,
             svc.sandbox.url,
-            [("stepped2@contoso.com", "sent", in_doubt, None), ("stepped3@contoso.com", "created", created, earlier.id)],
+            [
+                ("stepped2@contoso.com", "sent", in_doubt, None),
+                ("stepped3@contoso.com", "created", created, earlier.id),
+            ],
         )
         with open_journal(path, service=svc.sandbox.url) as journal:
             results, stats = await run_plan(svc, journal, rows(2), [LedgerStep(ledger)])
@@ -312,9 +347,18 @@ async def test_a_format_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> 
     assert settled.status is Status.CREATED and settled.requestId == in_doubt
     assert skipped.status is Status.SKIPPED and skipped.userId == earlier.id and skipped.requestId == created
     assert stats.requests == 1  # only the row in doubt was sent again
-    assert len([u for u in held if u.startswith("stepped")]) == 2 and held["stepped2@contoso.com"] == settled.userId
-    assert kept == {"stepped2@contoso.com": ("created", in_doubt), "stepped3@contoso.com": ("created", created)}
-    assert {upn: len(ids) for upn, ids in stamps(ledger).items()} == {"stepped2@contoso.com": 1, "stepped3@contoso.com": 1}
+    assert (
+        len([u for u in held if u.startswith("stepped")]) == 2
+        and held["stepped2@contoso.com"] == settled.userId
+    )
+    assert kept == {
+        "stepped2@contoso.com": ("created", in_doubt),
+        "stepped3@contoso.com": ("created", created),
+    }
+    assert {upn: len(ids) for upn, ids in stamps(ledger).items()} == {
+        "stepped2@contoso.com": 1,
+        "stepped3@contoso.com": 1,
+    }
     with sqlite3.connect(path) as connection:
         assert dict(connection.execute("SELECT key, value FROM meta").fetchall())["version"] == "2"
     with open_existing(path) as reopened:  # and it opens as what it now is
@@ -323,7 +367,9 @@ async def test_a_format_1_journal_opens_migrates_and_resumes(tmp_path: Path) -> 
 
 def test_a_format_1_journal_read_by_journal_show_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    format_1_journal(path, "https://api.partnercenter.microsoft.com", [("a@contoso.com", "created", "r1", "id-a")])
+    format_1_journal(
+        path, "https://api.partnercenter.microsoft.com", [("a@contoso.com", "created", "r1", "id-a")]
+    )
     with open_existing(path) as journal:
         assert [(r.upn, r.state, r.user_id) for r in journal.rows()] == [("a@contoso.com", "created", "id-a")]
         assert journal.prior_steps(CONTOSO, "a@contoso.com") == {}

@@ -57,7 +57,6 @@ class RowRecord:
     updated_at: str
 
 
-
 @dataclass(frozen=True, slots=True)
 class RowFilter:
     """Which rows `rows()` and `forget()` touch; every given condition must hold (None: any)."""
@@ -223,7 +222,9 @@ class JournalAdmin:
         if cursor.rowcount > 0:
             log.info(
                 "%s: %d row(s) of earlier runs forgotten: %s starts empty, so none of their users exist in it",
-                self.path, cursor.rowcount, self.service,
+                self.path,
+                cursor.rowcount,
+                self.service,
             )
         return cursor.rowcount
 

@@ -65,7 +65,6 @@ class _Write:
     waiter: asyncio.Future[None] | None = None
 
 
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -188,7 +187,6 @@ class GroupCommit:
         return None
 
 
-
 class _Checkpointer:
     """A thread with its own connection that checkpoints the WAL when asked (`_CHECKPOINT_RECORDS`), so that the
     loop's thread never waits for a checkpoint's writes and fsyncs. Started on the first request: a journal that
@@ -253,7 +251,6 @@ def _grouped(batch: Sequence[_Write]) -> list[tuple[str, list[tuple[Any, ...]]]]
             rounds.append({})
         rounds[n].setdefault(write.sql, []).append(write.params)
     return [(sql, params) for by_sql in rounds for sql, params in by_sql.items()]
-
 
 
 class _transaction:

@@ -129,7 +129,6 @@ def open_journal(
     return journal
 
 
-
 class Journal(GroupCommit, JournalAdmin):
     """The SQLite journal. Implements `pipeline.Journal` (row states) and the runner's run records.
 
@@ -195,7 +194,9 @@ class Journal(GroupCommit, JournalAdmin):
                 meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
                 if not meta and not service_given:
                     _rollback(self._writer)
-                    raise JournalError(f"{self.path}: the journal holds nothing yet (no run has written to it)")
+                    raise JournalError(
+                        f"{self.path}: the journal holds nothing yet (no run has written to it)"
+                    )
                 if not meta:
                     now = self._stamp()
                     self._writer.executemany(
@@ -426,7 +427,9 @@ def _connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, sqlite3.C
         _warn_if_readable_by_others(path)
         mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise JournalFailure(f"{path}: the journal needs SQLite's WAL mode, and this file system refused it")
+            raise JournalFailure(
+                f"{path}: the journal needs SQLite's WAL mode, and this file system refused it"
+            )
         for connection in (writer, reader):
             connection.execute("PRAGMA synchronous = NORMAL")
         writer.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
@@ -449,7 +452,9 @@ def _warn_if_readable_by_others(path: Path) -> None:
         return
     if mode & 0o077:
         log.warning(
-            "%s: the journal is readable by others (mode %04o); it holds people's names: chmod 600 it", path, mode
+            "%s: the journal is readable by others (mode %04o); it holds people's names: chmod 600 it",
+            path,
+            mode,
         )
 
 
@@ -460,7 +465,6 @@ def _parse_stamp(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
-
 
 
 def open_existing(path: Path) -> Journal:

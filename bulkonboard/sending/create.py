@@ -74,7 +74,9 @@ class CreateStep:
         sender.follow_rate()
         result.status, result.userId, result.problems = Status.CREATED, created.id, ()
 
-    async def _after_sign_in_failure(self, attempt: Attempt, result: RowResult, failure: SignInFailed) -> bool:
+    async def _after_sign_in_failure(
+        self, attempt: Attempt, result: RowResult, failure: SignInFailed
+    ) -> bool:
         """No token: unreachable is retried like a connection that could not be made; refused fails the row
         (and the run has halted)."""
         if isinstance(failure, SignInRefused):
@@ -111,7 +113,9 @@ class CreateStep:
             raise Stopped  # a retry after stop() is abandoned
         await sender.clear_to_send()
         if attempt.sends == 0:
-            await self._journal.sending(attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id)
+            await self._journal.sending(
+                attempt.customer, attempt.user.upn_key, attempt.user.row, attempt.request_id
+            )
             attempt.journaled = True
             if sender.stopping:  # stop() came while the record was being committed: nothing leaves now
                 raise Stopped
@@ -159,7 +163,9 @@ class CreateStep:
             attempt.refused = True
             fail(result, api_code(failure.status), "the service refused it", failure)
 
-    def _after_throttle(self, attempt: Attempt, result: RowResult, failure: Throttled, sent_at: float) -> bool:
+    def _after_throttle(
+        self, attempt: Attempt, result: RowResult, failure: Throttled, sent_at: float
+    ) -> bool:
         """A 429: slow the rate, close the gate for every sender, and say True (try again) or False (given up: the
         row is throttled without end)."""
         attempt.throttles += 1
@@ -217,4 +223,3 @@ class CreateStep:
             stats.retries += 1
         attempt.sends += 1
         stats.requests += 1
-

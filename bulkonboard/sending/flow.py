@@ -41,7 +41,9 @@ class RowHandler(Protocol):
 class Flow:
     """One run's feeder, workers and reorder buffer."""
 
-    def __init__(self, options: PipelineOptions, stats: PipelineStats, progress: Progress, rows: RowHandler) -> None:
+    def __init__(
+        self, options: PipelineOptions, stats: PipelineStats, progress: Progress, rows: RowHandler
+    ) -> None:
         self.options = options
         self.stats = stats
         self._progress = progress
@@ -96,7 +98,9 @@ class Flow:
         self.stats.counts[status] = self.stats.counts.get(status, 0) + 1
         for problem in result.problems:
             self.stats.problem_counts[problem.code] = self.stats.problem_counts.get(problem.code, 0) + 1
-        self._progress.advance(1, failed=int(result.status in (Status.FAILED, Status.INVALID, Status.PARTIAL)))
+        self._progress.advance(
+            1, failed=int(result.status in (Status.FAILED, Status.INVALID, Status.PARTIAL))
+        )
         self.buffer[position] = result
         while self._next_out in self.buffer:
             self._sink(self.buffer.pop(self._next_out))

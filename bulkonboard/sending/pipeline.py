@@ -110,7 +110,9 @@ class Pipeline:
             rng=rng or random.Random(0),
         )
         controller = rate_controller or (
-            FixedRate(self.options.rate) if self.options.rate is not None else SlowStartRate(DEFAULT_RATE, clock=clock)
+            FixedRate(self.options.rate)
+            if self.options.rate is not None
+            else SlowStartRate(DEFAULT_RATE, clock=clock)
         )
         self._sender = Sender(
             options=self.options,

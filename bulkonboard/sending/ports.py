@@ -74,7 +74,9 @@ class StepState(StrEnum):
 
     SENT = "sent"  # its request left (or was about to): the outcome is unknown until recorded
     DONE = "done"  # the service did it (or a reconcile found it done): never sent again
-    FAILED = "failed"  # refused for good, or certainly not done: the next run sends it afresh (new request id)
+    FAILED = (
+        "failed"  # refused for good, or certainly not done: the next run sends it afresh (new request id)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,9 @@ class Reconciler:
         if user_id is not None:
             result.status, result.userId = Status.CREATED, user_id
             result.problems = (
-                Problem(Code.API_MISMATCH, f"{named}; a lookup by UPN found the user (id {user_id}), kept that id"),
+                Problem(
+                    Code.API_MISMATCH, f"{named}; a lookup by UPN found the user (id {user_id}), kept that id"
+                ),
             )
             return
         what = f"{named}, and no user with this UPN was found; it may exist: {SAME_JOURNAL}"
@@ -158,7 +160,11 @@ class Reconciler:
             fail(result, code, f"not sent: no token after {tries}; run the same command again", failure)
             return
         tries = f"{attempt.sends} attempt{'s' if attempt.sends != 1 else ''}"
-        what = f"gave up after {tries}" if self._sender.policy.on(failure) is not False else "the service failed it"
+        what = (
+            f"gave up after {tries}"
+            if self._sender.policy.on(failure) is not False
+            else "the service failed it"
+        )
         fail(result, code, what + may_exist_note(attempt.maybe_created), failure)
 
     async def find_ours(self, attempt: Attempt) -> str | None:
@@ -172,7 +178,9 @@ class Reconciler:
             retry += 1
             wait = sender.policy.backoff.ceiling(retry)
             sender.waits.waiting(
-                wait, "lookup", "before looking a user up again (a user created a moment ago may not show yet)"
+                wait,
+                "lookup",
+                "before looking a user up again (a user created a moment ago may not show yet)",
             )
             await sender.wait(wait)
             user_id = await self.lookup(attempt)

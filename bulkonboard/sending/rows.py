@@ -70,7 +70,9 @@ class RowRunner:
     def without_request(self, checked: CheckedRowLike) -> RowResult:
         result = self._to_result(checked)
         if checked.status is Status.SKIPPED and checked.existing_user_id:
-            self._explain_existing(checked, result, self._journal.prior(self._customer_of(checked), checked.user.upn_key))
+            self._explain_existing(
+                checked, result, self._journal.prior(self._customer_of(checked), checked.user.upn_key)
+            )
         return result
 
     def _explain_existing(self, checked: CheckedRowLike, result: RowResult, prior: PriorState | None) -> bool:
@@ -85,11 +87,17 @@ class RowRunner:
         else:
             what = f"created by an earlier run{on(prior.recorded_at)} that was stopped before its answer came"
             settled = dataclasses.replace(
-                result, status=Status.CREATED, userId=checked.existing_user_id, problems=(), requestId=prior.request_id
+                result,
+                status=Status.CREATED,
+                userId=checked.existing_user_id,
+                problems=(),
+                requestId=prior.request_id,
             )
             self._journal.finished(self._customer_of(checked), user.upn_key, settled)
         result.requestId = prior.request_id or None
-        message = f"{user.userPrincipalName} already exists in the tenant (id {checked.existing_user_id}): {what}"
+        message = (
+            f"{user.userPrincipalName} already exists in the tenant (id {checked.existing_user_id}): {what}"
+        )
         result.problems = tuple(
             Problem(p.code, message, p.field) if p.code == Code.USER_EXISTS else p for p in result.problems
         )
@@ -110,7 +118,11 @@ class RowRunner:
             )
         else:
             message = f"not sent: {stop_note(self._sender.halt_text)}"
-        result.status, result.userId, result.problems = Status.FAILED, None, (Problem(RUN_INTERRUPTED, message),)
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
         return result
 
     # -- rows sent
@@ -135,9 +147,13 @@ class RowRunner:
 
     def _ours(self, result: RowResult, prior: PriorState | None) -> bool:
         """Steps after create touch only users this journal created: never someone else's (a duplicate UPN)."""
-        return result.status is Status.CREATED or (prior is not None and prior.outcome is PriorOutcome.CREATED)
+        return result.status is Status.CREATED or (
+            prior is not None and prior.outcome is PriorOutcome.CREATED
+        )
 
-    async def _created_now(self, checked: CheckedRowLike, customer: str, prior: PriorState | None) -> RowResult:
+    async def _created_now(
+        self, checked: CheckedRowLike, customer: str, prior: PriorState | None
+    ) -> RowResult:
         """The create step, and its record in the journal once its outcome is known for sure."""
         user = checked.user
         result = self._to_result(checked)
@@ -178,7 +194,11 @@ class RowRunner:
             last=attempt.last_failure,
             halt=self._sender.halt_text,
         )
-        result.status, result.userId, result.problems = Status.FAILED, None, (Problem(RUN_INTERRUPTED, message),)
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
         if not attempt.maybe_created and attempt.journaled:
             self._journal.finished(attempt.customer, attempt.user.upn_key, result)
         if attempt.sends == 0 and not attempt.maybe_created:

@@ -167,7 +167,9 @@ class PlanRunner:
         if outcome.state is StepState.SENT:
             return
         detail = outcome.message or None
-        self._journal.step_finished(row.customer, row.user.upn_key, step.name, outcome.state, request_id, detail)
+        self._journal.step_finished(
+            row.customer, row.user.upn_key, step.name, outcome.state, request_id, detail
+        )
 
 
 def _fall_short(row: RowState, status: Status, problem: Problem) -> None:
