@@ -35,6 +35,11 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # already exists (tenant, or an earlier run of the same journal)
     INVALID = "invalid"  # refused before any call
     FAILED = "failed"  # the service refused it, or retries gave up
+    # the contract's additions of 2026-12-03 (sending writes PARTIAL when a step after create fails; the others
+    # are for the work of issue 15):
+    PARTIAL = "partial"  # the user exists (userId filled), a later step of its plan did not succeed
+    PENDING = "pending"  # the run stopped before this row's outcome was known, or before it was sent
+    RESTORED = "restored"  # a soft-deleted user with the row's UPN was restored instead of created
 
 
 #: Problem codes of the contract. `api.<status>` codes are built with `api_code()`.

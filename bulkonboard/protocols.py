@@ -4,7 +4,7 @@ Each protocol is written by the stage that calls it and kept by the stage that i
 
 - `Audience`, `TokenProvider`: where bearer tokens come from. The service's clients ask; `auth` (MSAL) and the
   service's `StaticTokens` answer. Here, not in the service, so that auth never imports the HTTP client.
-- `PriorOutcome`, `PriorState`, `Journal`: the sending stage's memory across runs. The pipeline asks; the
+- `PriorOutcome`, `PriorState`, `StepState`, `StepPrior`, `Journal`: the sending stage's memory across runs. The pipeline asks; the
   journal stage (SQLite) answers. Here, so that the journal never imports the pipeline.
 - `CheckedRowLike`: what the sheets stage hands the sending stage per row (`sheets.validation.CheckedRow`).
 
@@ -14,6 +14,7 @@ Other shared shapes live with their stage's data: `model.py` (rows, results, pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -70,14 +71,34 @@ class PriorState:
     recorded_at: datetime | None = None
 
 
+class StepState(StrEnum):
+    """A later step's record in the journal (the create step's is the row's own state)."""
+
+    SENT = "sent"  # its request left (or was about to): the outcome is unknown until recorded
+    DONE = "done"  # the service did it (or a reconcile found it done): never sent again
+    FAILED = (
+        "failed"  # refused for good, or certainly not done: the next run sends it afresh (new request id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepPrior:
+    """What an earlier run left of one later step of a row."""
+
+    state: StepState
+    request_id: str
+    detail: str | None = None
+    recorded_at: datetime | None = None
+
+
 class Journal(Protocol):
     """The pipeline's memory across runs (resume after kill -9, nightly runs over a growing sheet).
 
-    Called from the event loop, so each call must be quick. `sending` returns once the record is durable: the
-    request goes out right after, and a run killed while it is in flight must leave "sent" behind. `finished`
-    may be batched until `flush`. `finished` is called only for an outcome the pipeline is sure
-    of: a row that may have been created but could not be confirmed is left as sent, for the next run to
-    reconcile with the same request id. No password is ever passed.
+    Called from the event loop, so each call must be quick. `sending` / `step_sending` return once the record is
+    durable: the request goes out right after, and a run killed while it is in flight must leave "sent" behind.
+    `finished` / `step_finished` may be batched until `flush`, and are called only for an outcome the pipeline is
+    sure of: a user (or a step) that may have been done but could not be confirmed is left as sent, for the next
+    run to reconcile with the same request id. No password is ever passed.
     """
 
     def prior(self, customer: str, upn_key: str) -> PriorState | None: ...
@@ -85,5 +106,13 @@ class Journal(Protocol):
     async def sending(self, customer: str, upn_key: str, row: int, request_id: str) -> None: ...
 
     def finished(self, customer: str, upn_key: str, result: RowResult) -> None: ...
+
+    def prior_steps(self, customer: str, upn_key: str) -> Mapping[str, StepPrior]: ...
+
+    async def step_sending(self, customer: str, upn_key: str, step: str, request_id: str) -> None: ...
+
+    def step_finished(
+        self, customer: str, upn_key: str, step: str, state: StepState, request_id: str, detail: str | None
+    ) -> None: ...
 
     def flush(self) -> None: ...

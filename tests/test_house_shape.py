@@ -19,10 +19,6 @@ MAX_CLASS_LINES = 300
 
 #: unit ("path" or "path:Qualified.name") -> its size in lines when the rules were set; may only shrink.
 OVER_TODAY: dict[str, int] = {
-    "bulkonboard/journal/store.py": 1014,
-    "bulkonboard/journal/store.py:Journal": 471,
-    "bulkonboard/sending/pipeline.py": 1171,
-    "bulkonboard/sending/pipeline.py:Pipeline": 796,
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkonboard.journal import store as journal_module
+from bulkonboard.journal import commits as journal_commits
 from bulkonboard.journal.store import (
     _CREATED_SQL,
     _FAILED_SQL,
@@ -48,7 +48,7 @@ def test_grouped_batch_ends_like_one_record_at_a_time(tmp_path: Path) -> None:
 def test_checkpoint_thread_runs_and_stops_with_the_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal_module, "_CHECKPOINT_RECORDS", 1)
+    monkeypatch.setattr(journal_commits, "_CHECKPOINT_RECORDS", 1)
     journal = open_journal(tmp_path / "j.sqlite", service="https://pc.example")
     journal.finished("c", "a@contoso.com", RowResult(2, "a@contoso.com", Status.CREATED, userId="id-a"))
     journal.flush()

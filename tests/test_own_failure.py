@@ -44,7 +44,7 @@ if what == "results":
     xlsxwriter.Workbook.close = full
 elif what == "journal":
     import sqlite3
-    from bulkonboard.journal import store as journal
+    from bulkonboard.journal import commits as journal
     calls = {"n": 0}
     real = journal._grouped
     def grouped(batch):

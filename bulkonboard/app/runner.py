@@ -289,8 +289,8 @@ class SheetRun:
     def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
         if stats.interrupted:
             code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
-        elif counts[Status.INVALID.value] or counts[Status.FAILED.value]:
-            code = EXIT_ROWS_FAILED
+        elif counts[Status.INVALID.value] or counts[Status.FAILED.value] or stats.counts.get(Status.PARTIAL.value):
+            code = EXIT_ROWS_FAILED  # partial: a step after create failed (the contract's additions: exit 1)
         else:
             code = EXIT_OK
         return RunOutcome(

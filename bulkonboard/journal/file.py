@@ -38,7 +38,7 @@ FORMAT = "bulkonboard-journal"
 APPLICATION_ID = 0x426B4F62
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: The tables a journal holds; a database with others is not one (whatever its meta table says).
-JOURNAL_TABLES = frozenset({"meta", "runs", "rows"})
+JOURNAL_TABLES = frozenset({"meta", "runs", "rows", "steps"})
 
 
 class JournalError(InputError):

@@ -17,7 +17,7 @@ Three small parts, each replaceable on its own:
 - `WaitLog`: one log line per wait of `LONG_WAIT` seconds or more (429 gate, Retry-After, backoff), with its
   reason, however many rows wait behind it.
 - `Pacer`: requests 1/rate apart on one schedule that survives rate changes (see its docstring for why the
-  pipeline should prefer it to a fresh aiolimiter per rate).
+  pipeline should prefer it to a fresh aiolimiter per rate); `BucketPacer`: a fixed `--rate`, by aiolimiter.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from aiolimiter import AsyncLimiter
 
 from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_RATE  # re-exported: their old home
 from ..service.partnercenter import EndlessPaging, MalformedAnswer, ServerError, Throttled, TransportError
@@ -264,6 +266,30 @@ class Pacer:
                 await self._sleep(due - now)  # the rate may change meanwhile: look again
             self._last = due if now - due < self._interval else now
             self.granted += 1
+
+
+class BucketPacer:
+    """`--rate R` held by aiolimiter: a bucket of two requests refilled at R a second.
+
+    Why two: a bucket of one forgets every late wake-up, and the run drifts below R (measured 0.97 R at 50/s,
+    0.967 R at 100/s with 250 ms answers); a bucket of two makes up the lateness (1.002 R) while any one-second
+    window sees at most R + 1 requests, so a service whose limit is above R never answers 429. Only for a fixed
+    rate: an adaptive one, which changes many times a second, is paced by `Pacer` (a new aiolimiter per
+    change would let its fresh bucket through at once).
+    """
+
+    BUCKET = 2
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._limiter = None if math.isinf(rate) else AsyncLimiter(self.BUCKET, self.BUCKET / rate)
+
+    def ready(self) -> bool:
+        return self._limiter is None or self._limiter.has_capacity()
+
+    async def acquire(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire()
 
 
 class _RecentSuccesses:

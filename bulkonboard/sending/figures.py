@@ -1,0 +1,81 @@
+"""A run's options and the figures it reports: what the runner hands in and reads back, nothing loop-bound."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_CONCURRENCY
+from ..model import Status
+from .retry import Backoff
+
+#: A row throttled this many times is not going to get through this run (429s do not use up attempts).
+DEFAULT_MAX_THROTTLED = 50
+#: Lookups repeated when a user an earlier request may have created is not found: Graph is eventually
+#: consistent, and a user created a moment ago may not show yet. Waits follow the backoff's ceilings
+#: (1, 2, 4 s by default).
+DEFAULT_LOOKUP_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most
+    # users/s; None: start at retry.DEFAULT_RATE and follow the 429s; math.inf: no pacing at all
+    rate: float | None = None
+    attempts: int = DEFAULT_ATTEMPTS  # per row, for failures that count (5xx, no answer)
+    max_throttled: int = DEFAULT_MAX_THROTTLED  # 429s per row before giving up on it
+    lookup_retries: int = DEFAULT_LOOKUP_RETRIES  # lookups again when a user that may exist is not found
+    backoff: Backoff = Backoff()
+    queue_size: int | None = None  # rows waiting for a worker; default 2 x concurrency
+    window: int | None = None  # rows between input and sink; default max(256, 4 x concurrency)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("the rate must be a positive number of users per second")
+
+    @property
+    def effective_queue_size(self) -> int:
+        return self.queue_size or 2 * self.concurrency
+
+    @property
+    def effective_window(self) -> int:
+        # At least one row per worker plus a full queue, or the workers would starve behind the window.
+        floor = self.concurrency + self.effective_queue_size + 1
+        return max(self.window or max(256, 4 * self.concurrency), floor)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Figures for the summary; times are the pipeline's clock."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
+    problem_counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0  # taken from the input: each got a result, including those listed as not reached
+    sent_rows: int = 0  # rows with at least one create request
+    requests: int = 0  # create requests sent
+    throttled: int = 0  # 429 answers
+    retries: int = 0  # create requests that repeated an earlier one of the same row
+    lookups: int = 0  # users looked up after a duplicate refusal or an unknown outcome
+    step_requests: int = 0  # requests of the steps after create (license, profile, manager...)
+    not_finished: int = 0  # rows taken but left unfinished by stop() / abort()
+    not_reached: int = 0  # rows to create that were never sent because the run stopped first (listed failed)
+    max_pending: int = 0  # most rows between input and sink at once (bounded by the window)
+    first_send: float | None = None
+    last_answer: float | None = None
+    rate_settled: float = 0.0  # users/s the rate controller ended at
+    interrupted: bool = False  # stopped by a person or a scheduler (stop() / abort()): exit 130
+    halted: str | None = None  # why the run stopped taking rows on its own (the sign-in failed mid-run)
+
+    @property
+    def sending_seconds(self) -> float:
+        if self.first_send is None or self.last_answer is None:
+            return 0.0
+        return max(0.0, self.last_answer - self.first_send)
+
+    @property
+    def achieved_rate(self) -> float | None:
+        """Created users per second over the sending phase (first request to last answer)."""
+        seconds = self.sending_seconds
+        created = self.counts.get(Status.CREATED.value, 0)
+        return created / seconds if seconds > 0 and created else None

@@ -1,0 +1,220 @@
+"""One row's way through its plan: what the journal remembers decides where it starts, create runs (or is
+skipped as done by an earlier run), then the steps after it; each outcome has its own handler.
+
+- A row an earlier run created is never sent again: its later steps not yet done are run, nothing else.
+- A row an earlier run sent without learning the outcome (killed, answer lost) is sent again with the SAME
+  request id, and a row found in the tenant that the journal knows as ours is said to be ours.
+- Only an outcome known for sure is recorded: a row that may exist and could not be confirmed stays "sent" for
+  the next run.
+- A stop leaves every row with a result: those left unfinished or never reached get a `run.interrupted` problem
+  saying whether they may exist. A row stopped after answers that prove nothing was created is recorded as such,
+  so the next run sends it afresh under a new request id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+
+from ..model import Code, Problem, RowResult, Status
+from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState
+from .create import CreateStep
+from .messages import RUN_INTERRUPTED, not_finished_text, on, stop_note
+from .reconcile import Attempt
+from .sender import Sender, Stopped
+from .steps import PlanRunner, RowState
+
+
+class RowRunner:
+    """The per-row handlers of one run (`flow.RowHandler`)."""
+
+    def __init__(
+        self,
+        *,
+        sender: Sender,
+        journal: Journal,
+        create: CreateStep,
+        plan: PlanRunner,
+        customer: str,
+        to_result: Callable[[CheckedRowLike], RowResult],
+    ) -> None:
+        self._sender = sender
+        self._journal = journal
+        self._create = create
+        self._plan = plan
+        self._customer = customer
+        self._to_result = to_result
+
+    @property
+    def stopping(self) -> bool:
+        return self._sender.stopping
+
+    def _customer_of(self, checked: CheckedRowLike) -> str:
+        return checked.user.customerTenantId or self._customer
+
+    def needs_worker(self, checked: CheckedRowLike) -> bool:
+        """A row to create, or one validation found in the tenant whose later steps may still be owed (only when
+        the plan has any: a create-only run never sends a request for an existing user)."""
+        if checked.status is Status.VALID:
+            return True
+        return (
+            bool(self._plan.steps)
+            and not self.stopping
+            and checked.status is Status.SKIPPED
+            and bool(checked.existing_user_id)
+        )
+
+    # -- rows that need no request
+
+    def without_request(self, checked: CheckedRowLike) -> RowResult:
+        result = self._to_result(checked)
+        if checked.status is Status.SKIPPED and checked.existing_user_id:
+            self._explain_existing(
+                checked, result, self._journal.prior(self._customer_of(checked), checked.user.upn_key)
+            )
+        return result
+
+    def _explain_existing(self, checked: CheckedRowLike, result: RowResult, prior: PriorState | None) -> bool:
+        """Validation found the user in the tenant; the journal may know that it is ours. Then the results say so
+        (nightly runs over a growing sheet), and a row an earlier run sent without learning the outcome (killed,
+        answer lost) is settled here as created, without sending anything. Says whether the user is ours."""
+        user = checked.user
+        if prior is None or (prior.user_id and prior.user_id != checked.existing_user_id):
+            return False  # not ours, or ours was replaced since: validation's words stand
+        if prior.outcome is PriorOutcome.CREATED:
+            what = f"created by an earlier run{on(prior.recorded_at)}"
+        else:
+            what = f"created by an earlier run{on(prior.recorded_at)} that was stopped before its answer came"
+            settled = dataclasses.replace(
+                result,
+                status=Status.CREATED,
+                userId=checked.existing_user_id,
+                problems=(),
+                requestId=prior.request_id,
+            )
+            self._journal.finished(self._customer_of(checked), user.upn_key, settled)
+        result.requestId = prior.request_id or None
+        message = (
+            f"{user.userPrincipalName} already exists in the tenant (id {checked.existing_user_id}): {what}"
+        )
+        result.problems = tuple(
+            Problem(p.code, message, p.field) if p.code == Code.USER_EXISTS else p for p in result.problems
+        )
+        return True
+
+    def not_reached(self, checked: CheckedRowLike) -> RowResult:
+        """A row to create that the feeder reached only after a stop: listed, never sent."""
+        result = self._to_result(checked)
+        prior = self._journal.prior(self._customer_of(checked), checked.user.upn_key)
+        if prior is not None and prior.outcome is PriorOutcome.CREATED:
+            return _created_earlier(result, prior)
+        self._sender.stats.not_reached += 1
+        if prior is not None:  # in doubt: an earlier run sent it and never learnt the outcome
+            result.requestId = prior.request_id
+            message = (
+                f"may exist: an earlier run{on(prior.recorded_at)} sent it without learning the outcome, and "
+                "this run was stopped before this row; run the same command again with the same journal"
+            )
+        else:
+            message = f"not sent: {stop_note(self._sender.halt_text)}"
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
+        return result
+
+    # -- rows sent
+
+    async def process(self, checked: CheckedRowLike) -> RowResult:
+        """The row's plan: create (unless an earlier run did), then the steps after it."""
+        customer = self._customer_of(checked)
+        prior = self._journal.prior(customer, checked.user.upn_key)
+        if checked.status is not Status.VALID:  # in the tenant already: ours, with steps owed?
+            result = self._to_result(checked)
+            if self._explain_existing(checked, result, prior):
+                result.userId = checked.existing_user_id
+                await self._plan.run(RowState(customer, checked.user, result))
+            return result
+        if prior is not None and prior.outcome is PriorOutcome.CREATED:
+            result = _created_earlier(self._to_result(checked), prior)
+        else:
+            result = await self._created_now(checked, customer, prior)
+        if result.status in (Status.CREATED, Status.SKIPPED) and self._ours(result, prior):
+            await self._plan.run(RowState(customer, checked.user, result))
+        return result
+
+    def _ours(self, result: RowResult, prior: PriorState | None) -> bool:
+        """Steps after create touch only users this journal created: never someone else's (a duplicate UPN)."""
+        return result.status is Status.CREATED or (
+            prior is not None and prior.outcome is PriorOutcome.CREATED
+        )
+
+    async def _created_now(
+        self, checked: CheckedRowLike, customer: str, prior: PriorState | None
+    ) -> RowResult:
+        """The create step, and its record in the journal once its outcome is known for sure."""
+        user = checked.user
+        result = self._to_result(checked)
+        in_doubt = prior is not None and prior.outcome is PriorOutcome.IN_DOUBT
+        attempt = Attempt(
+            customer=customer,
+            user=user,
+            request_id=prior.request_id if prior is not None and in_doubt else str(uuid.uuid4()),
+            maybe_created=in_doubt,
+        )
+        result.requestId = attempt.request_id
+        if self.stopping:
+            return self._not_finished(result, attempt)
+        # No `pending` record first: a row the journal does not hold (or holds as refused) is "never sent" already,
+        # and the write cost as much as the durable `sent` one.
+        try:
+            await self._create.send(attempt, result)
+        except Stopped:
+            return self._not_finished(result, attempt)
+        finally:
+            result.attempts = attempt.sends
+        if result.status is Status.FAILED and attempt.maybe_created and not attempt.refused:
+            # The user may exist and nobody could confirm it: the journal keeps the row as sent (in doubt), so the
+            # next run reconciles it with the same request id instead of creating a second account.
+            return result
+        self._journal.finished(customer, user.upn_key, result)
+        return result
+
+    def _not_finished(self, result: RowResult, attempt: Attempt) -> RowResult:
+        """A row taken, then left unfinished by a stop. Only a row whose request may have created the user
+        stays "sent" in the journal; any other is recorded as not created, so that the next run sends it afresh
+        under a new request id instead of taking whoever holds the UPN by then for its own."""
+        self._sender.stats.not_finished += 1
+        message = not_finished_text(
+            cut_short=attempt.cut_short,
+            maybe_created=attempt.maybe_created,
+            sends=attempt.sends,
+            last=attempt.last_failure,
+            halt=self._sender.halt_text,
+        )
+        result.status, result.userId, result.problems = (
+            Status.FAILED,
+            None,
+            (Problem(RUN_INTERRUPTED, message),),
+        )
+        if not attempt.maybe_created and attempt.journaled:
+            self._journal.finished(attempt.customer, attempt.user.upn_key, result)
+        if attempt.sends == 0 and not attempt.maybe_created:
+            result.requestId = None  # never sent: no request to look for in the service's logs
+        return result
+
+
+def _created_earlier(result: RowResult, prior: PriorState) -> RowResult:
+    result.status = Status.SKIPPED
+    result.userId = prior.user_id
+    result.requestId = prior.request_id
+    result.problems = (
+        Problem(
+            Code.USER_EXISTS,
+            f"created by an earlier run{on(prior.recorded_at)} (its journal says so); not sent again",
+            "userPrincipalName",
+        ),
+    )
+    return result
