@@ -902,9 +902,8 @@ async def test_service_facts_reads_domains_and_active_users_once(session: aiohtt
     assert fabrikam is not None and fabrikam.federated
     assert first.existing_users == {"user1@contoso.com": "id-1", "user3@contoso.com": "id-3"}
     assert first.deleted_users == {
-        "user2@contoso.com": facts.DeletedUser(
-            "id-2", "User2@Contoso.com", None
-        ),  # a list that ignored filtering
+        # listed as inactive by a plain list that does not leave deleted users out: still deleted
+        "user2@contoso.com": facts.DeletedUser("id-2", "User2@Contoso.com", None),
         "user4@contoso.com": facts.DeletedUser("id-4", "User4@Contoso.com", "2026-11-20T09:30:00Z"),
         "user5@contoso.com": facts.DeletedUser("id-5", "User5@Contoso.com", None),
     }

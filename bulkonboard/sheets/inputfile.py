@@ -61,9 +61,7 @@ def read_regular_file(path: Path, what: str, *, limit: int = MAX_FILE_BYTES) -> 
     try:
         _check_regular(path, what, os.fstat(fd), limit)
         with io.FileIO(fd, "rb", closefd=False) as handle:
-            raw = _read_up_to(
-                handle, limit + 1
-            )  # a file that grows while it is read still stops at the bound
+            raw = _read_up_to(handle, limit + 1)  # a file that grows while it is read still stops at the bound
     except OSError as exc:
         raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     finally:

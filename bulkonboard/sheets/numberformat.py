@@ -54,9 +54,7 @@ def general(number: float) -> str:
 def render(number: float, section: str) -> str:
     """`number` shown in `section` (a value from `display_format`)."""
     if number.is_integer() and section.strip("0") == "" and abs(number) < 10.0**_EXCEL_DIGITS:
-        return ("-" if number < 0 else "") + str(abs(int(number))).rjust(
-            len(section), "0"
-        )  # `000000`: the usual
+        return ("-" if number < 0 else "") + str(abs(int(number))).rjust(len(section), "0")  # `000000`: the usual
     scientific = _SCIENTIFIC.fullmatch(section)
     if scientific:
         hashes, zeros, decimals, sign, exponent_zeros = scientific.groups()
@@ -89,8 +87,6 @@ def _scientific(number: float, group: int, places: int, sign: str, exponent_digi
     mantissa = mantissa.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     if group == 1 and abs(mantissa) >= 10:  # 9.999 rounded up to 10.00: one more power of ten
         exponent += 1
-        mantissa = (Decimal(repr(number)).scaleb(-exponent)).quantize(
-            Decimal(1).scaleb(-places), ROUND_HALF_UP
-        )
+        mantissa = (Decimal(repr(number)).scaleb(-exponent)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
     shown_sign = "-" if exponent < 0 else ("+" if sign == "+" else "")
     return f"{mantissa:f}E{shown_sign}{str(abs(exponent)).rjust(exponent_digits, '0')}"

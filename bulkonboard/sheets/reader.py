@@ -175,9 +175,7 @@ def read_sheet(path: Path, *, sheet: str | None = None) -> Sheet:
     path = Path(path)
     suffix = path.suffix.casefold()
     if suffix not in XLSX_SUFFIXES | TEXT_SUFFIXES:
-        hint = (
-            " (save it as an Excel Workbook, .xlsx)" if suffix in {".xls", ".xlsm", ".xlsb", ".ods"} else ""
-        )
+        hint = " (save it as an Excel Workbook, .xlsx)" if suffix in {".xls", ".xlsm", ".xlsb", ".ods"} else ""
         kind = f"'{path.suffix}' files" if path.suffix else "files without an extension"
         raise InputError(f"{path}: cannot read {kind}{hint}; use {ACCEPTED}")
     if suffix in TEXT_SUFFIXES and sheet is not None:
@@ -206,10 +204,7 @@ def row_bound(width: int) -> tuple[int, str]:
             f"has more than {by_cells:,} rows of {width:,} columns, over the bound of {MAX_CELLS:,} cells; "
             "split it into several files"
         )
-    return (
-        MAX_ROWS,
-        f"has more than {MAX_ROWS:,} rows, over the bound of {MAX_ROWS:,} rows; split it into several files",
-    )
+    return MAX_ROWS, f"has more than {MAX_ROWS:,} rows, over the bound of {MAX_ROWS:,} rows; split it into several files"
 
 
 # ------------------------------------------------------------------------------------------------ text files
@@ -328,8 +323,7 @@ def _parse_delimited(path: Path, payload: bytes, delimiter: str, width: int, mos
             quotechar='"',
             doublequote=True,
             index_col=False,
-            nrows=most_rows
-            + 1,  # one more than allowed: the parser stops there, and the caller's check sees it
+            nrows=most_rows + 1,  # one more than allowed: the parser stops there, and the caller's check sees it
         )
     except pd.errors.ParserError as exc:
         detail = str(exc).removeprefix("Error tokenizing data. C error: ").strip().splitlines()[0]
@@ -471,11 +465,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
 
 
 def _apply_number_formats(
-    texts: list[str],
-    data: Sequence[Sequence[object]],
-    header_row: int,
-    column: int,
-    formats: dict[int, dict[int, str]],
+    texts: list[str], data: Sequence[Sequence[object]], header_row: int, column: int, formats: dict[int, dict[int, str]]
 ) -> None:
     """Numbers in cells whose format pads or fixes them, as Excel shows them (`000123`), in place.
 

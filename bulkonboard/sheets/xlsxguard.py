@@ -164,11 +164,7 @@ def _relationships(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, 
     found: dict[str, tuple[str, str]] = {}
     for rel in _children(rels, "Relationship"):
         target = rel.get("Target", "")
-        resolved = (
-            target.lstrip("/")
-            if target.startswith("/")
-            else posixpath.normpath(posixpath.join(folder, target))
-        )
+        resolved = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join(folder, target))
         found[rel.get("Id", "")] = (rel.get("Type", ""), resolved)
     return found
 
@@ -186,9 +182,7 @@ def _office_document(archive: zipfile.ZipFile) -> str:
 def _sheets(path: Path, archive: zipfile.ZipFile, workbook_part: str) -> list[_SheetEntry]:
     workbook = _xml(archive, workbook_part)
     if workbook is None:
-        raise InputError(
-            f"{path}: is not a readable Excel workbook (its workbook part is missing or not XML)"
-        )
+        raise InputError(f"{path}: is not a readable Excel workbook (its workbook part is missing or not XML)")
     rels = _relationships(archive, workbook_part)
     entries = []
     for sheet in _children(workbook, "sheet"):
@@ -277,11 +271,7 @@ _CELL_REFERENCE = re.compile(rb"\sr\s*=\s*[\"']([A-Za-z]+)(\d+)[\"']")
 def _special_styles(archive: zipfile.ZipFile, workbook_part: str) -> dict[int, str]:
     """Cell style index -> number format, for the styles whose format changes how a number is shown."""
     styles_part = next(
-        (
-            target
-            for kind, target in _relationships(archive, workbook_part).values()
-            if kind.endswith("/styles")
-        ),
+        (target for kind, target in _relationships(archive, workbook_part).values() if kind.endswith("/styles")),
         "xl/styles.xml",
     )
     styles = _xml(archive, styles_part)
