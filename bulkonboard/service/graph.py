@@ -193,7 +193,8 @@ class ServiceFacts:
             return self._known[key]
 
     async def _ask(self, customer_id: str) -> facts.CustomerFacts:
-        domains = await self._domains(customer_id)
+        """Partner Center first: it knows whether the partner has a relationship with the customer (403 20002,
+        one line saying so), where Graph would only say "insufficient privileges"."""
         existing: dict[str, str] = {}
         deleted: dict[str, facts.DeletedUser] = {}
         try:
@@ -205,6 +206,7 @@ class ServiceFacts:
                         _sort_user(user, existing, deleted)
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
+        domains = await self._domains(customer_id)
         return facts.CustomerFacts(
             customer_id=customer_id, domains=domains, existing_users=existing, deleted_users=deleted
         )
