@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,39 @@ def test_user_row_keys_and_problem_text() -> None:
     assert user.upn_key == "ana.lopez@contoso.com"
     assert user.domain == "contoso.com"
     assert "Secret-123" not in repr(user)
-    problems = (Problem(Code.FIELD_MISSING, "displayName is empty", "displayName"), Problem(Code.UPN_SYNTAX, "x"))
+    problems = (
+        Problem(Code.FIELD_MISSING, "displayName is empty", "displayName"),
+        Problem(Code.UPN_SYNTAX, "x"),
+    )
     assert join_problems(problems) == "field.missing: displayName is empty; upn.syntax: x"
-    result = RowResult(row=2, userPrincipalName=user.userPrincipalName, status=Status.INVALID, problems=problems)
+    result = RowResult(
+        row=2, userPrincipalName=user.userPrincipalName, status=Status.INVALID, problems=problems
+    )
     assert result.problems_text.startswith("field.missing")
     assert Status("created") is Status.CREATED
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_domains_file_says_once_that_it_cannot_know_users(tmp_path: Path) -> None:
+    source = DomainsFile(write(tmp_path, b"domain,authenticationType\ncontoso.com,Managed\n"))
+    logger, kept = logging.getLogger("bulkonboard"), _Kept()
+    level = logger.level
+    logger.addHandler(kept)  # on the logger itself: the CLI's Output may have stopped it propagating
+    logger.setLevel(logging.WARNING)  # or left it at ERROR (--quiet)
+    try:
+        facts = [asyncio.run(source.customer_facts(c)) for c in ("c1", "c2", "c1")]
+        assert source.domains.keys() == {"contoso.com"}  # what a service-backed source reads: no warning
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+    assert all(f.existing_users is None and f.deleted_users is None for f in facts)
+    assert len(kept.lines) == 1, kept.lines
+    assert "recycle bin" in kept.lines[0] and "cannot know" in kept.lines[0]

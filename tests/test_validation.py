@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
 from bulkonboard.model import FIELDS, Code, Status
-from bulkonboard.sheets.facts import ANY_CUSTOMER, CustomerFacts, Domain
+from bulkonboard.sheets.facts import ANY_CUSTOMER, CustomerFacts, DeletedUser, Domain
 from bulkonboard.sheets.rules import supported_usage_locations
 from bulkonboard.sheets.validation import CheckedRow, check_columns, customers_in, validate
 
@@ -626,6 +626,43 @@ def test_only_the_first_occurrence_of_an_existing_user_is_skipped() -> None:
 def test_unknown_existing_users_skip_nobody() -> None:
     checked = one(person(), facts=contoso_facts(existing=None))
     assert checked.status is Status.VALID
+
+
+# ---------------------------------------------------------------------------------------- deleted users
+
+
+def with_deleted(*deleted: DeletedUser, existing: dict[str, str] | None = None) -> CustomerFacts:
+    facts = contoso_facts(existing=existing if existing is not None else {})
+    facts.deleted_users = {d.userPrincipalName.casefold(): d for d in deleted}
+    return facts
+
+
+def test_a_upn_of_a_deleted_user_is_flagged_with_when_and_what_to_do() -> None:
+    binned = DeletedUser("id-old", "Jane.Doe@contoso.com", "2026-11-20T09:30:00.000000Z")
+    checked = one(person(userPrincipalName="JANE.DOE@Contoso.com"), facts=with_deleted(binned))
+    assert checked.status is Status.INVALID
+    assert codes(checked) == [Code.USER_DELETED]
+    assert checked.deleted_user == binned and checked.existing_user_id is None
+    text = message(checked, Code.USER_DELETED)
+    assert "recycle bin since 2026-11-20 09:30 UTC" in text and "id-old" in text
+    assert "--restore-deleted" in text and "change the UPN" in text
+
+
+def test_a_deleted_user_without_a_deletion_time_says_no_time() -> None:
+    checked = one(person(), facts=with_deleted(DeletedUser("id-old", "jane.doe@contoso.com", None)))
+    assert "recycle bin, which keeps" in message(checked, Code.USER_DELETED)
+
+
+def test_an_active_namesake_wins_and_a_repeat_is_only_a_duplicate() -> None:
+    binned = DeletedUser("id-old", "jane.doe@contoso.com", None)
+    (exists,) = check([person()], facts=with_deleted(binned, existing={"jane.doe@contoso.com": "id-new"}))
+    assert exists.status is Status.SKIPPED and codes(exists) == [Code.USER_EXISTS]
+    first, second = check([person(), person()], facts=with_deleted(binned))
+    assert codes(first) == [Code.USER_DELETED] and codes(second) == [Code.UPN_DUPLICATE]
+
+
+def test_deleted_users_unknown_flag_nobody() -> None:
+    assert one(person(), facts=contoso_facts(existing={})).status is Status.VALID
 
 
 # ---------------------------------------------------------------------------------------------------- counts

@@ -13,7 +13,9 @@ into the other for the calls made before any row is sent.
         ├── Throttled            429; `retry_after` from Retry-After (or the 429 body's "Try again in N seconds")
         ├── ServerError          5xx
         ├── Refused              any other 4xx: the service said no (`is_duplicate_upn` tells one refusal apart)
-        │   └── Unauthorized     401: the token was refused; refresh it once and retry
+        │   ├── Unauthorized     401: the token was refused; refresh it once and retry
+        │   └── PermissionDenied 403 for lack of a GDAP role (900308, Graph's Authorization_RequestDenied) or of
+        │                        any relationship with the customer (20002): no row of that customer can succeed
         ├── MalformedAnswer      a success (or a 3xx) whose body is not the JSON expected: a create may have
         │   │                    happened, so treat it like a TransportError and look the user up
         │   └── EndlessPaging    a list whose `links.next` repeats a continuation token or passes `MAX_PAGES` /
@@ -22,27 +24,42 @@ into the other for the calls made before any row is sent.
                                  neither its id nor its "created" can be taken; look the UPN up instead
 
 `description` is always a short text taken from the service's error fields (or written here), never a raw
-body: Partner Center echoes the password in its create answer. For the same reason a raw answer is never kept
+body; the service's `data` detail (Partner Center's `data`, Graph's `details`) is kept in `data` and shown in
+`description` after the service's text, so a row's message keeps it: Partner Center echoes the password in its create answer. For the same reason a raw answer is never kept
 in an exception, its arguments, its chain or a repr.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
+from urllib.parse import unquote
 
 from ..errors import AuthError, BulkOnboardError, CustomerNotFound, ServiceUnavailable
 
 #: Graph's wording for a taken UPN; Partner Center documents no code for it, so the text is what we can match.
 DUPLICATE_UPN_TEXT = "Another object with the same value for property userPrincipalName already exists"
-#: Codes that mean "this UPN is taken": Graph's detail code, and the sandbox's invented 90001 (Partner Center
-#: publishes none). A false match costs only a lookup: the pipeline then finds the user by UPN, or not.
-DUPLICATE_UPN_CODES = frozenset({"objectconflict", "90001"})
+#: Codes that mean "this UPN is taken", wherever the answer puts them (`code`, `data`, Graph's `details`): Graph's
+#: detail code. The sandbox's invented 90001 is not one of them: it comes with the text and `ObjectConflict`, as
+#: the documented answers do, and an undocumented code could mean anything on the real service.
+DUPLICATE_UPN_CODES = frozenset({"objectconflict"})
+#: A taken UPN is refused 400 (Graph's documented answer) or 409 (Partner Center's status for a conflict).
+DUPLICATE_UPN_STATUSES = frozenset({400, 409})
 _DUPLICATE_UPN_LOOSE = re.compile(
     r"userprincipalname.*already exists|already exists.*userprincipalname", re.I | re.S
 )
 #: Partner Center's documented codes that this module tells apart.
 CODE_NO_RELATIONSHIP = 20002  # 403: the partner has no relationship with the customer
 CODE_TENANT_NOT_FOUND = 60003  # 404: no such customer tenant (as opposed to 60002, no such user)
+CODE_INSUFFICIENT_PRIVILEGES = 900308  # 403: the partner's GDAP roles do not allow the call
+GRAPH_REQUEST_DENIED = "Authorization_RequestDenied"  # Graph's 403 "Insufficient privileges to complete..."
+#: The GDAP roles that let a partner create users in a customer's tenant (shared/reference, Permissions).
+ROLES_TO_CREATE = "User Administrator or Directory Writers"
+#: Restoring a soft-deleted user is the deleting role's: Directory Writers has no users/restore permission.
+ROLES_TO_RESTORE = "User Administrator"
+#: At most this many `data` items are kept, and this many characters of them: detail, not a dump.
+MAX_DATA_ITEMS = 10
+MAX_DATA_CHARS = 300
 
 
 class RequestError(Exception):
@@ -88,6 +105,7 @@ class ApiError(RequestError):
         code: int | str | None = None,
         description: str = "",
         retry_after: float | None = None,
+        data: tuple[str, ...] = (),
     ) -> None:
         shown_code = f" {code}" if code is not None and code != "" else ""
         text = description or f"HTTP {status}"
@@ -99,6 +117,7 @@ class ApiError(RequestError):
         self.code = code
         self.description = description
         self.retry_after = retry_after
+        self.data = data  # the service's detail, already in `description`; cleaned and bounded like it
 
 
 class Throttled(ApiError):
@@ -114,15 +133,70 @@ class Refused(ApiError):
 
     @property
     def is_duplicate_upn(self) -> bool:
-        """The UPN is taken: after a replayed create this may be our own earlier success, so look the user up."""
-        if self.code is not None and str(self.code).casefold() in DUPLICATE_UPN_CODES:
+        """The UPN is taken: after a replayed create this may be our own earlier success, so look the user up.
+
+        400 or 409, with `ObjectConflict` as the code or a `data` item, or the words in the description or the
+        data. A false match costs only a lookup: the pipeline then finds the user by UPN, or not.
+        """
+        if self.status not in DUPLICATE_UPN_STATUSES:
+            return False
+        codes = (str(self.code) if self.code is not None else "", *self.data)
+        if any(code.strip().casefold() in DUPLICATE_UPN_CODES for code in codes):
             return True
-        text = self.description.casefold()
-        return DUPLICATE_UPN_TEXT.casefold() in text or bool(_DUPLICATE_UPN_LOOSE.search(text))
+        for text in (self.description, *self.data):
+            folded = text.casefold()
+            if DUPLICATE_UPN_TEXT.casefold() in folded or _DUPLICATE_UPN_LOOSE.search(folded):
+                return True
+        return False
 
 
 class Unauthorized(Refused):
     """401: the token was refused (expired, wrong audience). The pipeline may refresh it once and retry."""
+
+
+class PermissionDenied(Refused):
+    """403 for lack of permission: no GDAP role that allows the call (900308; Graph: Authorization_RequestDenied),
+    or no relationship with the customer at all (20002).
+
+    Its own class because every later call for that customer will be refused the same way: the sending stage
+    can stop instead of failing row after row. `str()` is one line for a person: the request, the service's
+    words, and `advice` (which GDAP roles are needed, or that there is no relationship). `customer_id` is read
+    from the URL when it names one (Partner Center's do), else None.
+    """
+
+    def __init__(self, *, roles_needed: str = ROLES_TO_CREATE, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.fields = fields
+        self.roles_needed = roles_needed
+        self.no_relationship = str(self.code) == str(CODE_NO_RELATIONSHIP)
+        found = _CUSTOMER_IN_URL.search(self.url)
+        self.customer_id: str | None = unquote(found.group(1)) if found else None
+        whose = f"customer {self.customer_id}" if self.customer_id else "the customer"
+        if self.no_relationship:
+            self.advice = (
+                f"the partner has no relationship with {whose}: check --customer or the customerTenantId "
+                "column, or ask the customer to accept a GDAP relationship"
+            )
+        else:
+            self.advice = f"the signed-in user needs the GDAP role {roles_needed} in {whose}'s tenant"
+        said = f"403 {self.code}: {self.description}" if self.code not in (None, "") else self.description
+        request = f"; MS-RequestId {self.request_id}" if self.request_id else ""
+        self.message = f"permission denied: {self.method} {self.url} ({said}{request}); {self.advice}"
+
+    def needing(self, roles: str) -> PermissionDenied:
+        """The same refusal, for a call that needs other roles than creating does (restoring a user)."""
+        return PermissionDenied(roles_needed=roles, **self.fields)
+
+    @classmethod
+    def applies(cls, status: int, code: int | str | None) -> bool:
+        """Whether a refusal is one of these: a 403 with a documented code for a missing role or relationship."""
+        return status == 403 and code is not None and str(code).casefold() in _PERMISSION_CODES
+
+
+_PERMISSION_CODES = frozenset(
+    {str(CODE_INSUFFICIENT_PRIVILEGES), str(CODE_NO_RELATIONSHIP), GRAPH_REQUEST_DENIED.casefold()}
+)
+_CUSTOMER_IN_URL = re.compile(r"/customers/([^/?#]+)")
 
 
 class MalformedAnswer(ApiError):
@@ -168,8 +242,6 @@ class MismatchedAnswer(ApiError):
 
 # ------------------------------------------------------------------- request errors -> command errors
 
-_ROLES_TO_CREATE = "User Administrator or Directory Writers"
-
 
 def command_error(exc: RequestError, *, service: str, customer_id: str) -> BulkOnboardError:
     """The command-stopping error (exit 3) for a request that failed before any row was sent: one line, saying
@@ -205,11 +277,11 @@ def command_error(exc: RequestError, *, service: str, customer_id: str) -> BulkO
         if graph:
             return AuthError(
                 f"Graph denied reading the domains of tenant {customer_id} ({said}, at {where}): the signed-in "
-                f"user needs a GDAP role there such as {_ROLES_TO_CREATE} (or give --domains FILE)"
+                f"user needs a GDAP role there such as {ROLES_TO_CREATE} (or give --domains FILE)"
             )
         return AuthError(
             f"Partner Center denied access to customer {customer_id} ({said}, at {where}): the signed-in user "
-            f"needs the GDAP role {_ROLES_TO_CREATE} in that customer's tenant"
+            f"needs the GDAP role {ROLES_TO_CREATE} in that customer's tenant"
         )
     if isinstance(exc, Throttled | ServerError):
         return ServiceUnavailable(

@@ -160,9 +160,11 @@ class ServiceFacts:
     Each customer is asked once per run (the list of users is paged and may be long); concurrent askers for the
     same customer wait for the first. A failure is not remembered, so a later call asks again.
 
-    Only active users count as existing: Partner Center's list shows soft-deleted users (state `inactive`,
-    kept 30 days) only when filtered for them, and Entra lets a new user take a deleted user's UPN, so a
-    deleted namesake must not turn a row into `user.exists`. A user without a `state` is taken as active.
+    Only active users count as existing. Soft-deleted users (state `inactive`, kept 30 days in the recycle bin)
+    drop out of Partner Center's plain list and are asked for apart, with the `UserState` filter: such a user
+    still holds its UPN, so a row with it would be refused (`user.deleted`, or a restore with
+    `--restore-deleted`). A user without a `state` is taken as active; an `inactive` one that a plain list
+    shows anyway is counted as deleted.
     """
 
     def __init__(
@@ -191,25 +193,45 @@ class ServiceFacts:
             return self._known[key]
 
     async def _ask(self, customer_id: str) -> facts.CustomerFacts:
-        if self._domains_file is not None:
-            domains = (await self._domains_file.customer_facts(customer_id)).domains
-        else:
-            assert self._graph is not None
-            try:
-                listed = await self._graph.list_domains(customer_id)
-            except RequestError as exc:
-                raise command_error(exc, service="Graph", customer_id=customer_id) from None
-            domains = {domain.name.casefold(): domain for domain in listed}
+        """Partner Center first: it knows whether the partner has a relationship with the customer (403 20002,
+        one line saying so), where Graph would only say "insufficient privileges"."""
         existing: dict[str, str] = {}
+        deleted: dict[str, facts.DeletedUser] = {}
         try:
-            async with aclosing(self._partner_center.iter_users(customer_id)) as users:
-                async for user in users:
-                    upn, user_id, state = user.get("userPrincipalName"), user.get("id"), user.get("state")
-                    if not isinstance(upn, str) or not upn or not isinstance(user_id, str):
-                        continue
-                    if isinstance(state, str) and state and state.casefold() != "active":
-                        continue
-                    existing.setdefault(upn.casefold(), user_id)
+            for listing_deleted in (False, True):
+                async with aclosing(
+                    self._partner_center.iter_users(customer_id, deleted=listing_deleted)
+                ) as users:
+                    async for user in users:
+                        _sort_user(user, existing, deleted)
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
-        return facts.CustomerFacts(customer_id=customer_id, domains=domains, existing_users=existing)
+        domains = await self._domains(customer_id)
+        return facts.CustomerFacts(
+            customer_id=customer_id, domains=domains, existing_users=existing, deleted_users=deleted
+        )
+
+    async def _domains(self, customer_id: str) -> dict[str, facts.Domain]:
+        if self._domains_file is not None:
+            return self._domains_file.domains
+        assert self._graph is not None
+        try:
+            listed = await self._graph.list_domains(customer_id)
+        except RequestError as exc:
+            raise command_error(exc, service="Graph", customer_id=customer_id) from None
+        return {domain.name.casefold(): domain for domain in listed}
+
+
+def _sort_user(user: dict[str, Any], existing: dict[str, str], deleted: dict[str, facts.DeletedUser]) -> None:
+    """File a listed user as existing (active) or deleted (`inactive`), by its case-folded UPN."""
+    upn, user_id, state = user.get("userPrincipalName"), user.get("id"), user.get("state")
+    if not isinstance(upn, str) or not upn or not isinstance(user_id, str):
+        return
+    if not isinstance(state, str) or not state or state.casefold() == "active":
+        existing.setdefault(upn.casefold(), user_id)
+    elif state.casefold() == "inactive":
+        when = user.get("softDeletionTime")
+        deleted.setdefault(
+            upn.casefold(),
+            facts.DeletedUser(user_id, upn, when if isinstance(when, str) and when.strip() else None),
+        )

@@ -26,9 +26,12 @@ from yarl import URL
 from ..errors import AuthError
 from ..protocols import Audience, TokenProvider  # noqa: F401 (re-exported: the service named them first)
 from .errors import (
+    MAX_DATA_CHARS,
+    MAX_DATA_ITEMS,
     ApiError,
     EndlessPaging,
     MalformedAnswer,
+    PermissionDenied,
     Refused,
     ServerError,
     Throttled,
@@ -253,26 +256,53 @@ def clean_text(text: str, secrets: Iterable[str]) -> str:
     return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
 
 
-def _error_fields(payload: Any) -> tuple[int | str | None, str]:
-    """(code, description) from the error shapes this client meets.
+def _error_fields(payload: Any) -> tuple[int | str | None, str, list[str]]:
+    """(code, description, detail) from the error shapes this client meets.
 
-    Partner Center: {"code": 800002, "description": ..., "source": "PartnerFD"}; its 429:
-    {"statusCode": 429, "message": ...}; Graph: {"error": {"code": "Request_BadRequest", "message": ...}}.
-    Only these named text fields are read, so an echoed request can never become the description.
+    Partner Center: {"code": 800002, "description": ..., "data": [...], "source": "PartnerFD"}; its 429:
+    {"statusCode": 429, "message": ...}; Graph: {"error": {"code": "Request_BadRequest", "message": ...,
+    "details": [{"code": "ObjectConflict", "target": ..., "message": ...}]}}. Only these named fields are read,
+    so an echoed request can never become the description.
     """
     if not isinstance(payload, dict):
-        return None, ""
+        return None, "", []
     inner = payload.get("error")
     if isinstance(inner, dict):
         payload = inner
     code = payload.get("code", payload.get("statusCode"))
     if isinstance(code, bool) or not isinstance(code, int | str):
         code = None
+    detail = _detail_items(payload.get("data")) + _detail_items(payload.get("details"))
     for key in ("description", "message"):
         text = payload.get(key)
         if isinstance(text, str) and text.strip():
-            return code, text
-    return code, ""
+            return code, text, detail
+    return code, "", detail
+
+
+def _detail_items(value: Any) -> list[str]:
+    """The texts of Partner Center's `data` (strings, numbers) or Graph's `details` (their code, target and
+    message), in order: nothing else of a detail object is read."""
+    if not isinstance(value, list):
+        return []
+    items: list[str] = []
+    for item in value[: MAX_DATA_ITEMS * 3]:
+        if isinstance(item, dict):
+            items += [item[k] for k in ("code", "target", "message") if isinstance(item.get(k), str)]
+        elif isinstance(item, str | int | float) and not isinstance(item, bool):
+            items.append(str(item))
+    return [text for text in items if text.strip()]
+
+
+def _with_detail(description: str, detail: tuple[str, ...]) -> str:
+    """The service's text followed by its detail, once: `data` often repeats what `description` says."""
+    extra = [item for item in detail if item.casefold() not in description.casefold()]
+    if not extra:
+        return description
+    shown = "; ".join(extra)
+    if len(shown) > MAX_DATA_CHARS:
+        shown = shown[: MAX_DATA_CHARS - 1] + "…"
+    return f"{description} (data: {shown})"
 
 
 def _error_for(
@@ -303,17 +333,20 @@ def _error_for(
             status=status,
             description=f"the answer is not JSON ({kind}, {len(answer.body)} bytes)",
         )
-    code, text = _error_fields(payload)
+    code, text, raw_detail = _error_fields(payload)
     description = clean_text(text, secrets)
     if not description:
         description = f"HTTP {status} {answer.reason}".strip()
         if payload is _NOT_JSON and answer.body.strip():
             description += f"; the answer is not JSON ({answer.content_type or 'no content type'})"
+    detail = tuple(clean_text(item, secrets)[:MAX_DATA_CHARS] for item in raw_detail[:MAX_DATA_ITEMS])
+    description = _with_detail(description, detail)
     now = _parse_http_date(answer.date) if answer.date else None
     retry_after = parse_retry_after(answer.retry_after, now or clock())
     common: dict[str, Any] = dict(
-        method=method, url=shown, request_id=request_id, status=status, code=code, description=description
-    )
+        method=method, url=shown, request_id=request_id, status=status, code=code, description=description,
+        data=detail,
+    )  # fmt: skip
     if status == 429:
         if retry_after is None:
             match = _TRY_AGAIN_IN.search(text)
@@ -323,6 +356,8 @@ def _error_for(
         return ServerError(**common, retry_after=retry_after)
     if status == 401:
         return Unauthorized(**common, retry_after=retry_after)
+    if PermissionDenied.applies(status, code):
+        return PermissionDenied(**common, retry_after=retry_after)
     if status >= 400:
         return Refused(**common, retry_after=retry_after)
     common["description"] = f"unexpected HTTP {status} {answer.reason} (redirects are not followed)".strip()

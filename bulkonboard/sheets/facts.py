@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,8 @@ DOMAINS_FILE_BYTES = 16 * 1024 * 1024
 MANAGED = "Managed"
 FEDERATED = "Federated"
 
+log = logging.getLogger("bulkonboard")
+
 
 @dataclass(frozen=True, slots=True)
 class Domain:
@@ -37,17 +40,29 @@ class Domain:
         return self.authentication_type.casefold() == FEDERATED.casefold()
 
 
+@dataclass(frozen=True, slots=True)
+class DeletedUser:
+    """A soft-deleted user: in the customer's recycle bin for 30 days, still holding its UPN (a create with that
+    UPN is refused), and restorable by its id."""
+
+    id: str
+    userPrincipalName: str
+    deleted_at: str | None  # the service's `softDeletionTime` (ISO 8601), when its answer has one
+
+
 @dataclass(slots=True)
 class CustomerFacts:
-    """Domains keyed by lower-cased name; existing users keyed by case-folded UPN -> user id.
+    """Domains keyed by lower-cased name; existing users keyed by case-folded UPN -> user id; soft-deleted users
+    keyed by case-folded UPN.
 
-    `existing_users` is None when the source cannot tell (the offline `--domains` file): then no row is marked
-    `user.exists` in a dry run.
+    `existing_users` and `deleted_users` are None when the source cannot tell (the offline `--domains` file):
+    then no row is marked `user.exists` or `user.deleted` in a dry run.
     """
 
     customer_id: str
     domains: dict[str, Domain] = field(default_factory=dict)
     existing_users: dict[str, str] | None = None
+    deleted_users: dict[str, DeletedUser] | None = None
 
     def domain(self, name: str) -> Domain | None:
         return self.domains.get(name.casefold())
@@ -60,14 +75,33 @@ class FactsSource(Protocol):
 
 
 class DomainsFile:
-    """`--domains FILE`: a CSV `domain,authenticationType` that serves every customer alike, offline."""
+    """`--domains FILE`: a CSV `domain,authenticationType` that serves every customer alike, offline.
+
+    A file cannot know the customer's users: the first time it serves as the dry run's only source it says so,
+    once (a warning), rather than letting a clean report suggest that no UPN is taken or in the recycle bin.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._domains = _read_domains_csv(path)
+        self._said_what_it_cannot_know = False
+
+    @property
+    def domains(self) -> dict[str, Domain]:
+        """The file's domains, for a source that asks the service about users (no warning: it can know)."""
+        return dict(self._domains)
 
     async def customer_facts(self, customer_id: str) -> CustomerFacts:
-        return CustomerFacts(customer_id=customer_id, domains=dict(self._domains), existing_users=None)
+        if not self._said_what_it_cannot_know:
+            self._said_what_it_cannot_know = True
+            log.warning(
+                "checked against the domains file %s alone: it cannot know the customer's users, so no row is "
+                "checked for a user that exists or is in the recycle bin (soft-deleted); check against the "
+                "service (--sandbox, --sandbox-url or credentials) for that",
+                self.path,
+                extra={"fields": {"event": "warning"}},
+            )
+        return CustomerFacts(customer_id=customer_id, domains=self.domains)
 
 
 def _read_domains_csv(path: Path) -> dict[str, Domain]:

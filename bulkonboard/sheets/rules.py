@@ -86,6 +86,7 @@ class Rule(IntEnum):
     FORCE_CHANGE_INVALID = 14
     CUSTOMER_MISSING = 15
     USER_EXISTS = 16
+    USER_DELETED = 17
 
 
 #: The problem code and the column each rule reports, as the report and the journal show them.
@@ -107,9 +108,11 @@ RULE_CODE_FIELD: dict[Rule, tuple[str, str]] = {
     Rule.FORCE_CHANGE_INVALID: (Code.FIELD_INVALID, "forceChangePassword"),
     Rule.CUSTOMER_MISSING: (Code.FIELD_MISSING, "customerTenantId"),
     Rule.USER_EXISTS: (Code.USER_EXISTS, "userPrincipalName"),
+    Rule.USER_DELETED: (Code.USER_DELETED, "userPrincipalName"),
 }
 
 EXISTS_BIT = 1 << Rule.USER_EXISTS
+DELETED_BIT = 1 << Rule.USER_DELETED
 RULES_BY_BIT = tuple(sorted(Rule))
 
 

@@ -19,8 +19,10 @@ import pandas as pd
 
 from ..errors import InputError
 from ..model import FIELDS, Problem, Status, UserRow
-from .facts import ANY_CUSTOMER, CustomerFacts
+from .deletedusers import deleted_user_message, find_deleted_users
+from .facts import ANY_CUSTOMER, CustomerFacts, DeletedUser
 from .rules import (
+    DELETED_BIT,
     DISPLAY_NAME_MAX,
     EXISTS_BIT,
     FALSE_WORDS,
@@ -67,6 +69,7 @@ class CheckedRow:
     status: Status  # VALID, INVALID or SKIPPED
     problems: tuple[Problem, ...]
     existing_user_id: str | None  # when the user already exists in the tenant
+    deleted_user: DeletedUser | None = None  # when the UPN belongs to a soft-deleted user (`user.deleted`)
 
 
 # --- the result ----------------------------------------------------------------------------------------------
@@ -89,6 +92,7 @@ class Validation:
         failed: np.ndarray,
         first_row_of_duplicate: np.ndarray,
         existing_user_id: np.ndarray,
+        deleted_user: np.ndarray,
         facts: Mapping[str, CustomerFacts],
     ) -> None:
         self._frame = frame
@@ -98,6 +102,7 @@ class Validation:
         self._failed = failed
         self._first_row_of_duplicate = first_row_of_duplicate
         self._existing_user_id = existing_user_id
+        self._deleted_user = deleted_user
         self._facts = facts
 
         exists = (failed & EXISTS_BIT) != 0
@@ -169,7 +174,8 @@ class Validation:
                     existing = str(self._existing_user_id[position])
                 else:
                     status = Status.INVALID
-                yield CheckedRow(user=user, status=status, problems=problems, existing_user_id=existing)
+                deleted = self._deleted_user[position] if bits & DELETED_BIT else None
+                yield CheckedRow(user, status, problems, existing, deleted)
 
     def _problem(self, rule: Rule, user: UserRow, position: int, raw_force_change: str) -> Problem:
         code, field = RULE_CODE_FIELD[rule]
@@ -220,6 +226,8 @@ class Validation:
                 return "no customerTenantId for this row, and no --customer given"
             case Rule.USER_EXISTS:
                 return f"{upn} already exists in the tenant (id {self._existing_user_id[position]})"
+            case Rule.USER_DELETED:
+                return deleted_user_message(upn, self._deleted_user[position])
         raise AssertionError(rule)  # pragma: no cover - every rule is matched above
 
     def _raw_usage(self, position: int) -> str:
@@ -300,6 +308,9 @@ def validate(
     customer = _resolve_customer(frame["customerTenantId"], default_customer)
     _flag(failed, Rule.CUSTOMER_MISSING, customer == "")
     existing_user_id = _check_against_facts(upns, customer, facts, failed)
+    unclaimed = upns.present & ~upns.repeated & pd.isna(existing_user_id)
+    deleted_user = find_deleted_users(upns.keys, unclaimed, customer, facts)
+    _flag(failed, Rule.USER_DELETED, pd.notna(deleted_user))
     return Validation(
         frame,
         usage_location=usage_location,
@@ -308,6 +319,7 @@ def validate(
         failed=failed,
         first_row_of_duplicate=upns.first_row_of_duplicate,
         existing_user_id=existing_user_id,
+        deleted_user=deleted_user,
         facts=facts,
     )
 
