@@ -24,6 +24,7 @@ class DryRunOptions:
     customer: str = ""
     generate_passwords: bool = False
     default_usage_location: str | None = None
+    default_licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
 
 
 def display_fields(checked: CheckedRow) -> dict[str, str]:
@@ -36,6 +37,7 @@ def display_fields(checked: CheckedRow) -> dict[str, str]:
         "usageLocation": user.usageLocation,
         "immutableId": user.immutableId,
         "customerTenantId": "" if user.customerTenantId == ANY_CUSTOMER else user.customerTenantId,
+        "licenses": "; ".join(user.licenses),
     }
 
 
@@ -72,6 +74,7 @@ def run_validation(sheet: Sheet, facts: dict[str, CustomerFacts], options: DryRu
         default_customer=options.customer,
         generate_passwords=options.generate_passwords,
         default_usage_location=options.default_usage_location,
+        default_licenses=options.default_licenses,
     )
 
 
@@ -109,6 +112,8 @@ def write_report(
             correlation_id=str(uuid.uuid4()),
             problem_counts=dict(validation.problem_counts),
             extra={"source": source_name},
+            licenses=validation.license_demand,
+            licenses_note=validation.licenses_note,
         )
         writer.close(summary)
     return summary

@@ -413,6 +413,14 @@ def template(path: Path, force: bool) -> None:
     metavar="PATH.xlsx",
     help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
 )
+@click.option(
+    "--license",
+    "licenses",
+    multiple=True,
+    metavar="SKU",
+    help="A license for rows whose licenses cell is empty: a part number (ENTERPRISEPACK), a product name or a "
+    "SKU id. Repeatable.",
+)
 @source_options
 @output_options
 @one_line_errors
@@ -442,6 +450,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
         customer=customer or (ANY_CUSTOMER if offline else ""),
         generate_passwords=kwargs["generate_passwords"] is not None,
         default_usage_location=kwargs["usage_location"],
+        default_licenses=tuple(kwargs["licenses"]),
     )
     report = kwargs["report"] or default_output_path(input_path, "report")
     report = guard_output_path(expand(report, now=datetime.now().astimezone(), customer=customer), input_path)

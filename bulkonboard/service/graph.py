@@ -212,4 +212,11 @@ class ServiceFacts:
                     existing.setdefault(upn.casefold(), user_id)
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
-        return facts.CustomerFacts(customer_id=customer_id, domains=domains, existing_users=existing)
+        skus, unreadable = await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        return facts.CustomerFacts(
+            customer_id=customer_id,
+            domains=domains,
+            existing_users=existing,
+            subscribed_skus=skus,
+            licenses_unreadable=unreadable,
+        )

@@ -86,6 +86,9 @@ class Rule(IntEnum):
     FORCE_CHANGE_INVALID = 14
     CUSTOMER_MISSING = 15
     USER_EXISTS = 16
+    LICENSE_UNKNOWN = 17  # licenses.py: a SKU the customer does not hold
+    LICENSE_NOT_ASSIGNABLE = 18  # a SKU whose subscription cannot take a user (capabilityStatus)
+    LICENSE_INSUFFICIENT = 19  # past the free units, in input order
 
 
 #: The problem code and the column each rule reports, as the report and the journal show them.
@@ -107,6 +110,9 @@ RULE_CODE_FIELD: dict[Rule, tuple[str, str]] = {
     Rule.FORCE_CHANGE_INVALID: (Code.FIELD_INVALID, "forceChangePassword"),
     Rule.CUSTOMER_MISSING: (Code.FIELD_MISSING, "customerTenantId"),
     Rule.USER_EXISTS: (Code.USER_EXISTS, "userPrincipalName"),
+    Rule.LICENSE_UNKNOWN: (Code.LICENSE_UNKNOWN, "licenses"),
+    Rule.LICENSE_NOT_ASSIGNABLE: (Code.LICENSE_UNKNOWN, "licenses"),  # the contract's code: not a SKU to use
+    Rule.LICENSE_INSUFFICIENT: (Code.LICENSE_INSUFFICIENT, "licenses"),
 }
 
 EXISTS_BIT = 1 << Rule.USER_EXISTS

@@ -9,7 +9,7 @@ when the caller iterates. Nothing here asks the network; what is known about eac
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +20,13 @@ import pandas as pd
 from ..errors import InputError
 from ..model import FIELDS, Problem, Status, UserRow
 from .facts import ANY_CUSTOMER, CustomerFacts
+from .licenses import (
+    LicenseCheck,
+    fill_default_licenses,
+    flag_licenses,
+    licenses_need_usage,
+    split_licenses,
+)
 from .rules import (
     DISPLAY_NAME_MAX,
     EXISTS_BIT,
@@ -90,6 +97,7 @@ class Validation:
         first_row_of_duplicate: np.ndarray,
         existing_user_id: np.ndarray,
         facts: Mapping[str, CustomerFacts],
+        licenses: LicenseCheck | None = None,
     ) -> None:
         self._frame = frame
         self._usage_location = usage_location
@@ -99,6 +107,10 @@ class Validation:
         self._first_row_of_duplicate = first_row_of_duplicate
         self._existing_user_id = existing_user_id
         self._facts = facts
+        self._licenses = licenses or LicenseCheck.nothing(len(failed))
+        #: The Summary's table per SKU, and the one line said when licenses could not be checked (offline).
+        self.license_demand = self._licenses.demand
+        self.licenses_note = self._licenses.unchecked_note
 
         exists = (failed & EXISTS_BIT) != 0
         invalid = (failed & ~np.int64(EXISTS_BIT)) != 0
@@ -134,6 +146,7 @@ class Validation:
                     "immutableId",
                     "password",
                     "forceChangePassword",
+                    "licenses",
                 )
             }
             usage = self._usage_location[start:stop].tolist()
@@ -152,6 +165,7 @@ class Validation:
                     password=columns["password"][i],
                     forceChangePassword=force_change[i],
                     customerTenantId=customer[i],
+                    licenses=split_licenses(columns["licenses"][i]) if columns["licenses"][i] else (),
                 )
                 bits = failed[i]
                 if not bits:
@@ -204,9 +218,9 @@ class Validation:
             case Rule.USAGE_LOCATION_MISSING:
                 return (
                     "usageLocation is empty: fill it in, or give --usage-location CODE for rows without one"
-                )
+                ) + licenses_need_usage(user.licenses)
             case Rule.USAGE_LOCATION_INVALID:
-                return usage_location_message(self._raw_usage(position))
+                return usage_location_message(self._raw_usage(position)) + licenses_need_usage(user.licenses)
             case Rule.PASSWORD_MISSING:
                 return "password is empty: fill it in, or give --generate-passwords PATH.xlsx"
             case Rule.PASSWORD_WEAK:
@@ -220,6 +234,9 @@ class Validation:
                 return "no customerTenantId for this row, and no --customer given"
             case Rule.USER_EXISTS:
                 return f"{upn} already exists in the tenant (id {self._existing_user_id[position]})"
+            case Rule.LICENSE_UNKNOWN | Rule.LICENSE_NOT_ASSIGNABLE | Rule.LICENSE_INSUFFICIENT:
+                cell = self._frame["licenses"].iat[position]
+                return self._licenses.message(rule, cell, position, user.customerTenantId)
         raise AssertionError(rule)  # pragma: no cover - every rule is matched above
 
     def _raw_usage(self, position: int) -> str:
@@ -287,9 +304,14 @@ def validate(
     default_customer: str = "",
     generate_passwords: bool = False,
     default_usage_location: str | None = None,
+    default_licenses: Sequence[str] = (),
 ) -> Validation:
-    """Check every row; `facts` must hold every customer `customers_in` names (else KeyError)."""
+    """Check every row; `facts` must hold every customer `customers_in` names (else KeyError).
+
+    `default_licenses` (`--license`) serves the rows whose `licenses` cell is empty."""
     frame = _prepare(sheet.frame)
+    if default_licenses:
+        frame["licenses"] = fill_default_licenses(frame["licenses"], default_licenses)
     failed = np.zeros(len(frame), dtype=np.int64)
     upns = _check_upns(frame, failed)
     _check_names(frame, failed)
@@ -300,6 +322,7 @@ def validate(
     customer = _resolve_customer(frame["customerTenantId"], default_customer)
     _flag(failed, Rule.CUSTOMER_MISSING, customer == "")
     existing_user_id = _check_against_facts(upns, customer, facts, failed)
+    licenses = flag_licenses(frame["licenses"], customer, facts, failed)
     return Validation(
         frame,
         usage_location=usage_location,
@@ -309,6 +332,7 @@ def validate(
         first_row_of_duplicate=upns.first_row_of_duplicate,
         existing_user_id=existing_user_id,
         facts=facts,
+        licenses=licenses,
     )
 
 
