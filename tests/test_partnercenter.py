@@ -869,7 +869,7 @@ async def test_service_facts_reads_domains_and_active_users_once(session: aiohtt
         first, second = await asyncio.gather(source.customer_facts(CUSTOMER), source.customer_facts(CUSTOMER))
         again = await source.customer_facts(CUSTOMER)
     assert first is second is again
-    assert len(srv.seen) == 4, "two domain pages and two user pages, once"
+    assert len(srv.seen) == 5, "two domain pages, two user pages and the subscribed SKUs, once"
     assert first.customer_id == CUSTOMER
     assert set(first.domains) == {"contoso.onmicrosoft.com", "contoso.com", "fabrikam.com"}
     fabrikam = first.domain("FABRIKAM.com")
@@ -886,7 +886,10 @@ async def test_service_facts_with_a_domains_file_asks_no_graph(
         found = await source.customer_facts(CUSTOMER)
     assert set(found.domains) == {"contoso.com"}
     assert found.existing_users == {"user1@contoso.com": "id-1"}
-    assert [s.path for s in srv.seen] == [f"/v1/customers/{CUSTOMER}/users"]
+    assert [s.path for s in srv.seen] == [
+        f"/v1/customers/{CUSTOMER}/users",
+        f"/v1/customers/{CUSTOMER}/subscribedskus",
+    ]
 
 
 async def test_service_facts_turns_refusals_into_command_errors(session: aiohttp.ClientSession) -> None:

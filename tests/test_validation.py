@@ -734,6 +734,7 @@ def test_two_hundred_thousand_rows() -> None:
             "password": STRONG,
             "forceChangePassword": "",
             "customerTenantId": "",
+            "licenses": "",
         }
     ).astype({name: "str" for name in FIELDS})
     bad = {

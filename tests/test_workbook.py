@@ -44,6 +44,7 @@ ROWS_HEADER = [
     "usageLocation",
     "immutableId",
     "customerTenantId",
+    "licenses",
 ]
 PROBLEMS_HEADER = ["row", "userPrincipalName", "field", "code", "message"]
 STARTED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -122,7 +123,11 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
                 Problem("upn.syntax", "needs one @", "userPrincipalName"),
                 Problem("field.missing", "displayName is required", "displayName"),
             ),
-            display={"immutableId": "000123", "customerTenantId": "cust-a"},
+            display={
+                "immutableId": "000123",
+                "customerTenantId": "cust-a",
+                "licenses": "ENTERPRISEPACK; FLOW_FREE",
+            },
         ),
         make_result(3, Status.SKIPPED, userId="u-3", customerTenantId="cust-b"),
     ]
@@ -145,6 +150,7 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         "US",
         None,
         None,
+        None,
     ]
     assert rows[2] == [
         5,
@@ -159,9 +165,10 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         None,
         "000123",
         "cust-a",
+        "ENTERPRISEPACK; FLOW_FREE",  # as asked
     ]
     # customerTenantId falls back to the result's own when display has none
-    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-1] == "cust-b"
+    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-2] == "cust-b"
     assert book["Rows"]["A2"].data_type == "n" and book["Rows"]["K3"].data_type == "s"
 
     problems = sheet_rows(path, "Problems")
@@ -234,7 +241,7 @@ def test_frozen_header_autofilter_and_widths(tmp_path: Path) -> None:
     book = openpyxl.load_workbook(path)
     rows_sheet, problems_sheet = book["Rows"], book["Problems"]
     assert rows_sheet.freeze_panes == "A2" and problems_sheet.freeze_panes == "A2"
-    assert rows_sheet.auto_filter.ref == "A1:L4"
+    assert rows_sheet.auto_filter.ref == "A1:M4"
     assert problems_sheet.auto_filter.ref == "A1:E2"
     widths = {letter: dim.width for letter, dim in rows_sheet.column_dimensions.items()}
     upn_width = len("a.rather.long.user.principal.name@contoso.com")
@@ -251,7 +258,7 @@ def test_rows_are_highlighted_by_status(tmp_path: Path) -> None:
     assert rows_sheet["C1"].value == "status"
     fills: dict[str, str] = {}
     for formatting in rows_sheet.conditional_formatting:
-        assert str(formatting.sqref) == "A2:L6"
+        assert str(formatting.sqref) == "A2:M6"
         for rule in formatting.rules:
             (formula,) = rule.formula
             match = re.fullmatch(r'\$C2="(\w+)"', formula)
@@ -322,7 +329,12 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     assert ("A", "B") == tuple(sorted({column for column, _, _ in refs}))
     summary = sheet_rows(path, "Summary")
     _, first, last = refs[0]
-    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == ["created", "skipped", "invalid", "failed"]
+    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == [
+        "created",
+        "skipped",
+        "invalid",
+        "failed",
+    ]
 
 
 def test_validation_report_has_no_chart(tmp_path: Path) -> None:
@@ -456,7 +468,7 @@ def test_an_empty_report_still_has_every_sheet_and_header(tmp_path: Path) -> Non
     path = write_report(tmp_path / "report.xlsx", [], kind="validation")
     assert sheet_rows(path, "Rows") == [ROWS_HEADER]
     assert sheet_rows(path, "Problems") == [PROBLEMS_HEADER]
-    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:L1"
+    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:M1"
     assert summary_items(path)["total"] == 0
 
 

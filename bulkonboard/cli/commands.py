@@ -32,7 +32,7 @@ from ..sending.pipeline import DEFAULT_CONCURRENCY
 from ..sending.retry import DEFAULT_RATE
 from ..sheets.facts import DomainsFile, FactsSource
 from .console import Output, one_line_errors, unexpected_error_line
-from .options import Concurrency, Rate, checked_url
+from .options import Concurrency, Rate, checked_url, license_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -413,14 +413,7 @@ def template(path: Path, force: bool) -> None:
     metavar="PATH.xlsx",
     help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
 )
-@click.option(
-    "--license",
-    "licenses",
-    multiple=True,
-    metavar="SKU",
-    help="A license for rows whose licenses cell is empty: a part number (ENTERPRISEPACK), a product name or a "
-    "SKU id. Repeatable.",
-)
+@license_option
 @source_options
 @output_options
 @one_line_errors
@@ -440,8 +433,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
     )
     from ..sheets.reader import read_sheet
 
-    quiet, log_format = kwargs.pop("quiet"), kwargs.pop("log_format")
-    output = Output(quiet=quiet, log_format=log_format)
+    output = Output(quiet=kwargs.pop("quiet"), log_format=kwargs.pop("log_format"))
     choice = SourceChoice.from_kwargs(kwargs)
     choice.warn_about_argv_token(output)
     customer = kwargs["customer"].strip()
@@ -476,8 +468,7 @@ def validate(input_path: Path, **kwargs: Any) -> None:
             summary.counts,
             {"report": str(report), "source": connection.source_name},
         )
-        bad = summary.counts.get(Status.INVALID.value, 0)
-        return 1 if bad else 0
+        return 1 if summary.counts.get(Status.INVALID.value, 0) else 0
 
     run_command(output, work)
 

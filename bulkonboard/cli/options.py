@@ -83,3 +83,14 @@ def checked_url(value: str, option: str, *, example: str) -> str:
     if not parts.hostname:
         raise InputError(f"{shown}: the URL names no host; e.g. {option} {example}")
     return url
+
+
+#: `validate --license SKU` (repeatable): the licenses of rows whose `licenses` cell is empty.
+license_option = click.option(
+    "--license",
+    "licenses",
+    multiple=True,
+    metavar="SKU",
+    help="A license for rows whose licenses cell is empty: a part number (ENTERPRISEPACK), a product name or a "
+    "SKU id. Repeatable.",
+)
