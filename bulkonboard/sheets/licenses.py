@@ -12,11 +12,9 @@ different cells), and a message is only worded for a row that failed.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -70,24 +68,6 @@ def fill_default_licenses(column: pd.Series, defaults: Iterable[str]) -> pd.Seri
     if not text:
         return column
     return column.mask(column.str.strip() == "", text)
-
-
-_Sheet = TypeVar("_Sheet")
-
-
-def with_default_licenses(sheet: _Sheet, defaults: Sequence[str]) -> _Sheet:
-    """The sheet (`reader.Sheet`) with `--license` filled into the rows without licenses of their own."""
-    if not defaults:
-        return sheet
-    frame = sheet.frame.copy()  # type: ignore[attr-defined]
-    own = (
-        frame[LICENSES_FIELD]
-        if LICENSES_FIELD in frame.columns
-        else pd.Series("", index=frame.index, dtype=str)
-    )
-    frame[LICENSES_FIELD] = fill_default_licenses(own.fillna("").astype(str), defaults)
-    present = frozenset(sheet.present) | {LICENSES_FIELD}  # type: ignore[attr-defined]
-    return dataclasses.replace(sheet, frame=frame, present=present)  # type: ignore[type-var]
 
 
 def shown(sku: SubscribedSku) -> str:
