@@ -540,6 +540,7 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
         "password",
         "forceChangePassword",
         "immutableId",
+        "licenses",
     ]
     assert all(cell.font.b for cell in users[1])
     assert users.freeze_panes == "A2"
@@ -547,6 +548,7 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
     assert all(notes.values()), notes
     assert "Required" in notes["userPrincipalName"] and "Optional" in notes["firstName"]
     assert "US" in notes["usageLocation"] and "list" in notes["usageLocation"]
+    assert "ENTERPRISEPACK" in notes["licenses"] and "usage location" in notes["licenses"]
 
     example = {name: cell.value for name, cell in zip(header, users[2], strict=True)}
     assert example["userPrincipalName"] == "alex.wilber@contoso.com"
@@ -593,6 +595,24 @@ def test_template_drop_downs_refer_to_a_hidden_list_of_supported_codes(tmp_path:
     assert force_range.min_row == 2 and force_range.max_row >= 1000
     password, _ = by_column["F"]
     assert password.type == "textLength" and (password.formula1, password.formula2) == ("8", "256")
+    assert "I" not in by_column  # made for no customer: no list of licenses to offer
+
+
+def test_a_template_for_a_customer_offers_its_licenses_in_a_drop_down(tmp_path: Path) -> None:
+    path = tmp_path / "template.xlsx"
+    skus = [("ENTERPRISEPACK", "Office 365 E3"), ("FLOW_FREE", "Power Automate Free")]
+    write_template(path, skus=skus)
+    book = openpyxl.load_workbook(path)
+    lists = book["Lists"]
+    assert [(row[3].value, row[4].value) for row in lists.iter_rows(min_row=1, max_row=3)] == [
+        ("license", "product"),
+        *skus,
+    ]
+    assert lists["D4"].value is None
+    (licenses,) = [v for v in book["Users"].data_validations.dataValidation if str(v.sqref).startswith("I2")]
+    assert licenses.type == "list" and licenses.formula1.lstrip("=") == "Lists!$D$2:$D$3"
+    assert licenses.errorStyle == "information"  # several SKUs separated by ; are not one item: still allowed
+    assert book["Users"]["I1"].value == "licenses"
 
 
 # ---------------------------------------------------------------------------------------- passwords
