@@ -4,6 +4,7 @@ table per SKU, and an offline dry run that says once that it cannot check licens
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import openpyxl
@@ -49,7 +50,7 @@ def license_table(report: Path) -> dict[str, list[object]]:
     return table
 
 
-def validate(sheet: Path, data: Path, report: Path, *extra: str):  # type: ignore[no-untyped-def]
+def validate(sheet: Path, data: Path, report: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli(
         "validate",
         sheet,
