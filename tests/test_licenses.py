@@ -198,3 +198,18 @@ async def test_the_client_reads_every_license_group(start: Start, http: aiohttp.
     assert not skus[SUSPENDED].assignable and skus[MINECRAFT].license_group_id == "group2"
     found, unreadable = await client.subscribed_skus_or_refusal("00000000-0000-0000-0000-000000000000")
     assert found is None and unreadable is not None and "customer" in unreadable.message
+
+
+def test_forty_thousand_rows_get_their_units_in_input_order() -> None:
+    n = 40_000
+    e3 = SubscribedSku(E3, "ENTERPRISEPACK", "Office 365 E3", available_units=30_000)
+    rows, validation = checked(
+        *({"licenses": "ENTERPRISEPACK; FLOW_FREE" if i % 2 else "office 365 e3"} for i in range(n)),
+        facts=facts((e3, SubscribedSku(FLOW, "FLOW_FREE", "Power Automate Free", available_units=n))),
+    )
+    assert [r.status for r in rows] == [Status.VALID] * 30_000 + [Status.INVALID] * 10_000
+    assert "this is number 40000 in input order" in rows[-1].problems[0].message
+    assert [(d.sku_part_number, d.asked, d.short) for d in validation.license_demand] == [
+        ("ENTERPRISEPACK", n, 10_000),
+        ("FLOW_FREE", n // 2, 0),
+    ]

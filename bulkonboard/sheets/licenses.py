@@ -132,15 +132,6 @@ def _resolve(cell: str, catalog: SkuCatalog) -> _Cell:
     return _Cell(tuple(found), tuple(unknown), tuple(blocked))
 
 
-@dataclass(frozen=True, slots=True)
-class Shortfall:
-    """A row past the free units of a SKU: the n-th row (in input order) of `asked` for `available` units."""
-
-    sku: SubscribedSku
-    ordinal: int
-    asked: int
-
-
 @dataclass(slots=True)
 class LicenseCheck:
     """What the license rules found: the rows that failed (as masks) and what a message or the Summary needs."""
@@ -148,7 +139,8 @@ class LicenseCheck:
     unknown: np.ndarray  # bool per row: a SKU the customer does not hold
     not_assignable: np.ndarray  # bool per row: a SKU whose subscription cannot take a user now
     insufficient: np.ndarray  # bool per row: past the free units of a SKU, in input order
-    shortfalls: dict[int, tuple[Shortfall, ...]] = field(default_factory=dict)  # by row position
+    #: per customer, each SKU with the rows that would take it, in input order (the first `available` get one)
+    takers: dict[str, list[tuple[SubscribedSku, np.ndarray]]] = field(default_factory=dict)
     demand: tuple[LicenseDemand, ...] = ()
     unchecked_note: str = ""  # said once (the Summary) when the rows' licenses could not be checked
     catalogs: dict[str, SkuCatalog] = field(default_factory=dict)  # by customer
@@ -181,12 +173,16 @@ class LicenseCheck:
         )
 
     def insufficient_message(self, position: int, customer: str) -> str:
-        return ", and ".join(
-            f"no {shown(s.sku)} unit left for this row: {_whose(customer)} has {s.sku.available_units} available "
-            f"and {s.asked} rows to create ask for it (this is number {s.ordinal} in input order); buy "
-            f"{s.asked - s.sku.available_units} more or take the license off some rows"
-            for s in self.shortfalls[position]
-        )
+        parts = []
+        for sku, takers in self.takers.get(customer, []):
+            place = int(np.searchsorted(takers, position)) + 1
+            if place > sku.available_units and place <= len(takers) and takers[place - 1] == position:
+                parts.append(
+                    f"no {shown(sku)} unit left for this row: {_whose(customer)} has {sku.available_units} "
+                    f"available and {len(takers)} rows to create ask for it (this is number {place} in input "
+                    f"order); buy {len(takers) - sku.available_units} more or take the license off some rows"
+                )
+        return ", and ".join(parts)
 
 
 def licenses_need_usage(licenses: tuple[str, ...]) -> str:
@@ -229,15 +225,14 @@ def check_licenses(
     Rows in `skip` (users that exist already: never touched) are not judged. Raises the customer's
     `licenses_unreadable` (one line, exit 3) when rows of it ask for licenses the service would not list.
     """
-    n = len(licenses)
-    check = LicenseCheck.nothing(n)
-    cells = licenses.to_numpy(dtype=object)
+    check = LicenseCheck.nothing(len(licenses))
     asking = (licenses.str.strip() != "").to_numpy() & ~skip
     if not asking.any():
         return check
-    resolved_rows: list[tuple[int, _Cell]] = []
+    cells = licenses.to_numpy(dtype=object)
+    would_create = failed == 0
     for customer_id, positions in pd.Series(customer).groupby(customer, sort=False).indices.items():
-        positions = positions[asking[positions]]
+        positions = positions[asking[positions]]  # ascending: input order
         if not customer_id or not len(positions):
             continue
         customer_facts = facts[customer_id]
@@ -247,40 +242,27 @@ def check_licenses(
             check.unchecked_note = OFFLINE_NOTE
             continue
         catalog = check.catalogs[customer_id] = SkuCatalog(customer_facts.subscribed_skus)
-        memo: dict[str, _Cell] = {}
-        for position in positions:
-            cell = cells[position]
-            resolved = memo.get(cell) or memo.setdefault(cell, _resolve(cell, catalog))
-            check.unknown[position] = bool(resolved.unknown)
-            check.not_assignable[position] = bool(resolved.not_assignable)
-            resolved_rows.append((int(position), resolved))
-    _count_units(check, resolved_rows, customer, failed)
+        codes, distinct = pd.factorize(cells[positions])  # a handful of distinct cells, however many rows
+        resolved = [_resolve(str(cell), catalog) for cell in distinct]
+        check.unknown[positions] = np.array([bool(r.unknown) for r in resolved])[codes]
+        check.not_assignable[positions] = np.array([bool(r.not_assignable) for r in resolved])[codes]
+        takes = would_create[positions] & ~check.unknown[positions] & ~check.not_assignable[positions]
+        _count_units(check, str(customer_id), positions[takes], codes[takes], resolved)
     return check
 
 
 def _count_units(
-    check: LicenseCheck, resolved_rows: list[tuple[int, _Cell]], customer: np.ndarray, failed: np.ndarray
+    check: LicenseCheck, customer: str, positions: np.ndarray, codes: np.ndarray, resolved: list[_Cell]
 ) -> None:
-    """Give out each SKU's free units to the rows that would be created, in input order; flag the rest."""
-    would_create = (failed == 0) & ~check.unknown & ~check.not_assignable
-    takers: dict[tuple[str, str], list[int]] = {}
-    skus: dict[tuple[str, str], SubscribedSku] = {}
-    for position, resolved in sorted(resolved_rows):
-        if not would_create[position]:
+    """Give out each SKU's free units to the rows that would be created (`positions`, in input order), and flag
+    the rows past them; a SKU's takers are kept so that a message can say which place a row had."""
+    skus = list(dict.fromkeys(sku for cell in resolved for sku in cell.skus))  # in order of first appearance
+    for sku in skus:
+        holds = np.array([sku in cell.skus for cell in resolved], dtype=bool)
+        takers = positions[holds[codes]]
+        if not len(takers):
             continue
-        for sku in resolved.skus:
-            key = (str(customer[position]), sku.sku_id.casefold())
-            takers.setdefault(key, []).append(position)
-            skus[key] = sku
-    demand: list[LicenseDemand] = []
-    for key, positions in takers.items():
-        sku = skus[key]
         available = max(0, sku.available_units)
-        for ordinal, position in enumerate(positions[available:], start=available + 1):
-            check.insufficient[position] = True
-            check.shortfalls[position] = (
-                *check.shortfalls.get(position, ()),
-                Shortfall(sku, ordinal, len(positions)),
-            )
-        demand.append(LicenseDemand(key[0], sku.part_number, sku.product_name, available, len(positions)))
-    check.demand = tuple(demand)
+        check.insufficient[takers[available:]] = True
+        check.takers.setdefault(customer, []).append((sku, takers))
+        check.demand += (LicenseDemand(customer, sku.part_number, sku.product_name, available, len(takers)),)
