@@ -21,6 +21,7 @@ FIELDS: tuple[str, ...] = (
     "password",
     "forceChangePassword",
     "customerTenantId",
+    "licenses",  # the contract's additions of 2026-12-03: SKUs separated by `;`
 )
 
 #: Fields that are never written to a report, results workbook, log line or journal.
@@ -71,6 +72,21 @@ class Code:
     MANAGER_FAILED = "manager.failed"
 
 
+@dataclass(frozen=True, slots=True)
+class LicenseDemand:
+    """One SKU of one customer as a dry run sees it: what is free, what the sheet asks; the Summary's table."""
+
+    customer: str
+    sku_part_number: str
+    product_name: str
+    available: int
+    asked: int  # rows that would be created and ask for it
+
+    @property
+    def short(self) -> int:
+        return max(0, self.asked - self.available)
+
+
 def api_code(http_status: int) -> str:
     return f"api.{http_status}"
 
@@ -110,6 +126,7 @@ class UserRow:
     password: str = field(default="", repr=False)
     forceChangePassword: bool = True
     customerTenantId: str = ""
+    licenses: tuple[str, ...] = ()  # the SKUs the row asks for, as written (part number, product name or id)
 
     @property
     def upn_key(self) -> str:

@@ -894,7 +894,7 @@ async def test_service_facts_reads_domains_and_active_users_once(session: aiohtt
         first, second = await asyncio.gather(source.customer_facts(CUSTOMER), source.customer_facts(CUSTOMER))
         again = await source.customer_facts(CUSTOMER)
     assert first is second is again
-    assert len(srv.seen) == 5, "two domain pages, two user pages and one of deleted users, once"
+    assert len(srv.seen) == 6, "two domain pages, two user pages, one of deleted users and the SKUs, once"
     assert [s.query for s in srv.seen if s.query.get("filter")] == [DELETED_FILTER]
     assert first.customer_id == CUSTOMER
     assert set(first.domains) == {"contoso.onmicrosoft.com", "contoso.com", "fabrikam.com"}
@@ -918,9 +918,12 @@ async def test_service_facts_with_a_domains_file_asks_no_graph(
         found = await source.customer_facts(CUSTOMER)
     assert set(found.domains) == {"contoso.com"}
     assert found.existing_users == {"user1@contoso.com": "id-1"}
-    assert [(s.path, s.query) for s in srv.seen] == [
+    assert [(s.path, s.query) for s in srv.seen][:2] == [
         (f"/v1/customers/{CUSTOMER}/users", {}),
         (f"/v1/customers/{CUSTOMER}/users", DELETED_FILTER),
+    ]
+    assert [s.path for s in srv.seen][2:] == [
+        f"/v1/customers/{CUSTOMER}/subscribedskus",
     ]
 
 

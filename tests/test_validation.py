@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
 from bulkonboard.model import FIELDS, Code, Status
+from bulkonboard.sheets.columns import check_columns
 from bulkonboard.sheets.facts import ANY_CUSTOMER, CustomerFacts, DeletedUser, Domain
 from bulkonboard.sheets.rules import supported_usage_locations
-from bulkonboard.sheets.validation import CheckedRow, check_columns, customers_in, validate
+from bulkonboard.sheets.validation import CheckedRow, customers_in, validate
 
 CONTOSO = "3c9a0000-0000-0000-0000-00000000c0n7"
 WOODGROVE = "77770000-0000-0000-0000-00000000w00d"
@@ -771,6 +772,7 @@ def test_two_hundred_thousand_rows() -> None:
             "password": STRONG,
             "forceChangePassword": "",
             "customerTenantId": "",
+            "licenses": "",
         }
     ).astype({name: "str" for name in FIELDS})
     bad = {

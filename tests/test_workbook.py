@@ -44,6 +44,7 @@ ROWS_HEADER = [
     "usageLocation",
     "immutableId",
     "customerTenantId",
+    "licenses",
 ]
 PROBLEMS_HEADER = ["row", "userPrincipalName", "field", "code", "message"]
 STARTED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -122,7 +123,11 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
                 Problem("upn.syntax", "needs one @", "userPrincipalName"),
                 Problem("field.missing", "displayName is required", "displayName"),
             ),
-            display={"immutableId": "000123", "customerTenantId": "cust-a"},
+            display={
+                "immutableId": "000123",
+                "customerTenantId": "cust-a",
+                "licenses": "ENTERPRISEPACK; FLOW_FREE",
+            },
         ),
         make_result(3, Status.SKIPPED, userId="u-3", customerTenantId="cust-b"),
     ]
@@ -145,6 +150,7 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         "US",
         None,
         None,
+        None,
     ]
     assert rows[2] == [
         5,
@@ -159,9 +165,10 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         None,
         "000123",
         "cust-a",
+        "ENTERPRISEPACK; FLOW_FREE",  # as asked
     ]
     # customerTenantId falls back to the result's own when display has none
-    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-1] == "cust-b"
+    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-2] == "cust-b"
     assert book["Rows"]["A2"].data_type == "n" and book["Rows"]["K3"].data_type == "s"
 
     problems = sheet_rows(path, "Problems")
@@ -234,7 +241,7 @@ def test_frozen_header_autofilter_and_widths(tmp_path: Path) -> None:
     book = openpyxl.load_workbook(path)
     rows_sheet, problems_sheet = book["Rows"], book["Problems"]
     assert rows_sheet.freeze_panes == "A2" and problems_sheet.freeze_panes == "A2"
-    assert rows_sheet.auto_filter.ref == "A1:L4"
+    assert rows_sheet.auto_filter.ref == "A1:M4"
     assert problems_sheet.auto_filter.ref == "A1:E2"
     widths = {letter: dim.width for letter, dim in rows_sheet.column_dimensions.items()}
     upn_width = len("a.rather.long.user.principal.name@contoso.com")
@@ -251,7 +258,7 @@ def test_rows_are_highlighted_by_status(tmp_path: Path) -> None:
     assert rows_sheet["C1"].value == "status"
     fills: dict[str, str] = {}
     for formatting in rows_sheet.conditional_formatting:
-        assert str(formatting.sqref) == "A2:L6"
+        assert str(formatting.sqref) == "A2:M6"
         for rule in formatting.rules:
             (formula,) = rule.formula
             match = re.fullmatch(r'\$C2="(\w+)"', formula)
@@ -322,7 +329,12 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     assert ("A", "B") == tuple(sorted({column for column, _, _ in refs}))
     summary = sheet_rows(path, "Summary")
     _, first, last = refs[0]
-    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == ["created", "skipped", "invalid", "failed"]
+    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == [
+        "created",
+        "skipped",
+        "invalid",
+        "failed",
+    ]
 
 
 def test_validation_report_has_no_chart(tmp_path: Path) -> None:
@@ -456,7 +468,7 @@ def test_an_empty_report_still_has_every_sheet_and_header(tmp_path: Path) -> Non
     path = write_report(tmp_path / "report.xlsx", [], kind="validation")
     assert sheet_rows(path, "Rows") == [ROWS_HEADER]
     assert sheet_rows(path, "Problems") == [PROBLEMS_HEADER]
-    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:L1"
+    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:M1"
     assert summary_items(path)["total"] == 0
 
 
@@ -528,6 +540,7 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
         "password",
         "forceChangePassword",
         "immutableId",
+        "licenses",
     ]
     assert all(cell.font.b for cell in users[1])
     assert users.freeze_panes == "A2"
@@ -535,6 +548,7 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
     assert all(notes.values()), notes
     assert "Required" in notes["userPrincipalName"] and "Optional" in notes["firstName"]
     assert "US" in notes["usageLocation"] and "list" in notes["usageLocation"]
+    assert "ENTERPRISEPACK" in notes["licenses"] and "usage location" in notes["licenses"]
 
     example = {name: cell.value for name, cell in zip(header, users[2], strict=True)}
     assert example["userPrincipalName"] == "alex.wilber@contoso.com"
@@ -581,6 +595,24 @@ def test_template_drop_downs_refer_to_a_hidden_list_of_supported_codes(tmp_path:
     assert force_range.min_row == 2 and force_range.max_row >= 1000
     password, _ = by_column["F"]
     assert password.type == "textLength" and (password.formula1, password.formula2) == ("8", "256")
+    assert "I" not in by_column  # made for no customer: no list of licenses to offer
+
+
+def test_a_template_for_a_customer_offers_its_licenses_in_a_drop_down(tmp_path: Path) -> None:
+    path = tmp_path / "template.xlsx"
+    skus = [("ENTERPRISEPACK", "Office 365 E3"), ("FLOW_FREE", "Power Automate Free")]
+    write_template(path, skus=skus)
+    book = openpyxl.load_workbook(path)
+    lists = book["Lists"]
+    assert [(row[3].value, row[4].value) for row in lists.iter_rows(min_row=1, max_row=3)] == [
+        ("license", "product"),
+        *skus,
+    ]
+    assert lists["D4"].value is None
+    (licenses,) = [v for v in book["Users"].data_validations.dataValidation if str(v.sqref).startswith("I2")]
+    assert licenses.type == "list" and licenses.formula1.lstrip("=") == "Lists!$D$2:$D$3"
+    assert licenses.errorStyle == "information"  # several SKUs separated by ; are not one item: still allowed
+    assert book["Users"]["I1"].value == "licenses"
 
 
 # ---------------------------------------------------------------------------------------- passwords

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..model import RowResult, Status
 from ..progress import NullProgress, Progress
+from ..sheets.columns import check_columns
 from ..sheets.facts import ANY_CUSTOMER, CustomerFacts, FactsSource
 from ..sheets.reader import Sheet
-from ..sheets.validation import CheckedRow, Validation, check_columns, customers_in, validate
+from ..sheets.validation import CheckedRow, Validation, customers_in, validate
 from ..workbook.writers import ReportWriter, Summary
 
 
@@ -24,6 +25,7 @@ class DryRunOptions:
     customer: str = ""
     generate_passwords: bool = False
     default_usage_location: str | None = None
+    default_licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
 
 
 def display_fields(checked: CheckedRow) -> dict[str, str]:
@@ -36,6 +38,7 @@ def display_fields(checked: CheckedRow) -> dict[str, str]:
         "usageLocation": user.usageLocation,
         "immutableId": user.immutableId,
         "customerTenantId": "" if user.customerTenantId == ANY_CUSTOMER else user.customerTenantId,
+        "licenses": "; ".join(user.licenses),
     }
 
 
@@ -72,6 +75,7 @@ def run_validation(sheet: Sheet, facts: dict[str, CustomerFacts], options: DryRu
         default_customer=options.customer,
         generate_passwords=options.generate_passwords,
         default_usage_location=options.default_usage_location,
+        default_licenses=options.default_licenses,
     )
 
 
@@ -109,6 +113,8 @@ def write_report(
             correlation_id=str(uuid.uuid4()),
             problem_counts=dict(validation.problem_counts),
             extra={"source": source_name},
+            licenses=validation.license_demand,
+            licenses_note=validation.licenses_note,
         )
         writer.close(summary)
     return summary

@@ -42,6 +42,7 @@ class DryRunRequest:
     sheet: str | None = None
     generate_passwords: bool = False
     usage_location: str | None = None
+    licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
 
     @classmethod
     def plan(cls, input_path: Path, *, report: Path | None, customer: str, **options: Any) -> DryRunRequest:
@@ -70,6 +71,7 @@ async def validate_sheet(
         customer=request.customer or (ANY_CUSTOMER if source.offline else ""),
         generate_passwords=request.generate_passwords,
         default_usage_location=request.usage_location,
+        default_licenses=request.licenses,
     )
     started = datetime.now(UTC)
     sheet = read_sheet(request.input_path, sheet=request.sheet)

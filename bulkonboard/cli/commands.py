@@ -30,6 +30,7 @@ from .group import CommandGroup
 from .options import (
     Concurrency,
     Rate,
+    license_option,
     output_from,
     output_options,
     sheet_options,
@@ -113,6 +114,7 @@ def template(path: Path, force: bool) -> None:
     metavar="PATH.xlsx",
     help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
 )
+@license_option
 @source_options
 @output_options
 def validate(input_path: Path, **options: Any) -> int:
@@ -126,6 +128,7 @@ def validate(input_path: Path, **options: Any) -> int:
     request = DryRunRequest.plan(
         input_path, report=options["report"], customer=options["customer"], sheet=options["sheet"],
         generate_passwords=options["generate_passwords"] is not None, usage_location=options["usage_location"],
+        licenses=tuple(options["licenses"]),
     )  # fmt: skip
     checked = asyncio.run(validate_sheet(request, source, correlation_id=str(uuid.uuid4()), progress=output.progress()))
     details = {"report": str(request.report), "source": checked.source_name}

@@ -178,3 +178,14 @@ class Concurrency(click.ParamType):
 
 
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 256
+
+
+#: `validate --license SKU` (repeatable): the licenses of rows whose `licenses` cell is empty.
+license_option = click.option(
+    "--license",
+    "licenses",
+    multiple=True,
+    metavar="SKU",
+    help="A license for rows whose licenses cell is empty: a part number (ENTERPRISEPACK), a product name or a "
+    "SKU id. Repeatable.",
+)

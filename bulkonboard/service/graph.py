@@ -207,8 +207,14 @@ class ServiceFacts:
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
         domains = await self._domains(customer_id)
+        skus, unreadable = await self._partner_center.subscribed_skus_or_refusal(customer_id)
         return facts.CustomerFacts(
-            customer_id=customer_id, domains=domains, existing_users=existing, deleted_users=deleted
+            customer_id=customer_id,
+            domains=domains,
+            existing_users=existing,
+            deleted_users=deleted,
+            subscribed_skus=skus,
+            licenses_unreadable=unreadable,
         )
 
     async def _domains(self, customer_id: str) -> dict[str, facts.Domain]:

@@ -24,6 +24,8 @@ import aiohttp
 from yarl import URL
 
 from .. import model
+from ..errors import AuthError, BulkOnboardError
+from ..sheets.facts import SubscribedSku
 from .errors import (
     CODE_NO_RELATIONSHIP,
     CODE_TENANT_NOT_FOUND,
@@ -76,6 +78,9 @@ DELETED_USERS_QUERY = {
     "size": "0",
     "filter": '{"Field":"UserState","Value":"Inactive","Operator":"equals"}',
 }
+
+#: Partner Center's license groups: Group1 (Entra ID products), Group2 (Minecraft).
+LICENSE_GROUPS = ("Group1", "Group2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +342,39 @@ class PartnerCenterClient:
             raise malformed_answer("PATCH", url, request_id, 200, "the restore answer is not a user")
         return without_secrets(payload)
 
+    async def subscribed_skus(
+        self, customer_id: str, license_groups: tuple[str, ...] = LICENSE_GROUPS
+    ) -> tuple[SubscribedSku, ...]:
+        """The customer's SKUs with their free units, every license group asked at once (without
+        `licenseGroupIds` Partner Center lists only Group1, and a Minecraft SKU would look unknown)."""
+        url = self._customer_url(customer_id, "subscribedskus").with_query(
+            [("licenseGroupIds", group) for group in license_groups]
+        )
+        request_id = str(uuid.uuid4())
+        payload = await self._call("GET", url, request_id=request_id)
+        items = payload.get("items") if isinstance(payload, dict) else None
+        if not isinstance(items, list):
+            raise malformed_answer("GET", url, request_id, 200, "the subscribed SKUs have no `items` array")
+        skus = [_subscribed_sku(item) for item in items]
+        return tuple(sku for sku in skus if sku is not None)
+
+    async def subscribed_skus_or_refusal(
+        self, customer_id: str
+    ) -> tuple[tuple[SubscribedSku, ...] | None, BulkOnboardError | None]:
+        """The SKUs, or why they could not be read as the one line a command stops with (exit 3). Not raised
+        here: a sheet that asks for no license must not need a role that reads licenses."""
+        try:
+            return await self.subscribed_skus(customer_id), None
+        except RequestError as exc:
+            if isinstance(exc, ApiError) and exc.status == 403 and str(exc.code) != str(CODE_NO_RELATIONSHIP):
+                return None, AuthError(
+                    f"Partner Center denied reading the licenses (subscribed SKUs) of customer {customer_id} "
+                    f"({exc.status}{f' {exc.code}' if exc.code else ''}: {exc.description}); rows ask for "
+                    "licenses: the signed-in "
+                    "user needs a GDAP role such as License Administrator or User Administrator there"
+                )
+            return None, command_error(exc, service="Partner Center", customer_id=customer_id)
+
     async def preflight(self, customer_id: str) -> dict[str, Any]:
         """Prove the token, the customer and a directory role before any row is sent; returns the customer.
 
@@ -377,6 +415,27 @@ def _create_body(user: model.UserRow) -> dict[str, Any]:
     body["passwordProfile"] = {"password": user.password, "forceChangePassword": user.forceChangePassword}
     body["attributes"] = {"objectType": "CustomerUser"}
     return body
+
+
+def _subscribed_sku(item: Any) -> SubscribedSku | None:
+    """One item of `subscribedskus`; None for an item without a SKU id (nothing could be assigned from it)."""
+    product = item.get("productSku") if isinstance(item, dict) else None
+    if not isinstance(product, dict) or not isinstance(product.get("id"), str) or not product["id"]:
+        return None
+
+    def text(table: dict[str, Any], key: str, default: str = "") -> str:
+        value = table.get(key)
+        return value if isinstance(value, str) and value else default
+
+    available = item.get("availableUnits")
+    return SubscribedSku(
+        sku_id=product["id"],
+        part_number=text(product, "skuPartNumber", product["id"]),
+        product_name=text(product, "name", text(product, "skuPartNumber", product["id"])),
+        available_units=available if isinstance(available, int) and not isinstance(available, bool) else 0,
+        capability_status=text(item, "capabilityStatus", "Enabled"),
+        license_group_id=text(product, "licenseGroupId", "group1"),
+    )
 
 
 def _created_user(payload: Any, *, sent_upn: str) -> CreatedUser | None:

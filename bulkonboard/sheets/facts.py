@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import InputError
+from ..errors import BulkOnboardError, InputError
 from .inputfile import read_regular_file
 from .textencoding import decode
 
@@ -50,19 +50,45 @@ class DeletedUser:
     deleted_at: str | None  # the service's `softDeletionTime` (ISO 8601), when its answer has one
 
 
+#: capabilityStatus values whose units can be assigned: Warning is the grace period after a subscription lapsed
+#: (its units still work); Suspended, LockedOut and Deleted cannot take a new user.
+ASSIGNABLE_STATUSES = frozenset({"enabled", "warning"})
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribedSku:
+    """A product the customer holds units of, as Partner Center's `subscribedskus` shows it."""
+
+    sku_id: str
+    part_number: str  # skuPartNumber, e.g. ENTERPRISEPACK
+    product_name: str  # productSku.name, e.g. Office 365 E3
+    available_units: int
+    capability_status: str = "Enabled"
+    license_group_id: str = "group1"
+
+    @property
+    def assignable(self) -> bool:
+        return self.capability_status.casefold() in ASSIGNABLE_STATUSES
+
+
 @dataclass(slots=True)
 class CustomerFacts:
     """Domains keyed by lower-cased name; existing users keyed by case-folded UPN -> user id; soft-deleted users
     keyed by case-folded UPN.
 
     `existing_users` and `deleted_users` are None when the source cannot tell (the offline `--domains` file):
-    then no row is marked `user.exists` or `user.deleted` in a dry run.
+    then no row is marked `user.exists` or `user.deleted` in a dry run. `subscribed_skus` is None likewise: then
+    licenses are not checked.
     """
 
     customer_id: str
     domains: dict[str, Domain] = field(default_factory=dict)
     existing_users: dict[str, str] | None = None
     deleted_users: dict[str, DeletedUser] | None = None
+    subscribed_skus: tuple[SubscribedSku, ...] | None = None
+    #: Why the service would not list the SKUs: raised (one line, exit 3) only if a row of the customer asks for
+    #: a license, so a partner without a role that reads licenses can still check a sheet that asks none.
+    licenses_unreadable: BulkOnboardError | None = None
 
     def domain(self, name: str) -> Domain | None:
         return self.domains.get(name.casefold())

@@ -75,6 +75,9 @@ _ALIASES: dict[str, str] = {name.casefold(): name for name in FIELDS} | {
     "passwordprofile": "password",
     "onpremisesimmutableid": "immutableId",
     "forcechangepasswordnextsignin": "forceChangePassword",
+    "license": "licenses",  # one license a row is the common case; British spelling too
+    "licence": "licenses",
+    "licences": "licenses",
 }
 #: Graph names that Entra's template carries and that we deliberately do not use (every user is created
 #: enabled by Partner Center). Named so that the words outside their bracket are not tried either.

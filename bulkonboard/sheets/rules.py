@@ -87,6 +87,9 @@ class Rule(IntEnum):
     CUSTOMER_MISSING = 15
     USER_EXISTS = 16
     USER_DELETED = 17
+    LICENSE_UNKNOWN = 18  # licenses.py: a SKU the customer does not hold
+    LICENSE_NOT_ASSIGNABLE = 19  # a SKU whose subscription cannot take a user (capabilityStatus)
+    LICENSE_INSUFFICIENT = 20  # past the free units, in input order
 
 
 #: The problem code and the column each rule reports, as the report and the journal show them.
@@ -109,6 +112,9 @@ RULE_CODE_FIELD: dict[Rule, tuple[str, str]] = {
     Rule.CUSTOMER_MISSING: (Code.FIELD_MISSING, "customerTenantId"),
     Rule.USER_EXISTS: (Code.USER_EXISTS, "userPrincipalName"),
     Rule.USER_DELETED: (Code.USER_DELETED, "userPrincipalName"),
+    Rule.LICENSE_UNKNOWN: (Code.LICENSE_UNKNOWN, "licenses"),
+    Rule.LICENSE_NOT_ASSIGNABLE: (Code.LICENSE_UNKNOWN, "licenses"),  # the contract's code: not a SKU to use
+    Rule.LICENSE_INSUFFICIENT: (Code.LICENSE_INSUFFICIENT, "licenses"),
 }
 
 EXISTS_BIT = 1 << Rule.USER_EXISTS

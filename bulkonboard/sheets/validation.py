@@ -9,7 +9,7 @@ when the caller iterates. Nothing here asks the network; what is known about eac
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,10 +17,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
 from ..model import FIELDS, Problem, Status, UserRow
 from .deletedusers import deleted_user_message, find_deleted_users
 from .facts import ANY_CUSTOMER, CustomerFacts, DeletedUser
+from .licenses import (
+    LicenseCheck,
+    fill_default_licenses,
+    flag_licenses,
+    licenses_need_usage,
+    split_licenses,
+)
 from .rules import (
     DELETED_BIT,
     DISPLAY_NAME_MAX,
@@ -39,7 +45,6 @@ from .rules import (
     too_long,
     upn_syntax_ok,
     usage_location_message,
-    valid_default_usage_location,
 )
 
 #: At most this many of a customer's domains are listed in a `domain.unknown` message.
@@ -94,6 +99,7 @@ class Validation:
         existing_user_id: np.ndarray,
         deleted_user: np.ndarray,
         facts: Mapping[str, CustomerFacts],
+        licenses: LicenseCheck | None = None,
     ) -> None:
         self._frame = frame
         self._usage_location = usage_location
@@ -104,6 +110,10 @@ class Validation:
         self._existing_user_id = existing_user_id
         self._deleted_user = deleted_user
         self._facts = facts
+        self._licenses = licenses or LicenseCheck.nothing(len(failed))
+        #: The Summary's table per SKU, and the one line said when licenses could not be checked (offline).
+        self.license_demand = self._licenses.demand
+        self.licenses_note = self._licenses.unchecked_note
 
         exists = (failed & EXISTS_BIT) != 0
         invalid = (failed & ~np.int64(EXISTS_BIT)) != 0
@@ -139,6 +149,7 @@ class Validation:
                     "immutableId",
                     "password",
                     "forceChangePassword",
+                    "licenses",
                 )
             }
             usage = self._usage_location[start:stop].tolist()
@@ -157,6 +168,7 @@ class Validation:
                     password=columns["password"][i],
                     forceChangePassword=force_change[i],
                     customerTenantId=customer[i],
+                    licenses=split_licenses(columns["licenses"][i]) if columns["licenses"][i] else (),
                 )
                 bits = failed[i]
                 if not bits:
@@ -210,9 +222,9 @@ class Validation:
             case Rule.USAGE_LOCATION_MISSING:
                 return (
                     "usageLocation is empty: fill it in, or give --usage-location CODE for rows without one"
-                )
+                ) + licenses_need_usage(user.licenses)
             case Rule.USAGE_LOCATION_INVALID:
-                return usage_location_message(self._raw_usage(position))
+                return usage_location_message(self._raw_usage(position)) + licenses_need_usage(user.licenses)
             case Rule.PASSWORD_MISSING:
                 return "password is empty: fill it in, or give --generate-passwords PATH.xlsx"
             case Rule.PASSWORD_WEAK:
@@ -228,6 +240,9 @@ class Validation:
                 return f"{upn} already exists in the tenant (id {self._existing_user_id[position]})"
             case Rule.USER_DELETED:
                 return deleted_user_message(upn, self._deleted_user[position])
+            case Rule.LICENSE_UNKNOWN | Rule.LICENSE_NOT_ASSIGNABLE | Rule.LICENSE_INSUFFICIENT:
+                cell = self._frame["licenses"].iat[position]
+                return self._licenses.message(rule, cell, position, user.customerTenantId)
         raise AssertionError(rule)  # pragma: no cover - every rule is matched above
 
     def _raw_usage(self, position: int) -> str:
@@ -253,35 +268,6 @@ class Validation:
 # --- the checks --------------------------------------------------------------------------------------------------
 
 
-def check_columns(
-    sheet: SheetLike,
-    *,
-    generate_passwords: bool = False,
-    default_usage_location: str | None = None,
-    default_customer: str = "",
-) -> None:
-    """Refuse a sheet that could not produce a single valid row, before facts are fetched or rows are read.
-
-    One line names every missing column at once, so the person fixes the sheet in one go.
-    """
-    required = ["userPrincipalName", "displayName"]
-    if default_usage_location is None:
-        required.append("usageLocation")
-    if not generate_passwords:
-        required.append("password")
-    missing = [name for name in required if name not in sheet.present]
-    complaints: list[str] = []
-    if missing:
-        noun = "column" if len(missing) == 1 else "columns"
-        complaints.append(f"missing required {noun}: {', '.join(missing)}")
-    if not default_customer and "customerTenantId" not in sheet.present:
-        complaints.append("no customer: give --customer or a customerTenantId column")
-    if default_usage_location is not None and valid_default_usage_location(default_usage_location) is None:
-        complaints.append("--usage-location: " + usage_location_message(default_usage_location or "(empty)"))
-    if complaints:
-        raise InputError(f"{sheet.path}: " + "; ".join(complaints))
-
-
 def customers_in(sheet: SheetLike, default_customer: str = "") -> list[str]:
     """The distinct customers the rows belong to, in order of first appearance; one facts request each."""
     own = _text_column(sheet.frame, "customerTenantId")
@@ -295,9 +281,14 @@ def validate(
     default_customer: str = "",
     generate_passwords: bool = False,
     default_usage_location: str | None = None,
+    default_licenses: Sequence[str] = (),
 ) -> Validation:
-    """Check every row; `facts` must hold every customer `customers_in` names (else KeyError)."""
+    """Check every row; `facts` must hold every customer `customers_in` names (else KeyError).
+
+    `default_licenses` (`--license`) serves the rows whose `licenses` cell is empty."""
     frame = _prepare(sheet.frame)
+    if default_licenses:
+        frame["licenses"] = fill_default_licenses(frame["licenses"], default_licenses)
     failed = np.zeros(len(frame), dtype=np.int64)
     upns = _check_upns(frame, failed)
     _check_names(frame, failed)
@@ -311,6 +302,7 @@ def validate(
     unclaimed = upns.present & ~upns.repeated & pd.isna(existing_user_id)
     deleted_user = find_deleted_users(upns.keys, unclaimed, customer, facts)
     _flag(failed, Rule.USER_DELETED, pd.notna(deleted_user))
+    licenses = flag_licenses(frame["licenses"], customer, facts, failed)
     return Validation(
         frame,
         usage_location=usage_location,
@@ -321,6 +313,7 @@ def validate(
         existing_user_id=existing_user_id,
         deleted_user=deleted_user,
         facts=facts,
+        licenses=licenses,
     )
 
 
@@ -474,7 +467,6 @@ __all__ = [
     "CheckedRow",
     "SheetLike",
     "Validation",
-    "check_columns",
     "customers_in",
     "supported_usage_locations",
     "validate",

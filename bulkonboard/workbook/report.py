@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..model import SECRET_FIELDS, RowResult, Status, join_problems
+from ..model import SECRET_FIELDS, LicenseDemand, RowResult, Status, join_problems
 from .atomic import AtomicTarget, abandon_workbook, close_workbook, new_workbook
 from .cells import MAX_COLUMN_WIDTH, cell_text, column_letter
 from .fastrows import Table
@@ -32,6 +32,7 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "usageLocation",
     "immutableId",
     "customerTenantId",
+    "licenses",  # as asked (`;`-separated SKUs), or as `--license` filled it in
 )
 ROWS_COLUMNS: tuple[str, ...] = (
     "row",
@@ -69,6 +70,8 @@ class Summary:
     extra: dict[str, str | int | float] = field(
         default_factory=dict
     )  # e.g. "source", "achieved rate (users/s)"
+    licenses: tuple[LicenseDemand, ...] = ()  # a dry run's table per SKU: available, asked, short
+    licenses_note: str = ""  # said once when the rows' licenses could not be checked (offline)
 
 
 class ReportWriter:
@@ -142,6 +145,7 @@ class ReportWriter:
                 get("usageLocation", ""),
                 get("immutableId", ""),
                 _display_text(display, "customerTenantId") or result.customerTenantId,
+                get("licenses", ""),
             ),
             secret,
         )
@@ -224,6 +228,10 @@ class ReportWriter:
             for label, value in summary.extra.items():
                 lines.add(label, value)
 
+        if summary.licenses or summary.licenses_note:
+            lines.blank()
+            _write_license_table(lines, summary)
+
         lines.blank()
         lines.heading("problems by code", "count")
         # The caller's counts win (they may cover rows this writer never saw); else what went through add().
@@ -237,6 +245,8 @@ class ReportWriter:
 
         sheet.set_column(0, 0, min(max(lines.label_width, 12) + 2, MAX_COLUMN_WIDTH))
         sheet.set_column(1, 1, min(max(lines.value_width, 12) + 2, MAX_COLUMN_WIDTH))
+        for col, width in lines.widths.items():
+            sheet.set_column(col, col, min(width, MAX_COLUMN_WIDTH))
         if self.kind == "results":
             self._insert_outcome_chart(list(counts), first_status_row, last_status_row)
 
@@ -258,6 +268,24 @@ class ReportWriter:
         self._summary_sheet.insert_chart(1, 3, chart)
 
 
+#: The license table's columns after the first (the product): what a person buying units reads left to right.
+LICENSE_TABLE_COLUMNS = ("available", "asked", "short", "to do", "skuPartNumber", "customer")
+
+
+def _write_license_table(lines: _SummaryLines, summary: Summary) -> None:
+    """One line per SKU the rows ask for: what is free, what the rows to create ask, and what to buy."""
+    if summary.licenses_note:
+        lines.heading("licenses", summary.licenses_note)
+        if not summary.licenses:
+            return
+    lines.row(("license", *LICENSE_TABLE_COLUMNS), bold=True)
+    for sku in summary.licenses:
+        to_do = f"buy {sku.short} more {sku.product_name}" if sku.short else "enough"
+        lines.row(
+            (sku.product_name, sku.available, sku.asked, sku.short, to_do, sku.sku_part_number, sku.customer)
+        )
+
+
 class _SummaryLines:
     """Label/value lines of the Summary sheet, written top to bottom as constant_memory requires."""
 
@@ -267,12 +295,25 @@ class _SummaryLines:
         self.next_row = 0
         self.label_width = 0
         self.value_width = 0
+        self.widths: dict[int, int] = {}  # columns past the second, sized as the table fills them
 
     def heading(self, label: str, value: str) -> None:
         self.add(label, value, bold=True)
 
     def blank(self) -> None:
         self.next_row += 1
+
+    def row(self, values: tuple[str | int, ...], *, bold: bool = False) -> None:
+        """A line of a table wider than label/value (the license table)."""
+        self.add(str(values[0]), values[1], bold=bold)
+        row = self.next_row - 1
+        cell_format = self.bold if bold else None
+        for col, value in enumerate(values[2:], start=2):
+            if isinstance(value, int):
+                self.sheet.write_number(row, col, value, cell_format)
+            else:
+                self.sheet.write_string(row, col, cell_text(value), cell_format)
+            self.widths[col] = max(self.widths.get(col, 10), len(str(value)) + 2)
 
     def add(self, label: str, value: str | int | float, *, bold: bool = False) -> None:
         row = self.next_row

@@ -10,12 +10,13 @@ import csv
 import io
 import secrets
 import string
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .atomic import AtomicTarget, close_workbook, new_workbook
-from .cells import EXCEL_MAX_ROWS, MAX_COLUMN_WIDTH
+from .cells import EXCEL_MAX_ROWS, MAX_COLUMN_WIDTH, cell_text
 
 TEMPLATE_SHEET = "Users"
 LISTS_SHEET = "Lists"
@@ -28,6 +29,7 @@ TEMPLATE_COLUMNS: tuple[str, ...] = (
     "password",
     "forceChangePassword",
     "immutableId",
+    "licenses",
 )
 #: The header notes: what goes in the column and the rule validation applies.
 TEMPLATE_NOTES: dict[str, str] = {
@@ -56,6 +58,11 @@ TEMPLATE_NOTES: dict[str, str] = {
     "immutableId": (
         "Optional. The on-premises anchor for directory sync (sourceAnchor); no $ or _. Leave empty for "
         "cloud-only users."
+    ),
+    "licenses": (
+        "Optional. The licenses to assign, separated by ; e.g. ENTERPRISEPACK; FLOW_FREE. Each a part number, a "
+        "product name as Partner Center shows it (Office 365 E3) or a SKU id, any case. Empty: none, or the "
+        "run's --license. Needs a usage location."
     ),
 }
 #: Typing limits Excel checks as the sheet is filled in (validation checks them all again).
@@ -96,25 +103,29 @@ def example_password(length: int = 16) -> str:
             return password
 
 
-def write_template(path: Path) -> None:
-    """The input sheet HR fills in: a note on each header, one example row, drop-downs where a list applies."""
+def write_template(path: Path, skus: Sequence[tuple[str, str]] = ()) -> None:
+    """The input sheet HR fills in: a note on each header, one example row, drop-downs where a list applies.
+
+    `skus` (part number, product name) are a customer's licenses: made for a customer, the `licenses` column
+    offers them in a drop-down. The CLI's `template` has no customer option yet; this is the library's way.
+    """
     path = Path(path)
     target = AtomicTarget(path, 0o666)
     try:
         workbook = new_workbook(target)
         users = workbook.add_worksheet(TEMPLATE_SHEET)
         lists = workbook.add_worksheet(LISTS_SHEET)
-        _fill_template(workbook, users, lists)
+        _fill_template(workbook, users, lists, skus)
     except BaseException:
         target.discard()
         raise
     close_workbook(workbook, target)
 
 
-def _fill_template(workbook: Any, users: Any, lists: Any) -> None:
+def _fill_template(workbook: Any, users: Any, lists: Any, skus: Sequence[tuple[str, str]]) -> None:
     bold = workbook.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
     as_text = workbook.add_format({"num_format": "@"})
-    countries_range = _fill_country_list(lists, bold)
+    ranges = {"usageLocation": _fill_country_list(lists, bold), "licenses": _fill_sku_list(lists, bold, skus)}
     example = {
         "userPrincipalName": "alex.wilber@contoso.com",
         "firstName": "Alex",
@@ -123,6 +134,7 @@ def _fill_template(workbook: Any, users: Any, lists: Any) -> None:
         "usageLocation": "US",
         "password": example_password(),
         "immutableId": "",
+        "licenses": "",
     }
     for col, name in enumerate(TEMPLATE_COLUMNS):
         users.write_string(0, col, name, bold)
@@ -138,7 +150,7 @@ def _fill_template(workbook: Any, users: Any, lists: Any) -> None:
             users.set_column(col, col, min(width, MAX_COLUMN_WIDTH), as_text)
             if example[name]:
                 users.write_string(1, col, example[name], as_text)
-        rule = _typing_rule(name, countries_range)
+        rule = _typing_rule(name, ranges.get(name))
         if rule is not None:
             users.data_validation(1, col, _TEMPLATE_LAST_ROW, col, rule)
     users.freeze_panes(1, 0)
@@ -162,7 +174,20 @@ def _fill_country_list(lists: Any, bold: Any) -> str:
     return f"={LISTS_SHEET}!$A$2:$A${len(countries) + 1}"
 
 
-def _typing_rule(name: str, countries_range: str) -> dict[str, Any] | None:
+def _fill_sku_list(lists: Any, bold: Any, skus: Sequence[tuple[str, str]]) -> str | None:
+    """The customer's licenses beside the countries (columns D, E); None when the template is for no customer."""
+    if not skus:
+        return None
+    lists.write_string(0, 3, "license", bold)
+    lists.write_string(0, 4, "product", bold)
+    for index, (part_number, product_name) in enumerate(skus, start=1):
+        lists.write_string(index, 3, cell_text(part_number))
+        lists.write_string(index, 4, cell_text(product_name))
+    lists.set_column(3, 4, min(max(len(text) for sku in skus for text in sku) + 2, MAX_COLUMN_WIDTH))
+    return f"={LISTS_SHEET}!$D$2:$D${len(skus) + 1}"
+
+
+def _typing_rule(name: str, list_range: str | None) -> dict[str, Any] | None:
     """The check Excel makes as column `name` is typed in, or None where the column has none."""
     if name == "forceChangePassword":
         return {
@@ -171,10 +196,20 @@ def _typing_rule(name: str, countries_range: str) -> dict[str, Any] | None:
             "error_title": name,
             "error_message": "TRUE or FALSE (an empty cell means TRUE).",
         }
-    if name == "usageLocation":
+    if name == "licenses" and list_range:
         return {
             "validate": "list",
-            "source": countries_range,
+            "source": list_range,
+            "input_title": "Licenses",
+            "input_message": "Pick one, or type several separated by ; (part numbers or product names).",
+            "error_type": "information",  # several licenses are not one item of the list: allowed, said once
+            "error_title": "Licenses",
+            "error_message": "Not one license of the list: fine if it is several separated by ;.",
+        }
+    if name == "usageLocation" and list_range:
+        return {
+            "validate": "list",
+            "source": list_range,
             "input_title": "Usage location",
             "input_message": "Two-letter code, e.g. US; pick from the list.",
             "error_title": "Usage location",
