@@ -59,7 +59,7 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
             if row["status"] == "created":
                 assert held[str(row["userPrincipalName"])] == row["userId"]
             else:
-                assert row["status"] == "failed" and str(row["problems"]).startswith("run.interrupted: not sent")
+                assert row["status"] == "pending" and str(row["problems"]).startswith("run.interrupted: not sent")
         summary = json.loads(stderr.strip().splitlines()[-1])
         assert summary["event"] == "summary" and summary["exit_code"] == 130 and summary["not_reached"] > 0
 
@@ -121,6 +121,6 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
     assert sum(e["status"] == "created" for e in rows) == 12
     (broken,) = [e for e in rows if e["status"] == "invalid"]
     assert broken["level"] == "warning" and {p["code"] for p in broken["problems"]} == {"usageLocation.invalid", "password.weak"}
-    assert summary["counts"] == {"created": 12, "skipped": 0, "invalid": 1, "failed": 0}
+    assert summary["counts"] == {"created": 12, "skipped": 0, "invalid": 1, "failed": 0, "pending": 0}
     for secret in (TOKEN, PASSWORD, "weak"):
         assert secret not in result.stderr.replace("password.weak", "")

@@ -602,12 +602,12 @@ async def test_stop_lets_the_request_in_flight_finish_and_sends_nothing_new() ->
         if result.userPrincipalName in sent:
             assert result.status is Status.CREATED  # in flight: finished
         else:
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
             assert "not sent" in result.problems[0].message and result.requestId is None
     stats = pipeline.stats
     assert stats.not_reached > 0  # rows the feeder reached only after the stop were listed, never queued
     assert stats.not_finished + stats.not_reached == len(rows) - len(sent)
-    assert stats.counts["failed"] == len(rows) - len(sent)
+    assert stats.counts["pending"] == len(rows) - len(sent)
 
 
 async def test_stop_abandons_a_retry_that_was_waiting() -> None:
@@ -634,14 +634,14 @@ async def test_stop_abandons_a_retry_that_was_waiting() -> None:
     results = await asyncio.wait_for(run(pipeline, [row(2), row(3), row(4)]), timeout=10)
     server, unknown, throttled = results
     assert len(service.calls) == 3
-    assert server.status is Status.FAILED and server.problems[0].code == RUN_INTERRUPTED
+    assert server.status is Status.PENDING and server.problems[0].code == RUN_INTERRUPTED
     # A 5xx may come after the work was done (a gateway timing out): say so rather than "not created".
     assert "may exist" in server.problems[0].message and "HTTP 503" in server.problems[0].message
     assert server.requestId == service.calls[0].request_id
-    assert unknown.status is Status.FAILED and "may exist" in unknown.problems[0].message
+    assert unknown.status is Status.PENDING and "may exist" in unknown.problems[0].message
     assert "closed the connection" in unknown.problems[0].message
     # A 429 means the service did not take it: certainly not created.
-    assert throttled.status is Status.FAILED and throttled.problems[0].code == RUN_INTERRUPTED
+    assert throttled.status is Status.PENDING and throttled.problems[0].code == RUN_INTERRUPTED
     assert "not created" in throttled.problems[0].message and "HTTP 429" in throttled.problems[0].message
 
 
@@ -653,7 +653,7 @@ async def test_stop_before_run_sends_nothing_and_lists_every_row() -> None:
     results = await run(pipeline, [row(2), row(3, "bad@", Status.INVALID, problems=invalid)])
     assert service.calls == [] and pipeline.stats.interrupted
     never, refused = results
-    assert never.status is Status.FAILED and never.requestId is None
+    assert never.status is Status.PENDING and never.requestId is None
     assert never.problems == (
         Problem(RUN_INTERRUPTED, "not sent: the run was stopped before this row; run the same command again"),
     )
@@ -777,7 +777,7 @@ async def test_a_sign_in_refused_mid_run_fails_its_row_and_the_run_takes_no_new_
         if result.userPrincipalName in sent:
             assert result.status is Status.CREATED
         else:
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
             assert "sign-in failed mid-run" in result.problems[0].message
     stats = pipeline.stats
     assert stats.halted is not None and "revoked" in stats.halted
@@ -921,7 +921,7 @@ async def test_a_row_stopped_after_answers_that_created_nothing_is_sent_afresh_n
             journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id=upn)
             holder["p"] = make(service, journal=journal, concurrency=1, sleep=stop_then_sleep)
             (result,) = await run(holder["p"], [row(int(upn[4]), upn)])
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
         journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="next")
         assert journal.prior(CUSTOMER, "user2@contoso.com") is None  # recorded as not created
         assert {r.upn_key: r.state for r in journal.rows()} == {
@@ -958,7 +958,7 @@ async def test_a_stop_while_the_send_is_being_recorded_sends_nothing() -> None:
     journal.pipeline = pipeline
     (result,) = await run(pipeline, [row(2)])
     assert service.calls == []
-    assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+    assert result.status is Status.PENDING and result.problems[0].message.startswith("not sent")
     # The journal holds "sent" for it: settled as not created, so the next run sends it afresh.
     settled = finished_log(journal)["user2@contoso.com"]
     assert settled.status is Status.FAILED and settled.problems[0].code == RUN_INTERRUPTED
@@ -994,14 +994,14 @@ async def test_abort_cuts_the_requests_in_flight_short_and_every_row_still_has_a
     ) = results[:3]
     assert done.status is Status.CREATED
     for result in cut:
-        assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
         assert (
             result.problems[0].message.startswith("may exist")
             and "same journal" in result.problems[0].message
         )
         assert [result.requestId] == service.sent_request_ids(result.userPrincipalName)
     for result in results[3:]:
-        assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+        assert result.status is Status.PENDING and result.problems[0].message.startswith("not sent")
         assert result.requestId is None
     assert set(finished_log(journal)) == {"user2@contoso.com"}  # the two cut short stay "sent", in doubt
     assert pipeline.stats.interrupted
