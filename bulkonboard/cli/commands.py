@@ -188,8 +188,8 @@ def run(input_path: Path, **options: Any) -> int:
     output.pending_line(correlation_id=correlation_id)
     if outcome.denied:  # exit 3, one line (the one error path): the roles needed, and where the results are
         raise AuthError(
-            f"{outcome.denied}; no further row was sent, nothing was created for the rows not finished (pending "
-            f"in {outcome.results_path}); run the same command again once the role is granted"
+            f"{outcome.denied}; no further row was sent, and the rows not finished are pending in "
+            f"{outcome.results_path}; run the same command again once the role is granted"
         )
     if outcome.stats.halted:
         output.warn(f"the run stopped early: {outcome.stats.halted}; run the same command again once it is fixed")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from ..model import Code, Problem, RowResult, Status
 from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState
+from ..service.partnercenter import PermissionDenied
 from .create import CreateStep
 from .messages import RUN_INTERRUPTED, not_finished_text, on, stop_note
 from .reconcile import Attempt
@@ -196,10 +197,11 @@ class RowRunner:
             halt=self._sender.halt_text,
             denied=self._sender.denied,
         )
+        refused = isinstance(attempt.last_failure, PermissionDenied) and not attempt.maybe_created
         result.status, result.userId, result.problems = (
             Status.PENDING,
             None,
-            (Problem(RUN_INTERRUPTED, message),),
+            (Problem(Code.PERMISSION_DENIED if refused else RUN_INTERRUPTED, message),),
         )
         if not attempt.maybe_created and attempt.journaled:
             # The journal knows "failed" as "certainly not created: send afresh", which is what it must learn here;
