@@ -7,6 +7,7 @@ pre-flight passes, as on the service)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from .support import assert_one_clear_line, results_rows, run_cli, standalone_sandbox, summary_items
@@ -37,7 +38,7 @@ def write_sheet(path: Path) -> Path:
     return path
 
 
-def run_as_reader(tmp_path: Path, *extra: str) -> tuple[object, list[dict[str, str]], list[str], Path]:
+def run_as_reader(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[dict[str, str]], list[str], Path]:
     data = tmp_path / "reader.toml"
     data.write_text(DATA, encoding="utf-8")
     sheet = write_sheet(tmp_path / "hires.csv")
