@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bulkonboard.journal.store import open_existing
 
-from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox
+from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox, summary_items
 
 TOKEN = "tok-nightly-5ecret-9b1f"
 PASSWORD = "Nightly-Pa55word!"
@@ -62,6 +62,17 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
                 assert row["status"] == "pending" and str(row["problems"]).startswith("run.interrupted: not sent")
         summary = json.loads(stderr.strip().splitlines()[-1])
         assert summary["event"] == "summary" and summary["exit_code"] == 130 and summary["not_reached"] > 0
+        # Pending rows are counted apart from failed, and logged as ONE line, not one per row.
+        pending_rows = [row for row in done if row["status"] == "pending"]
+        assert pending_rows and summary["counts"]["pending"] == len(pending_rows)
+        assert summary["counts"]["failed"] == 0 and summary["counts"]["created"] == len(created)
+        entries = [json.loads(line) for line in stderr.splitlines()]
+        (pending,) = [e for e in entries if e["event"] == "pending"]
+        assert pending["count"] == len(pending_rows) and pending["level"] == "warning"
+        assert not [e for e in entries if e["event"] == "row" and e["status"] == "pending"]
+        assert sum(e["event"] == "row" for e in entries) == len(created)
+        workbook = summary_items(results)
+        assert workbook["pending"] == str(len(pending_rows)) and workbook["failed"] == "0"
 
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr

@@ -38,6 +38,7 @@ from bulkonboard.service.partnercenter import (
     DUPLICATE_UPN_TEXT,
     Audience,
     CreatedUser,
+    PermissionDenied,
     Refused,
     ServerError,
     Throttled,
@@ -129,6 +130,10 @@ class FakeService:
             raise TransportError("the server closed the connection without answering", **common)
         if kind == "dup":
             raise Refused(**common, status=400, code="ObjectConflict", description=DUPLICATE_UPN_TEXT + ".")
+        if kind == "403":
+            raise PermissionDenied(
+                **common, status=403, code=900308, description="Insufficient privileges to complete the operation."
+            )
         if kind == "401":
             raise Unauthorized(
                 **common, status=401, code=800001, description="partner token missing or expired"
@@ -1005,3 +1010,44 @@ async def test_abort_cuts_the_requests_in_flight_short_and_every_row_still_has_a
         assert result.requestId is None
     assert set(finished_log(journal)) == {"user2@contoso.com"}  # the two cut short stay "sent", in doubt
     assert pipeline.stats.interrupted
+
+
+async def test_a_stop_counts_no_row_as_failed_on_the_progress_bar() -> None:
+    service = FakeService(FakeTime())
+    progress = RecordingProgress()
+    rows = [row(n) for n in range(2, 30)]
+    pipeline = make(service, concurrency=2, progress=progress)
+    service.on_create = lambda upn: pipeline.stop() if upn == "user3@contoso.com" else None
+    results = await run(pipeline, rows)
+    pending = [r for r in results if r.status is Status.PENDING]
+    assert pending and progress.done == len(rows)
+    assert progress.failed == 0  # pending is not failed
+    assert pipeline.stats.counts["failed"] == 0 and pipeline.stats.counts["pending"] == len(pending)
+
+
+async def test_a_permission_refusal_stops_the_run_and_leaves_every_unfinished_row_pending() -> None:
+    service = FakeService(FakeTime())
+    progress = RecordingProgress()
+    journal = RecordingJournal()
+    # user2: a 503 first (it may have created the user), then refused; user3: refused outright
+    service.script = {"user2@contoso.com": ["503", "403"], "user3@contoso.com": ["403"]}
+    rows = [row(n) for n in range(2, 12)]
+    pipeline = make(service, concurrency=2, journal=journal, progress=progress)
+    results = await run(pipeline, rows)
+
+    assert pipeline.stop_reason is StopReason.DENIED and not pipeline.stats.interrupted
+    assert pipeline.stats.denied is not None and "Directory Writers" in pipeline.stats.denied
+    assert {call.upn for call in service.calls} <= {"user2@contoso.com", "user3@contoso.com", "user4@contoso.com"}
+    doubt, refused, *rest = results
+    assert doubt.status is Status.PENDING and doubt.problems[0].message.startswith("may exist")
+    assert refused.status is Status.PENDING and refused.problems[0].code == Code.PERMISSION_DENIED
+    assert "nothing was created" in refused.problems[0].message
+    for result in rest:
+        assert result.status in (Status.PENDING, Status.CREATED)
+        if result.status is Status.PENDING:
+            assert "lack of permission" in result.problems[0].message
+    assert any(r.status is Status.PENDING and r.requestId is None for r in rest)  # never sent
+    assert progress.failed == 0 and pipeline.stats.counts["failed"] == 0
+    log = finished_log(journal)
+    assert "user2@contoso.com" not in log  # in doubt: stays "sent" for the next run to settle
+    assert log["user3@contoso.com"].status is Status.FAILED  # certainly not created: afresh next time
