@@ -322,7 +322,7 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     assert ("A", "B") == tuple(sorted({column for column, _, _ in refs}))
     summary = sheet_rows(path, "Summary")
     _, first, last = refs[0]
-    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == ["created", "skipped", "invalid", "failed"]
+    assert [summary[i][0] for i in range(int(first) - 1, int(last))] == ["created", "skipped", "invalid", "failed", "pending"]
 
 
 def test_validation_report_has_no_chart(tmp_path: Path) -> None:

@@ -289,16 +289,8 @@ class SheetRun:
         return self._outcome(stats, counts, summary)
 
     def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
-        if stats.denied:
-            code = EXIT_AUTH_OR_CONNECTION  # the run stopped itself: no role to write with (whoever stopped it too)
-        elif stats.interrupted:
-            code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
-        elif counts[Status.INVALID.value] or counts[Status.FAILED.value] or stats.counts.get(Status.PARTIAL.value):
-            code = EXIT_ROWS_FAILED  # partial: a step after create failed (the contract's additions: exit 1)
-        else:
-            code = EXIT_OK
         return RunOutcome(
-            exit_code=code,
+            exit_code=_exit_code(stats, counts),
             counts=counts,
             results_path=self.results,
             interrupted=stats.interrupted,
@@ -432,6 +424,18 @@ class SheetRun:
             f"nothing is lost: the journal holds what the service did; rebuild them with "
             f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
         )
+
+
+def _exit_code(stats: PipelineStats, counts: Mapping[str, int]) -> int:
+    """The contract's exit code for a run that wrote its results. Pending rows never make exit 1 on their own: they
+    come with a stop (130) or a permission refusal (3)."""
+    if stats.denied:
+        return EXIT_AUTH_OR_CONNECTION  # the run stopped itself: no role to write with (whoever stopped it too)
+    if stats.interrupted:
+        return EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
+    if counts[Status.INVALID.value] or counts[Status.FAILED.value] or stats.counts.get(Status.PARTIAL.value):
+        return EXIT_ROWS_FAILED  # partial: a step after create failed (the contract's additions: exit 1)
+    return EXIT_OK
 
 
 def _sha256(path: Path) -> str:
