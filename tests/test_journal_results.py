@@ -66,6 +66,13 @@ def test_rows_without_a_known_outcome_say_so_and_problems_come_back(tmp_path: Pa
                 problems=(Problem("api.400", "bad; really bad"), Problem("password.weak", "too short")),
             )  # fmt: skip
             journal.finished(CONTOSO, "b@contoso.com", failed)
+            # d: stopped before its retry, recorded as certainly not created (`failed` + run.interrupted)
+            await journal.sending(CONTOSO, "d@contoso.com", 5, "req-d")
+            stopped = RowResult(
+                5, "d@contoso.com", Status.FAILED, requestId="req-d",
+                problems=(Problem("run.interrupted", "not created: the run was stopped before it could be retried"),),
+            )  # fmt: skip
+            journal.finished(CONTOSO, "d@contoso.com", stopped)
 
     asyncio.run(record())
     # c: taken by a run of an earlier release, never sent (`pending`, which no release writes any more)
@@ -81,7 +88,10 @@ def test_rows_without_a_known_outcome_say_so_and_problems_come_back(tmp_path: Pa
     rebuilt = bulkonboard("journal", "results", "--journal", path, "--run", "1", out)
     assert rebuilt.returncode == 0, rebuilt.stderr
     rows = {r["userPrincipalName"]: r for r in sheet_rows(out, "Rows")}
-    assert rows["a@contoso.com"]["status"] == "failed" and "may exist" in str(rows["a@contoso.com"]["problems"])
+    # Rows never answered are pending, never failed; a row the service refused stays failed.
+    assert rows["a@contoso.com"]["status"] == "pending" and "may exist" in str(rows["a@contoso.com"]["problems"])
+    assert rows["c@contoso.com"]["status"] == "pending" and rows["d@contoso.com"]["status"] == "pending"
+    assert rows["b@contoso.com"]["status"] == "failed"
     assert rows["a@contoso.com"]["requestId"] == "req-a"
     assert rows["b@contoso.com"]["problems"] == "api.400: bad; really bad; password.weak: too short"
     assert "not sent" in str(rows["c@contoso.com"]["problems"])
@@ -92,3 +102,4 @@ def test_rows_without_a_known_outcome_say_so_and_problems_come_back(tmp_path: Pa
     summary = summary_of(out)
     assert summary["sent, outcome unknown"] == 1 and str(summary["run finished"]).startswith("no")
     assert summary["exit code"] == "not recorded"
+    assert (summary["pending"], summary["failed"]) == (3, 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bulkonboard.journal.store import open_existing
 
-from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox
+from .support import CONTOSO, ROOT, clean_env, cli, sheet_rows, standalone_sandbox, summary_items
 
 TOKEN = "tok-nightly-5ecret-9b1f"
 PASSWORD = "Nightly-Pa55word!"
@@ -59,9 +59,20 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
             if row["status"] == "created":
                 assert held[str(row["userPrincipalName"])] == row["userId"]
             else:
-                assert row["status"] == "failed" and str(row["problems"]).startswith("run.interrupted: not sent")
+                assert row["status"] == "pending" and str(row["problems"]).startswith("run.interrupted: not sent")
         summary = json.loads(stderr.strip().splitlines()[-1])
         assert summary["event"] == "summary" and summary["exit_code"] == 130 and summary["not_reached"] > 0
+        # Pending rows are counted apart from failed, and logged as ONE line, not one per row.
+        pending_rows = [row for row in done if row["status"] == "pending"]
+        assert pending_rows and summary["counts"]["pending"] == len(pending_rows)
+        assert summary["counts"]["failed"] == 0 and summary["counts"]["created"] == len(created)
+        entries = [json.loads(line) for line in stderr.splitlines()]
+        (pending,) = [e for e in entries if e["event"] == "pending"]
+        assert pending["count"] == len(pending_rows) and pending["level"] == "warning"
+        assert not [e for e in entries if e["event"] == "row" and e["status"] == "pending"]
+        assert sum(e["event"] == "row" for e in entries) == len(created)
+        workbook = summary_items(results)
+        assert workbook["pending"] == str(len(pending_rows)) and workbook["failed"] == "0"
 
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
@@ -121,6 +132,6 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
     assert sum(e["status"] == "created" for e in rows) == 12
     (broken,) = [e for e in rows if e["status"] == "invalid"]
     assert broken["level"] == "warning" and {p["code"] for p in broken["problems"]} == {"usageLocation.invalid", "password.weak"}
-    assert summary["counts"] == {"created": 12, "skipped": 0, "invalid": 1, "failed": 0}
+    assert summary["counts"] == {"created": 12, "skipped": 0, "invalid": 1, "failed": 0, "pending": 0}
     for secret in (TOKEN, PASSWORD, "weak"):
         assert secret not in result.stderr.replace("password.weak", "")

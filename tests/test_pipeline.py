@@ -38,6 +38,7 @@ from bulkonboard.service.partnercenter import (
     DUPLICATE_UPN_TEXT,
     Audience,
     CreatedUser,
+    PermissionDenied,
     Refused,
     ServerError,
     Throttled,
@@ -129,6 +130,10 @@ class FakeService:
             raise TransportError("the server closed the connection without answering", **common)
         if kind == "dup":
             raise Refused(**common, status=400, code="ObjectConflict", description=DUPLICATE_UPN_TEXT + ".")
+        if kind == "403":
+            raise PermissionDenied(
+                **common, status=403, code=900308, description="Insufficient privileges to complete the operation."
+            )
         if kind == "401":
             raise Unauthorized(
                 **common, status=401, code=800001, description="partner token missing or expired"
@@ -602,12 +607,12 @@ async def test_stop_lets_the_request_in_flight_finish_and_sends_nothing_new() ->
         if result.userPrincipalName in sent:
             assert result.status is Status.CREATED  # in flight: finished
         else:
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
             assert "not sent" in result.problems[0].message and result.requestId is None
     stats = pipeline.stats
     assert stats.not_reached > 0  # rows the feeder reached only after the stop were listed, never queued
     assert stats.not_finished + stats.not_reached == len(rows) - len(sent)
-    assert stats.counts["failed"] == len(rows) - len(sent)
+    assert stats.counts["pending"] == len(rows) - len(sent)
 
 
 async def test_stop_abandons_a_retry_that_was_waiting() -> None:
@@ -634,14 +639,14 @@ async def test_stop_abandons_a_retry_that_was_waiting() -> None:
     results = await asyncio.wait_for(run(pipeline, [row(2), row(3), row(4)]), timeout=10)
     server, unknown, throttled = results
     assert len(service.calls) == 3
-    assert server.status is Status.FAILED and server.problems[0].code == RUN_INTERRUPTED
+    assert server.status is Status.PENDING and server.problems[0].code == RUN_INTERRUPTED
     # A 5xx may come after the work was done (a gateway timing out): say so rather than "not created".
     assert "may exist" in server.problems[0].message and "HTTP 503" in server.problems[0].message
     assert server.requestId == service.calls[0].request_id
-    assert unknown.status is Status.FAILED and "may exist" in unknown.problems[0].message
+    assert unknown.status is Status.PENDING and "may exist" in unknown.problems[0].message
     assert "closed the connection" in unknown.problems[0].message
     # A 429 means the service did not take it: certainly not created.
-    assert throttled.status is Status.FAILED and throttled.problems[0].code == RUN_INTERRUPTED
+    assert throttled.status is Status.PENDING and throttled.problems[0].code == RUN_INTERRUPTED
     assert "not created" in throttled.problems[0].message and "HTTP 429" in throttled.problems[0].message
 
 
@@ -653,7 +658,7 @@ async def test_stop_before_run_sends_nothing_and_lists_every_row() -> None:
     results = await run(pipeline, [row(2), row(3, "bad@", Status.INVALID, problems=invalid)])
     assert service.calls == [] and pipeline.stats.interrupted
     never, refused = results
-    assert never.status is Status.FAILED and never.requestId is None
+    assert never.status is Status.PENDING and never.requestId is None
     assert never.problems == (
         Problem(RUN_INTERRUPTED, "not sent: the run was stopped before this row; run the same command again"),
     )
@@ -777,7 +782,7 @@ async def test_a_sign_in_refused_mid_run_fails_its_row_and_the_run_takes_no_new_
         if result.userPrincipalName in sent:
             assert result.status is Status.CREATED
         else:
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
             assert "sign-in failed mid-run" in result.problems[0].message
     stats = pipeline.stats
     assert stats.halted is not None and "revoked" in stats.halted
@@ -921,7 +926,7 @@ async def test_a_row_stopped_after_answers_that_created_nothing_is_sent_afresh_n
             journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id=upn)
             holder["p"] = make(service, journal=journal, concurrency=1, sleep=stop_then_sleep)
             (result,) = await run(holder["p"], [row(int(upn[4]), upn)])
-            assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+            assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
         journal.begin_run(input_path="in.csv", input_sha256="0" * 64, customer=CUSTOMER, correlation_id="next")
         assert journal.prior(CUSTOMER, "user2@contoso.com") is None  # recorded as not created
         assert {r.upn_key: r.state for r in journal.rows()} == {
@@ -958,7 +963,7 @@ async def test_a_stop_while_the_send_is_being_recorded_sends_nothing() -> None:
     journal.pipeline = pipeline
     (result,) = await run(pipeline, [row(2)])
     assert service.calls == []
-    assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+    assert result.status is Status.PENDING and result.problems[0].message.startswith("not sent")
     # The journal holds "sent" for it: settled as not created, so the next run sends it afresh.
     settled = finished_log(journal)["user2@contoso.com"]
     assert settled.status is Status.FAILED and settled.problems[0].code == RUN_INTERRUPTED
@@ -994,14 +999,55 @@ async def test_abort_cuts_the_requests_in_flight_short_and_every_row_still_has_a
     ) = results[:3]
     assert done.status is Status.CREATED
     for result in cut:
-        assert result.status is Status.FAILED and result.problems[0].code == RUN_INTERRUPTED
+        assert result.status is Status.PENDING and result.problems[0].code == RUN_INTERRUPTED
         assert (
             result.problems[0].message.startswith("may exist")
             and "same journal" in result.problems[0].message
         )
         assert [result.requestId] == service.sent_request_ids(result.userPrincipalName)
     for result in results[3:]:
-        assert result.status is Status.FAILED and result.problems[0].message.startswith("not sent")
+        assert result.status is Status.PENDING and result.problems[0].message.startswith("not sent")
         assert result.requestId is None
     assert set(finished_log(journal)) == {"user2@contoso.com"}  # the two cut short stay "sent", in doubt
     assert pipeline.stats.interrupted
+
+
+async def test_a_stop_counts_no_row_as_failed_on_the_progress_bar() -> None:
+    service = FakeService(FakeTime())
+    progress = RecordingProgress()
+    rows = [row(n) for n in range(2, 30)]
+    pipeline = make(service, concurrency=2, progress=progress)
+    service.on_create = lambda upn: pipeline.stop() if upn == "user3@contoso.com" else None
+    results = await run(pipeline, rows)
+    pending = [r for r in results if r.status is Status.PENDING]
+    assert pending and progress.done == len(rows)
+    assert progress.failed == 0  # pending is not failed
+    assert pipeline.stats.counts["failed"] == 0 and pipeline.stats.counts["pending"] == len(pending)
+
+
+async def test_a_permission_refusal_stops_the_run_and_leaves_every_unfinished_row_pending() -> None:
+    service = FakeService(FakeTime())
+    progress = RecordingProgress()
+    journal = RecordingJournal()
+    # user2: a 503 first (it may have created the user), then refused; user3: refused outright
+    service.script = {"user2@contoso.com": ["503", "403"], "user3@contoso.com": ["403"]}
+    rows = [row(n) for n in range(2, 12)]
+    pipeline = make(service, concurrency=2, journal=journal, progress=progress)
+    results = await run(pipeline, rows)
+
+    assert pipeline.stop_reason is StopReason.DENIED and not pipeline.stats.interrupted
+    assert pipeline.stats.denied is not None and "Directory Writers" in pipeline.stats.denied
+    assert {call.upn for call in service.calls} <= {"user2@contoso.com", "user3@contoso.com", "user4@contoso.com"}
+    doubt, refused, *rest = results
+    assert doubt.status is Status.PENDING and doubt.problems[0].message.startswith("may exist")
+    assert refused.status is Status.PENDING and refused.problems[0].code == Code.PERMISSION_DENIED
+    assert "nothing was created" in refused.problems[0].message
+    for result in rest:
+        assert result.status in (Status.PENDING, Status.CREATED)
+        if result.status is Status.PENDING:
+            assert "lack of permission" in result.problems[0].message
+    assert any(r.status is Status.PENDING and r.requestId is None for r in rest)  # never sent
+    assert progress.failed == 0 and pipeline.stats.counts["failed"] == 0
+    log = finished_log(journal)
+    assert "user2@contoso.com" not in log  # in doubt: stays "sent" for the next run to settle
+    assert log["user3@contoso.com"].status is Status.FAILED  # certainly not created: afresh next time

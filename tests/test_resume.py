@@ -180,6 +180,7 @@ async def test_a_later_sheet_creates_only_the_new_people(
             "skipped": 4,
             "invalid": 0,
             "failed": 0,
+            "pending": 0,
         }
         assert svc.sandbox.stats.creations == 6 and svc.sandbox.stats.refused == 0  # nobody sent twice
         monday = {r["userPrincipalName"]: r for r in results_rows(tmp_path / "monday.xlsx")}
@@ -233,7 +234,7 @@ async def test_a_refused_row_is_tried_again_and_a_created_one_never(tmp_path: Pa
             second = await run_with_journal(svc, sheet, journal, tmp_path / "second.xlsx")
         rows = results_rows(tmp_path / "second.xlsx")
         held = svc.held()
-        assert second.counts == {"created": 1, "skipped": 2, "invalid": 0, "failed": 0}
+        assert second.counts == {"created": 1, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0}
         assert [r["status"] for r in rows] == ["skipped", "created", "skipped"]
         assert rows[1]["userId"] == held["new.hire2@example.org"]
         assert rows[1]["requestId"] != refused["requestId"]  # the old request's answer was final: a new one

@@ -122,7 +122,7 @@ async def test_happy_path_results_agree_with_the_sandbox(tmp_path: Path) -> None
         outcome = await run(svc, sheet, tmp_path)
 
         assert outcome.exit_code == 0 and not outcome.interrupted
-        assert outcome.counts == {"created": 4, "skipped": 1, "invalid": 0, "failed": 0}
+        assert outcome.counts == {"created": 4, "skipped": 1, "invalid": 0, "failed": 0, "pending": 0}
         assert svc.sandbox.stats.creations == 4
         rows = results_rows(outcome.results_path)
         assert [r["row"] for r in rows] == ["2", "3", "4", "5", "6"]
@@ -310,7 +310,7 @@ async def test_stop_writes_what_finished_and_exits_130(tmp_path: Path) -> None:
         assert [int(r["row"]) for r in rows] == list(range(2, 42))
         interrupted = [r for r in rows if r["status"] != "created"]
         for result in interrupted:
-            assert result["status"] == "failed" and result["problems"].startswith(
+            assert result["status"] == "pending" and result["problems"].startswith(
                 f"{RUN_INTERRUPTED}: not sent"
             )
         assert 0 < outcome.not_reached <= len(interrupted) == 40 - len(created)
@@ -398,9 +398,11 @@ async def test_a_sign_in_refused_mid_run_fails_its_rows_stops_the_run_and_writes
         created = [r for r in rows if r["status"] == "created"]
         assert len(created) == svc.sandbox.stats.creations >= 5
         failed = [r for r in rows if r["status"] == "failed"]
-        assert len(failed) == 20 - len(created)
-        assert all("sign-in failed mid-run" in r["problems"] and "not sent" in r["problems"] for r in failed)
-        assert any(r["problems"].startswith("api.401:") for r in failed)
+        pending = [r for r in rows if r["status"] == "pending"]
+        assert len(failed) + len(pending) == 20 - len(created) and failed and pending
+        assert all("sign-in failed mid-run" in r["problems"] and "not sent" in r["problems"] for r in failed + pending)
+        assert all(r["problems"].startswith("api.401:") for r in failed)  # refused: failed; never sent: pending
+        assert all(r["problems"].startswith("run.interrupted:") for r in pending)
         assert outcome.not_reached > 0
         summary = summary_items(outcome.results_path)
         assert "revoked" in summary["stopped early"] and summary["interrupted"] == "no"
@@ -447,7 +449,7 @@ async def test_a_run_that_fails_still_writes_what_finished_then_raises(tmp_path:
         assert rows[-1]["status"] == "invalid" and "domain.federated" in rows[-1]["problems"]
         for result in rows[:-1]:
             if result["status"] != "created":
-                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
+                assert result["status"] == "pending" and result["problems"].startswith(RUN_INTERRUPTED)
                 assert "the run failed" in result["problems"] and "disk is full" in result["problems"]
         summary = summary_items(tmp_path / "results.xlsx")
         assert "disk is full" in summary["run failed"]

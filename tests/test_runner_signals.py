@@ -65,9 +65,49 @@ def test_a_second_signal_abandons_the_requests_in_flight_and_still_writes_the_re
             if result["status"] == "created":
                 assert held[result["userPrincipalName"]] == result["userId"]
             else:
-                assert result["status"] == "failed" and result["problems"].startswith(RUN_INTERRUPTED)
+                assert result["status"] == "pending" and result["problems"].startswith(RUN_INTERRUPTED)
                 if "may exist" in result["problems"]:
                     cut_short += 1
                     assert "same journal" in result["problems"] and result["requestId"]
         assert cut_short  # requests were in flight, and were abandoned rather than waited for
         assert summary_items(results)["interrupted"] == "yes"
+        # No row the service never answered reads as failed: pending, counted apart, in ONE log line.
+        pending = [r for r in rows if r["status"] == "pending"]
+        assert summary_items(results)["pending"] == str(len(pending)) and summary_items(results)["failed"] == "0"
+        (line,) = [e for e in map(json.loads, stderr.splitlines()) if e["event"] == "pending"]
+        assert line["count"] == len(pending) and line["may_exist"] == cut_short
+
+
+def test_the_closing_table_counts_a_stopped_runs_rows_as_pending_not_failed(tmp_path: Path) -> None:
+    people = 60
+    sheet = write_sheet(tmp_path / "hires.csv", [person(n) for n in range(1, people + 1)])
+    upns = {f"new.hire{n}@contoso.com" for n in range(1, people + 1)}
+    results = tmp_path / "results.xlsx"
+    with standalone_sandbox("--latency-ms", "30") as sandbox:
+        command = cli(
+            "run", sheet, "--customer", CONTOSO, "--sandbox-url", sandbox.url, "--journal", tmp_path / "j.sqlite",
+            "--results", results, "--rate", "40", "--concurrency", "2",
+        )  # fmt: skip
+        process = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while sum(u["userPrincipalName"] in upns for u in sandbox.users()) < 3:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "no user was created in time"
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    rows = results_rows(results)
+    pending = sum(r["status"] == "pending" for r in rows)
+    assert pending and not any(r["status"] == "failed" for r in rows)
+    table = {}
+    for line in stderr.splitlines():  # the closing table: "│ pending │ 12 │"
+        cells = [cell.strip() for cell in line.strip("│┃ ").split("│")]
+        if len(cells) == 2 and cells[1].replace(",", "").isdigit():
+            table[cells[0]] = int(cells[1].replace(",", ""))
+    assert table["pending"] == pending and table["failed"] == 0, stderr
+    assert table["created"] == sum(r["status"] == "created" for r in rows)

@@ -41,7 +41,9 @@ def chosen_run(journal: Journal, run_id: int | None) -> RunRecord:
 def write_results_from_journal(journal: Journal, run: RunRecord, out: Path) -> dict[str, int]:
     """Write `out` from the journal's rows of `run`; returns the counts per status."""
     records = journal.rows(RowFilter(run_id=run.id))
-    counts = {status.value: 0 for status in (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)}
+    counts = {
+        status.value: 0 for status in (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
+    }
     problem_counts: dict[str, int] = {}
     in_doubt = 0
     with ReportWriter(out, kind="results") as writer:
@@ -92,7 +94,8 @@ def _details(journal: Journal, run: RunRecord, in_doubt: int) -> dict[str, str |
 
 
 def result_of(record: RowRecord) -> RowResult:
-    """One journal row as the results list it; a row whose outcome the journal never learnt says so."""
+    """One journal row as the results list it; a row whose outcome the journal never learnt says so, and is
+    `pending` (as is a row a stopped run recorded as not created: `failed` in the journal, `run.interrupted`)."""
     result = RowResult(
         row=record.row or 0,
         userPrincipalName=record.upn,
@@ -108,8 +111,10 @@ def result_of(record: RowRecord) -> RowResult:
         result.problems = problems_of(record.reason)
     elif record.state == FAILED:
         result.problems = problems_of(record.reason)
+        if result.problems and all(p.code == Code.RUN_INTERRUPTED for p in result.problems):
+            result.status = Status.PENDING  # never answered: the run stopped first
     elif record.state == SENT:
-        result.userId = None
+        result.status, result.userId = Status.PENDING, None
         result.problems = (
             Problem(
                 Code.RUN_INTERRUPTED,
@@ -118,6 +123,7 @@ def result_of(record: RowRecord) -> RowResult:
             ),
         )
     elif record.state == PENDING:
+        result.status = Status.PENDING
         result.problems = (
             Problem(Code.RUN_INTERRUPTED, "not sent: the run stopped before its request left; run it again"),
         )

@@ -51,7 +51,8 @@ from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
-RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED)
+#: `pending` (the run stopped before the row's outcome was known) is counted apart from `failed`, always.
+RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
 
 
 @runtime_checkable
@@ -115,15 +116,16 @@ class Timing:
 
 @dataclass(slots=True)
 class RunOutcome:
-    exit_code: int  # per the contract: 0, 1 or 130 (errors that stop the run earlier are raised instead)
+    exit_code: int  # per the contract: 0, 1, 3 (denied) or 130 (errors that stop the run earlier are raised instead)
     counts: dict[str, int]  # per status value, the statuses of a results workbook
     results_path: Path
     interrupted: bool
     correlation_id: str
-    not_reached: int  # rows to create never sent because the run stopped first (each listed, failed)
+    not_reached: int  # rows to create never sent because the run stopped first (each listed, pending)
     stats: PipelineStats
     summary: Summary
     passwords_written: Path | None = None  # the --generate-passwords workbook, if this run wrote it
+    denied: str | None = None  # the service refused a write for lack of permission: its line (roles needed)
 
 
 class SheetRun:
@@ -287,14 +289,8 @@ class SheetRun:
         return self._outcome(stats, counts, summary)
 
     def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
-        if stats.interrupted:
-            code = EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
-        elif counts[Status.INVALID.value] or counts[Status.FAILED.value] or stats.counts.get(Status.PARTIAL.value):
-            code = EXIT_ROWS_FAILED  # partial: a step after create failed (the contract's additions: exit 1)
-        else:
-            code = EXIT_OK
         return RunOutcome(
-            exit_code=code,
+            exit_code=_exit_code(stats, counts),
             counts=counts,
             results_path=self.results,
             interrupted=stats.interrupted,
@@ -303,6 +299,7 @@ class SheetRun:
             stats=stats,
             summary=summary,
             passwords_written=self.passwords_written,
+            denied=stats.denied,
         )
 
     def _details(
@@ -338,7 +335,9 @@ class SheetRun:
             details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
         if stats.halted:
             details["stopped early"] = f"{stats.halted}: no new row was sent after it"
-        if stats.interrupted or stats.halted:
+        if stats.denied:
+            details["stopped early"] = f"{stats.denied}: no new row was sent after it"
+        if stats.interrupted or stats.halted or stats.denied:
             details["rows not finished"] = stats.not_finished
             details["rows not reached"] = not_reached
         if self._journal_run is not None:
@@ -425,6 +424,18 @@ class SheetRun:
             f"nothing is lost: the journal holds what the service did; rebuild them with "
             f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
         )
+
+
+def _exit_code(stats: PipelineStats, counts: Mapping[str, int]) -> int:
+    """The contract's exit code for a run that wrote its results. Pending rows never make exit 1 on their own: they
+    come with a stop (130) or a permission refusal (3)."""
+    if stats.denied:
+        return EXIT_AUTH_OR_CONNECTION  # the run stopped itself: no role to write with (whoever stopped it too)
+    if stats.interrupted:
+        return EXIT_INTERRUPTED  # a person or a scheduler stopped it (a failed sign-in mid-run: exit 1)
+    if counts[Status.INVALID.value] or counts[Status.FAILED.value] or stats.counts.get(Status.PARTIAL.value):
+        return EXIT_ROWS_FAILED  # partial: a step after create failed (the contract's additions: exit 1)
+    return EXIT_OK
 
 
 def _sha256(path: Path) -> str:

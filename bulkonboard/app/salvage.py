@@ -49,7 +49,7 @@ class Tally:
 
 def unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
     """A row of a failed run that has no result: invalid and skipped rows as validation said; a row to create
-    as failed `run.interrupted`, in doubt if the pipeline had taken it (its request may have left)."""
+    as `pending` (`run.interrupted`), in doubt if the pipeline had taken it (its request may have left)."""
     result = to_result(checked)
     if checked.status is not Status.VALID:
         return result
@@ -60,7 +60,7 @@ def unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
         )
     else:
         message = f"not sent: the run failed before this row ({why}); run the same command again"
-    result.status, result.userId = Status.FAILED, None
+    result.status, result.userId = Status.PENDING, None
     result.problems = (Problem(Code.RUN_INTERRUPTED, message),)
     return result
 

@@ -24,7 +24,7 @@ from .. import __version__
 from ..app.launch import DryRunRequest, RunRequest, prepared_run, validate_sheet
 from ..app.sources import Emulator, SourceChoice
 from ..defaults import DEFAULT_CONCURRENCY, DEFAULT_RATE
-from ..errors import EXIT_INTERRUPTED, InputError
+from ..errors import EXIT_INTERRUPTED, AuthError, InputError
 from .console import Output
 from .group import CommandGroup
 from .options import (
@@ -188,6 +188,12 @@ def run(input_path: Path, **options: Any) -> int:
     )  # fmt: skip
     correlation_id = str(uuid.uuid4())
     outcome = asyncio.run(run_with_signals(request, source, output, correlation_id))
+    output.pending_line(correlation_id=correlation_id)
+    if outcome.denied:  # exit 3, one line (the one error path): the roles needed, and where the results are
+        raise AuthError(
+            f"{outcome.denied}; no further row was sent, and the rows not finished are pending in "
+            f"{outcome.results_path}; run the same command again once the role is granted"
+        )
     if outcome.stats.halted:
         output.warn(f"the run stopped early: {outcome.stats.halted}; run the same command again once it is fixed")
     output.summary(f"Run of {input_path.name}", outcome.counts, run_details(outcome, output))

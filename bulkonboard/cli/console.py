@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from ..model import RowResult
+from ..model import RowResult, Status
 from ..progress import NullProgress, Progress  # re-exported: their old home
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ class Output:
         self.quiet = quiet
         self.json = log_format == "json"
         self._console: Console | None = None
+        self.pending = PendingRows()
         self.interactive = not quiet and not self.json and self.console.is_terminal
         handler = logging.StreamHandler(self.stream)
         handler.setFormatter(JsonFormatter() if self.json else TextFormatter())
@@ -166,6 +167,9 @@ class Output:
         a RowResult holds none, and the problems' messages never quote one."""
         if not self.json:
             return
+        if result.status is Status.PENDING:
+            self.pending.add(result)  # one line for them all (`pending_line`): a stopped run is not 2,000 warnings
+            return
         fields: dict[str, Any] = {
             "event": "row",
             "correlation_id": correlation_id,
@@ -182,6 +186,22 @@ class Output:
         level = logging.WARNING if result.status.value in ("invalid", "failed") else logging.INFO
         log.log(level, f"row {result.row} {result.status.value}", extra={"fields": fields})
 
+    def pending_line(self, *, correlation_id: str) -> None:
+        """The one JSON line for every row the run did not finish (JSON logs only, and only when there are any):
+        how many, which rows, and how many may exist (a request of theirs may have reached the service)."""
+        if not self.json or not self.pending.count:
+            return
+        pending = self.pending
+        fields = {
+            "event": "pending",
+            "correlation_id": correlation_id,
+            "count": pending.count,
+            "may_exist": pending.may_exist,
+            "rows": pending.ranges(),
+        }
+        said = f"{pending.count} rows pending: the run stopped before their outcome was known"
+        log.warning(said, extra={"fields": fields})
+
     def summary(self, title: str, counts: Mapping[str, int], details: Mapping[str, Any]) -> None:
         """The closing table for a person, or one summary log line for a collector."""
         if self.json:
@@ -197,10 +217,35 @@ class Output:
         table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
         table.add_column("status")
         table.add_column("rows", justify="right")
-        styles = {"valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red"}
+        styles = {
+            "valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red",
+            "pending": "yellow",
+        }  # fmt: skip
         for status, count in counts.items():
             table.add_row(Text(status, style=styles.get(status, "")), f"{count:,}")
         table.add_row(Text("total", style="bold"), f"{sum(counts.values()):,}")
         self.console.print(table)
         for key, value in details.items():
             self.console.print(f"{key}: {value}")
+
+
+class PendingRows:
+    """The rows a run did not finish, as few figures: a count, how many may exist, and the row numbers as ranges
+    (rows come in input order, so a stopped run's thousands of rows are a handful of ranges)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.may_exist = 0
+        self._ranges: list[list[int]] = []
+
+    def add(self, result: RowResult) -> None:
+        self.count += 1
+        self.may_exist += any(p.message.startswith("may exist") for p in result.problems)
+        if self._ranges and result.row == self._ranges[-1][1] + 1:
+            self._ranges[-1][1] = result.row
+        else:
+            self._ranges.append([result.row, result.row])
+
+    def ranges(self) -> str:
+        """`"4, 7-1950"`: the sheet's row numbers."""
+        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self._ranges)

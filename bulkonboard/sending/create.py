@@ -16,6 +16,7 @@ from ..protocols import Journal
 from ..service.partnercenter import (
     CreatedUser,
     MismatchedAnswer,
+    PermissionDenied,
     Refused,
     RequestError,
     Throttled,
@@ -95,6 +96,12 @@ class CreateStep:
         if isinstance(failure, Unauthorized):
             return await self._after_unauthorized(attempt, result, failure, generation)
         attempt.last_failure = failure
+        if isinstance(failure, PermissionDenied):
+            # Every later create would be refused the same way: the run takes no new row, and this one is left
+            # unfinished (`pending`): nothing was created by this request; an earlier one's doubt stays open.
+            self._sender.deny(failure)
+            attempt.refused = not attempt.maybe_created
+            raise Stopped
         if isinstance(failure, MismatchedAnswer):
             await self._reconcile.after_mismatch(attempt, result, failure)
             return False

@@ -59,13 +59,14 @@ class PipelineStats:
     lookups: int = 0  # users looked up after a duplicate refusal or an unknown outcome
     step_requests: int = 0  # requests of the steps after create (license, profile, manager...)
     not_finished: int = 0  # rows taken but left unfinished by stop() / abort()
-    not_reached: int = 0  # rows to create that were never sent because the run stopped first (listed failed)
+    not_reached: int = 0  # rows to create that were never sent because the run stopped first (listed pending)
     max_pending: int = 0  # most rows between input and sink at once (bounded by the window)
     first_send: float | None = None
     last_answer: float | None = None
     rate_settled: float = 0.0  # users/s the rate controller ended at
     interrupted: bool = False  # stopped by a person or a scheduler (stop() / abort()): exit 130
     halted: str | None = None  # why the run stopped taking rows on its own (the sign-in failed mid-run)
+    denied: str | None = None  # the service's refusal for lack of permission, naming the roles needed: exit 3
 
     @property
     def sending_seconds(self) -> float:

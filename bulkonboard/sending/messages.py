@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..model import Code, Problem, RowResult, Status, api_code
-from ..service.partnercenter import ApiError, RequestError, TransportError
+from ..service.partnercenter import ApiError, PermissionDenied, RequestError, TransportError
 
 #: The pipeline's own problem codes (docs/CONTRACT-ADDITIONS.md), named here for its callers and tests.
 API_UNREACHABLE = Code.API_UNREACHABLE
@@ -89,8 +89,13 @@ def fail(result: RowResult, code: str, what: str, failure: Failure | None) -> No
     result.status, result.userId, result.problems = Status.FAILED, None, (Problem(code, message),)
 
 
-def stop_note(halt_text: str | None) -> str:
+def stop_note(halt_text: str | None, denied: PermissionDenied | None = None) -> str:
     """Why a row was not sent after the run stopped taking rows."""
+    if denied is not None:
+        return (
+            f"the run stopped taking rows when the service refused a create for lack of permission: "
+            f"{denied.advice}; then run the same command again"
+        )
     if halt_text is not None:
         return (
             f"the run stopped taking rows when {halt_text}; sign in again (or fix the credentials), "
@@ -100,9 +105,20 @@ def stop_note(halt_text: str | None) -> str:
 
 
 def not_finished_text(
-    *, cut_short: bool, maybe_created: bool, sends: int, last: Failure | None, halt: str | None
+    *,
+    cut_short: bool,
+    maybe_created: bool,
+    sends: int,
+    last: Failure | None,
+    halt: str | None,
+    denied: PermissionDenied | None = None,
 ) -> str:
     """A row taken, then left unfinished by a stop: whether its user may exist, in the admin's words."""
+    if isinstance(last, PermissionDenied) and not maybe_created:
+        return (
+            f"not created: the service refused it for lack of permission ({describe(last)}), so nothing was "
+            f"created for it and the run stopped taking rows: {last.advice}; then run the same command again"
+        )
     if cut_short:
         return (
             "may exist: the run was stopped at once while its request was in flight; run the same command "
@@ -115,7 +131,7 @@ def not_finished_text(
             f"outcome open ({said}); {SAME_JOURNAL}"
         )
     if sends == 0:
-        return f"not sent: {stop_note(halt)}"
+        return f"not sent: {stop_note(halt, denied)}"
     said = f" (last answer: {describe(last)})" if last else ""
     return f"not created: the run was stopped before it could be retried{said}; run the same command again"
 

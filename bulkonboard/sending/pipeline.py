@@ -136,8 +136,8 @@ class Pipeline:
         self._sender.stop_taking_rows(StopReason.STOPPED)
 
     def abort(self) -> None:
-        """stop(), and cut the requests in flight short (the second Ctrl-C / SIGTERM): their rows are failed
-        `run.interrupted`, "may exist" since a request cut short may have reached the service. `run()` still
+        """stop(), and cut the requests in flight short (the second Ctrl-C / SIGTERM): their rows are `pending`
+        (`run.interrupted`), "may exist" since a request cut short may have reached the service. `run()` still
         returns normally, every row with a result, so the results are written for what finished."""
         self._sender.abort()
 
@@ -185,6 +185,8 @@ class Pipeline:
             stats.rate_settled = self._sender.controller.current_rate
             stats.interrupted = self._sender.stop_reason >= StopReason.STOPPED
             stats.halted = self._sender.halt_text
+            denied = self._sender.denied
+            stats.denied = denied.message if denied is not None else None
         return stats
 
     def held_back(self) -> dict[int, RowResult]:

@@ -6,8 +6,9 @@ skipped as done by an earlier run), then the steps after it; each outcome has it
   request id, and a row found in the tenant that the journal knows as ours is said to be ours.
 - Only an outcome known for sure is recorded: a row that may exist and could not be confirmed stays "sent" for
   the next run.
-- A stop leaves every row with a result: those left unfinished or never reached get a `run.interrupted` problem
-  saying whether they may exist. A row stopped after answers that prove nothing was created is recorded as such,
+- A stop leaves every row with a result: those left unfinished or never reached are `pending` (never `failed`:
+  nothing about the user is claimed), with a `run.interrupted` problem saying whether a request may have reached
+  the service. A row stopped after answers that prove nothing was created is recorded as such,
   so the next run sends it afresh under a new request id.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from ..model import Code, Problem, RowResult, Status
 from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState
+from ..service.partnercenter import PermissionDenied
 from .create import CreateStep
 from .messages import RUN_INTERRUPTED, not_finished_text, on, stop_note
 from .reconcile import Attempt
@@ -117,9 +119,9 @@ class RowRunner:
                 "this run was stopped before this row; run the same command again with the same journal"
             )
         else:
-            message = f"not sent: {stop_note(self._sender.halt_text)}"
+            message = f"not sent: {stop_note(self._sender.halt_text, self._sender.denied)}"
         result.status, result.userId, result.problems = (
-            Status.FAILED,
+            Status.PENDING,
             None,
             (Problem(RUN_INTERRUPTED, message),),
         )
@@ -193,14 +195,19 @@ class RowRunner:
             sends=attempt.sends,
             last=attempt.last_failure,
             halt=self._sender.halt_text,
+            denied=self._sender.denied,
         )
+        refused = isinstance(attempt.last_failure, PermissionDenied) and not attempt.maybe_created
         result.status, result.userId, result.problems = (
-            Status.FAILED,
+            Status.PENDING,
             None,
-            (Problem(RUN_INTERRUPTED, message),),
+            (Problem(Code.PERMISSION_DENIED if refused else RUN_INTERRUPTED, message),),
         )
         if not attempt.maybe_created and attempt.journaled:
-            self._journal.finished(attempt.customer, attempt.user.upn_key, result)
+            # The journal knows "failed" as "certainly not created: send afresh", which is what it must learn here;
+            # the results say `pending` (journal results reads a `run.interrupted` failure back as pending).
+            not_created = dataclasses.replace(result, status=Status.FAILED)
+            self._journal.finished(attempt.customer, attempt.user.upn_key, not_created)
         if attempt.sends == 0 and not attempt.maybe_created:
             result.requestId = None  # never sent: no request to look for in the service's logs
         return result

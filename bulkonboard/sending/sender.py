@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from ..errors import BulkOnboardError, ServiceUnavailable
 from ..service.partnercenter import (
     Audience,
+    PermissionDenied,
     Refused,
     RequestError,
     Throttled,
@@ -55,8 +56,9 @@ class StopReason(enum.IntEnum):
 
     NONE = 0
     HALTED = 1  # the run stopped itself: every later row would fail the same way (the halt text says why)
-    STOPPED = 2  # stop(): a person or a scheduler asked; requests in flight get their answers
-    ABORTED = 3  # abort(): asked again; requests in flight are cut short
+    DENIED = 2  # the service refused a write for lack of permission: every later one would be refused (exit 3)
+    STOPPED = 3  # stop(): a person or a scheduler asked; requests in flight get their answers
+    ABORTED = 4  # abort(): asked again; requests in flight are cut short
 
 
 def retry_on_trouble(failure: BaseException) -> bool | float:
@@ -97,6 +99,7 @@ class Sender:
         self.waits = WaitLog(clock)
         self.stop_reason = StopReason.NONE
         self.halt_text: str | None = None  # why the run stopped itself, for the rows it did not send
+        self.denied: PermissionDenied | None = None  # the first refusal for lack of permission, if any
         self.token_generation = 0
         self._stop_event: asyncio.Event | None = None
         # abort() cancels the workers awaiting a request (`_in_flight`); `_cut` marks the cancellations it asked
@@ -134,6 +137,14 @@ class Sender:
         if self.halt_text is None:
             self.halt_text = reason
         self.stop_taking_rows(StopReason.HALTED)
+
+    def deny(self, refusal: PermissionDenied) -> None:
+        """A write refused for lack of a GDAP role (or of any relationship): every later row of the run would be
+        refused the same way, so it takes no new row; requests in flight get their answers. The first refusal is
+        kept: its message names the roles needed (the run's one line, exit 3)."""
+        if self.denied is None:
+            self.denied = refusal
+        self.stop_taking_rows(StopReason.DENIED)
 
     def abort(self) -> None:
         self.stop_taking_rows(StopReason.ABORTED)
@@ -290,6 +301,9 @@ class Sender:
             except RequestError as failure:
                 self.answered()
                 self.stats.step_requests += 1
+                if isinstance(failure, PermissionDenied):
+                    self.deny(failure)
+                    raise
                 if isinstance(failure, Throttled) and throttles + 1 < self.options.max_throttled:
                     throttles += 1
                     self.throttled(failure, sent_at, throttles)

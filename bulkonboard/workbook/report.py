@@ -357,7 +357,7 @@ def _display_text(display: dict[str, str], key: str) -> str:
 #: The statuses each kind of workbook can hold: a dry run never creates, a run never leaves a row `valid`.
 _KIND_STATUSES = {
     "validation": (Status.VALID, Status.SKIPPED, Status.INVALID),
-    "results": (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED),
+    "results": (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
 }
 
 
