@@ -67,5 +67,11 @@ def unfinished(checked: CheckedRow, why: str, *, taken: bool) -> RowResult:
 
 def to_result(checked: CheckedRowLike) -> RowResult:
     """The dry run's own row result (its columns, never the password); the pipeline only ever hands back the
-    CheckedRows the runner gave it."""
-    return checked_to_result(cast(CheckedRow, checked))
+    CheckedRows the runner gave it.
+
+    A run does not assign licenses yet (the dry run checks them): a `licenses` cell that only repeated what the row
+    asked for would read as licenses the user holds, so the results say they were not assigned."""
+    result = checked_to_result(cast(CheckedRow, checked))
+    if result.display and result.display.get("licenses"):
+        result.display["licenses"] = f"not assigned by this run (asked: {result.display['licenses']})"
+    return result
