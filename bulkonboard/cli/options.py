@@ -61,7 +61,7 @@ def sheet_options(func: F) -> F:
             metavar="CODE",
             help="Usage location for rows that have none (the Microsoft 365 template has no such column).",
         ),
-        click.option("--sheet", metavar="NAME", help="The xlsx sheet to read (default: the first)."),
+        click.option("--sheet", metavar="NAME", help="The xlsx sheet to read, hidden ones too (default: the first visible sheet)."),
     ]
     for option in reversed(options):
         func = option(func)
