@@ -250,3 +250,21 @@ async def sandbox_service(
             client = PartnerCenterClient(session, tokens, base_url=sandbox.url, correlation_id=correlation_id)
             graph = GraphClient(session, tokens, graph_url=f"{sandbox.url}/graph/{{tenant}}")
             yield SandboxService(sandbox, session, client, graph, tokens, correlation_id)
+
+
+#: The journal's tables as the format-1 release wrote them (before application ids and step records; commit
+#: 007ff60), verbatim: the guard and the migration tests open such journals.
+FORMAT_1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT, input_path TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL, customer TEXT NOT NULL, correlation_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    host TEXT NOT NULL, command TEXT NOT NULL DEFAULT '', counts TEXT, exit_code INTEGER
+);
+CREATE TABLE IF NOT EXISTS rows (
+    customer TEXT NOT NULL, upn_key TEXT NOT NULL, upn TEXT NOT NULL, row INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'created', 'failed', 'skipped')),
+    request_id TEXT, user_id TEXT, reason TEXT, run_id INTEGER, sent_at TEXT, created_at TEXT,
+    updated_at TEXT NOT NULL, PRIMARY KEY (customer, upn_key)
+) WITHOUT ROWID;
+"""

@@ -25,6 +25,7 @@ import pytest
 from bulkonboard.journal.file import APPLICATION_ID
 from tests.support import (
     CONTOSO,
+    FORMAT_1_SCHEMA,
     ROOT,
     SANDBOX_DATA,
     assert_one_clear_line,
@@ -187,28 +188,13 @@ def test_an_empty_file_and_a_file_that_is_not_sqlite_say_so(tmp_path: Path) -> N
     assert notes.read_text() == "new hires to onboard on Monday\n"
 
 
-#: The schema of the journal as bulkonboard 0.x wrote it before application ids (commit 007ff60), verbatim.
-OLD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT, input_path TEXT NOT NULL,
-    input_sha256 TEXT NOT NULL, customer TEXT NOT NULL, correlation_id TEXT NOT NULL, pid INTEGER NOT NULL,
-    host TEXT NOT NULL, command TEXT NOT NULL DEFAULT '', counts TEXT, exit_code INTEGER
-);
-CREATE TABLE IF NOT EXISTS rows (
-    customer TEXT NOT NULL, upn_key TEXT NOT NULL, upn TEXT NOT NULL, row INTEGER,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'created', 'failed', 'skipped')),
-    request_id TEXT, user_id TEXT, reason TEXT, run_id INTEGER, sent_at TEXT, created_at TEXT,
-    updated_at TEXT NOT NULL, PRIMARY KEY (customer, upn_key)
-) WITHOUT ROWID;
-"""
 
 
 def make_old_journal(path: Path, service: str) -> None:
     """A journal as the release before this one left it: WAL, our tables and meta, application id 0."""
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode = WAL")
-    connection.executescript(OLD_SCHEMA)
+    connection.executescript(FORMAT_1_SCHEMA)
     connection.executemany(
         "INSERT INTO meta VALUES (?, ?)",
         [("format", "bulkonboard-journal"), ("version", "1"), ("service", service), ("created", "2026-12-01")],

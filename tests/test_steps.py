@@ -31,6 +31,7 @@ from bulkonboard.sheets.validation import CheckedRow
 from .steps_support import LedgerStep, read_ledger
 from .support import (
     CONTOSO,
+    FORMAT_1_SCHEMA,
     ROOT,
     SandboxService,
     checked_row,
@@ -275,21 +276,6 @@ def test_a_kill_9_between_create_and_the_next_step_resumes_at_that_step_exactly_
 # -- a journal of the format-1 release
 
 
-#: The tables of the release whose journals are format 1, as it created them (bulkonboard/journal/store.py).
-FORMAT_1_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT, input_path TEXT NOT NULL,
-    input_sha256 TEXT NOT NULL, customer TEXT NOT NULL, correlation_id TEXT NOT NULL, pid INTEGER NOT NULL,
-    host TEXT NOT NULL, command TEXT NOT NULL DEFAULT '', counts TEXT, exit_code INTEGER
-);
-CREATE TABLE IF NOT EXISTS rows (
-    customer TEXT NOT NULL, upn_key TEXT NOT NULL, upn TEXT NOT NULL, row INTEGER,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'created', 'failed', 'skipped')),
-    request_id TEXT, user_id TEXT, reason TEXT, run_id INTEGER, sent_at TEXT, created_at TEXT,
-    updated_at TEXT NOT NULL, PRIMARY KEY (customer, upn_key)
-) WITHOUT ROWID;
-"""
 
 
 def format_1_journal(path: Path, service: str, records: list[tuple[Any, ...]]) -> None:
