@@ -62,6 +62,22 @@ def test_every_url_option_is_checked_up_front_and_the_line_shows_the_fix(
     assert option in line and fix in line
 
 
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        ("http://admin:Hunter2secret@127.0.0.1:9", "carries no user name or password"),
+        ("admin:Hunter2secret@localhost:9", "add http://, as in --sandbox-url http://localhost:9"),
+        ("ht!tp://admin:Hunter2secret@x", "must start with http:// or https://"),
+    ],
+)
+def test_a_url_with_a_password_is_refused_without_showing_it(tmp_path: Path, value: str, fix: str) -> None:
+    """Sign-in is by token; a password in a URL would reach the journal's service identity and every log line (it
+    used to end in "unexpected ValueError", exit 4, with the password on stderr)."""
+    line = refused(tmp_path, "--sandbox-url", value)
+    assert fix in line and "***@" in line
+    assert "Hunter2secret" not in line and "admin" not in line
+
+
 def test_validate_checks_urls_too(tmp_path: Path) -> None:
     line = refused(tmp_path, "--sandbox-url", "localhost:8080", verb="validate")
     assert "add http://" in line

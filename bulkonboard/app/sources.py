@@ -277,21 +277,28 @@ def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
 
 _SCHEME = re.compile(r"^([^:/?#]*)://")
 _LOCAL_HOSTS = ("localhost", "127.", "[::1]", "0.0.0.0")
+#: The user info of a URL (`user:password@` before the host), with or without a scheme.
+_USER_INFO = re.compile(r"^((?:[^:/?#]*://)?)[^/?#@]*@")
 
 
 def checked_url(value: str, option: str, *, example: str) -> str:
     """A service URL as aiohttp needs it (http or https, a host, a numeric port), refused up front with the fix:
-    a URL typo must never reach the run (it became a journal for `ht!tp://x`, then an unexpected ValueError)."""
+    a URL typo must never reach the run (it became a journal for `ht!tp://x`, then an unexpected ValueError).
+
+    A URL never carries a user name or password: the services take bearer tokens only, and the URL is the journal's
+    service identity and shows in lines and logs. So every line here shows it with its user info blotted out."""
     url = value.strip()
-    shown = f"{option} {value!r}"
+    masked = _USER_INFO.sub(r"\1***@", url)
+    shown = f"{option} {masked!r}"
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InputError(f"{shown}: a URL has no spaces or control characters; e.g. {option} {example}")
     scheme = _SCHEME.match(url)
     if scheme is None:
         if not url or url.startswith("/"):
             raise InputError(f"{shown}: not a URL; e.g. {option} {example}")
-        prefix = "http://" if url.lower().startswith(_LOCAL_HOSTS) else "https://"
-        raise InputError(f"{shown}: add {prefix}, as in {option} {prefix}{url}")
+        bare = _USER_INFO.sub("", url)  # the fix shown is one that passes: without user info
+        prefix = "http://" if bare.lower().startswith(_LOCAL_HOSTS) else "https://"
+        raise InputError(f"{shown}: add {prefix}, as in {option} {prefix}{bare}")
     if scheme.group(1).lower() not in ("http", "https"):
         raise InputError(f"{shown}: the URL must start with http:// or https://; e.g. {option} {example}")
     parts = urlsplit(url.replace("{tenant}", "tenant"))
@@ -301,4 +308,8 @@ def checked_url(value: str, option: str, *, example: str) -> str:
         raise InputError(f"{shown}: the port must be a number from 1 to 65535; e.g. {option} {example}") from None
     if not parts.hostname:
         raise InputError(f"{shown}: the URL names no host; e.g. {option} {example}")
+    if masked != url:
+        raise InputError(
+            f"{shown}: a service URL carries no user name or password (sign-in is by token); e.g. {option} {example}"
+        )
     return url
