@@ -24,8 +24,6 @@ import aiohttp
 from yarl import URL
 
 from .. import model
-from ..errors import AuthError, BulkOnboardError
-from ..sheets.facts import SubscribedSku
 from .errors import (
     CODE_NO_RELATIONSHIP,
     CODE_TENANT_NOT_FOUND,
@@ -70,6 +68,7 @@ from .http import (
     send_request,
     without_secrets,
 )
+from .licenses import LICENSE_GROUPS, ROLES_TO_LICENSE, LicenseCalls
 
 PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 #: The documented filter for soft-deleted users (in the recycle bin for 30 days), and the page size the .NET SDK
@@ -78,9 +77,6 @@ DELETED_USERS_QUERY = {
     "size": "0",
     "filter": '{"Field":"UserState","Value":"Inactive","Operator":"equals"}',
 }
-
-#: Partner Center's license groups: Group1 (Entra ID products), Group2 (Minecraft).
-LICENSE_GROUPS = ("Group1", "Group2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +94,7 @@ class CreatedUser:
 _URL_CACHE_SIZE = 256
 
 
-class PartnerCenterClient:
+class PartnerCenterClient(LicenseCalls):
     """Partner Center's customer-user endpoints, with the headers its docs ask for.
 
     The session belongs to the caller (created inside the running loop, closed by the caller); one client
@@ -342,39 +338,6 @@ class PartnerCenterClient:
             raise malformed_answer("PATCH", url, request_id, 200, "the restore answer is not a user")
         return without_secrets(payload)
 
-    async def subscribed_skus(
-        self, customer_id: str, license_groups: tuple[str, ...] = LICENSE_GROUPS
-    ) -> tuple[SubscribedSku, ...]:
-        """The customer's SKUs with their free units, every license group asked at once (without
-        `licenseGroupIds` Partner Center lists only Group1, and a Minecraft SKU would look unknown)."""
-        url = self._customer_url(customer_id, "subscribedskus").with_query(
-            [("licenseGroupIds", group) for group in license_groups]
-        )
-        request_id = str(uuid.uuid4())
-        payload = await self._call("GET", url, request_id=request_id)
-        items = payload.get("items") if isinstance(payload, dict) else None
-        if not isinstance(items, list):
-            raise malformed_answer("GET", url, request_id, 200, "the subscribed SKUs have no `items` array")
-        skus = [_subscribed_sku(item) for item in items]
-        return tuple(sku for sku in skus if sku is not None)
-
-    async def subscribed_skus_or_refusal(
-        self, customer_id: str
-    ) -> tuple[tuple[SubscribedSku, ...] | None, BulkOnboardError | None]:
-        """The SKUs, or why they could not be read as the one line a command stops with (exit 3). Not raised
-        here: a sheet that asks for no license must not need a role that reads licenses."""
-        try:
-            return await self.subscribed_skus(customer_id), None
-        except RequestError as exc:
-            if isinstance(exc, ApiError) and exc.status == 403 and str(exc.code) != str(CODE_NO_RELATIONSHIP):
-                return None, AuthError(
-                    f"Partner Center denied reading the licenses (subscribed SKUs) of customer {customer_id} "
-                    f"({exc.status}{f' {exc.code}' if exc.code else ''}: {exc.description}); rows ask for "
-                    "licenses: the signed-in "
-                    "user needs a GDAP role such as License Administrator or User Administrator there"
-                )
-            return None, command_error(exc, service="Partner Center", customer_id=customer_id)
-
     async def preflight(self, customer_id: str) -> dict[str, Any]:
         """Prove the token, the customer and a directory role before any row is sent; returns the customer.
 
@@ -417,27 +380,6 @@ def _create_body(user: model.UserRow) -> dict[str, Any]:
     return body
 
 
-def _subscribed_sku(item: Any) -> SubscribedSku | None:
-    """One item of `subscribedskus`; None for an item without a SKU id (nothing could be assigned from it)."""
-    product = item.get("productSku") if isinstance(item, dict) else None
-    if not isinstance(product, dict) or not isinstance(product.get("id"), str) or not product["id"]:
-        return None
-
-    def text(table: dict[str, Any], key: str, default: str = "") -> str:
-        value = table.get(key)
-        return value if isinstance(value, str) and value else default
-
-    available = item.get("availableUnits")
-    return SubscribedSku(
-        sku_id=product["id"],
-        part_number=text(product, "skuPartNumber", product["id"]),
-        product_name=text(product, "name", text(product, "skuPartNumber", product["id"])),
-        available_units=available if isinstance(available, int) and not isinstance(available, bool) else 0,
-        capability_status=text(item, "capabilityStatus", "Enabled"),
-        license_group_id=text(product, "licenseGroupId", "group1"),
-    )
-
-
 def _created_user(payload: Any, *, sent_upn: str) -> CreatedUser | None:
     if not isinstance(payload, dict):
         return None
@@ -461,12 +403,14 @@ __all__ = [
     "DUPLICATE_UPN_CODES",
     "DUPLICATE_UPN_TEXT",
     "GRAPH_URL",
+    "LICENSE_GROUPS",
     "MAX_DESCRIPTION",
     "MAX_LISTED_ITEMS",
     "MAX_PAGES",
     "MAX_RETRY_AFTER",
     "PARTNER_CENTER_URL",
     "ROLES_TO_CREATE",
+    "ROLES_TO_LICENSE",
     "ROLES_TO_RESTORE",
     "ApiError",
     "Audience",
