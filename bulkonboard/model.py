@@ -87,6 +87,17 @@ class LicenseDemand:
         return max(0, self.asked - self.available)
 
 
+@dataclass(frozen=True, slots=True)
+class LicenseUse:
+    """One SKU of one customer as a run used it: the results' Summary table "units used per SKU"."""
+
+    customer: str
+    sku_part_number: str
+    product_name: str
+    assigned: int  # units this run's requests took (the service answered them)
+    confirmed: int = 0  # found assigned after an earlier request's answer was lost (that request took the unit)
+
+
 def api_code(http_status: int) -> str:
     return f"api.{http_status}"
 

@@ -135,17 +135,3 @@ def test_an_empty_license_option_is_refused_in_one_line(tmp_path: Path, data: Pa
     result = validate(sheet, data, report, "--license", " ")
     assert_one_clear_line(result, 2, "--license")
     assert not report.exists()
-
-
-def test_a_run_never_claims_licenses_it_did_not_assign(tmp_path: Path, data: Path) -> None:
-    """`run` creates the users but assigns no license yet: the results must not read as if the users held them."""
-    sheet = write_sheet(tmp_path, ("ann", "US", "ENTERPRISEPACK"), ("bob", "US", ""))
-    results = tmp_path / "results.xlsx"
-    result = run_cli(
-        "run", sheet, "--sandbox", "--sandbox-data", data, "--customer", CONTOSO, "--results", results, "--quiet"
-    )
-    assert result.returncode == 0, result.stderr
-    rows = results_rows(results)
-    assert [row["status"] for row in rows] == ["created", "created"]
-    assert rows[0]["licenses"] == "not assigned by this run (asked: ENTERPRISEPACK)"
-    assert rows[1]["licenses"] == ""

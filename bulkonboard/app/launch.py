@@ -29,6 +29,8 @@ from .sources import Connection, SourceChoice, connect
 
 if TYPE_CHECKING:
     from ..journal.store import Journal
+    from ..sending.licensing import LicenseBook
+    from ..sending.steps import Step
     from .runner import Reporting, RunOptions, SheetRun
 
 
@@ -150,6 +152,14 @@ async def prepared_run(
             journal=journal,
             reporting=reporting,
         )
+
+
+def plan_after_create(connection: Connection, licenses: LicenseBook) -> list[Step]:
+    """The steps of a row's plan after create, in their order: license, then profile, then manager
+    (docs/ARCHITECTURE.md, "The plan of steps"). Each step decides per row whether it is needed."""
+    from ..sending.licensing import license_steps
+
+    return [*license_steps(connection.partner_center, licenses)]
 
 
 def _open_journal(stack: AsyncExitStack, request: RunRequest, connection: Connection) -> tuple[Journal, bool]:

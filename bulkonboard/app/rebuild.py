@@ -4,7 +4,9 @@ Why: the journal is written before every request, the results workbook only at t
 be written (a full disk, a folder gone read-only, a crash at the very end) the run exits 4 and names this command,
 so that what the service did is never lost. The workbook has the results' layout (sheets Rows, Summary, Problems);
 what the journal does not hold (rows never sent: invalid ones, users already in the tenant; the display columns)
-is said in the Summary, never made up.
+is said in the Summary, never made up. The steps after create (licenses) are read as the journal holds them now:
+a license the journal knows as assigned is listed in `licenses`; one refused or in doubt makes the row `partial`,
+with the step and the reason the run recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..journal.store import CREATED, FAILED, PENDING, SENT, SKIPPED, Journal, RowFilter, RowRecord, RunRecord
 from ..model import Code, Problem, RowResult, Status
+from ..protocols import StepPrior, StepState
 from ..workbook.writers import ReportWriter, Summary
 
 #: A `code: message` item of the journal's `reason` (the results' `problems` text, joined by `; `).
@@ -42,13 +45,16 @@ def write_results_from_journal(journal: Journal, run: RunRecord, out: Path) -> d
     """Write `out` from the journal's rows of `run`; returns the counts per status."""
     records = journal.rows(RowFilter(run_id=run.id))
     counts = {
-        status.value: 0 for status in (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
+        status.value: 0
+        for status in (Status.CREATED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
     }
     problem_counts: dict[str, int] = {}
     in_doubt = 0
     with ReportWriter(out, kind="results") as writer:
         for record in records:
             result = result_of(record)
+            if result.status in (Status.CREATED, Status.SKIPPED):
+                with_steps(result, journal.prior_steps(record.customer, record.upn_key))
             in_doubt += record.state == SENT
             counts[result.status.value] = counts.get(result.status.value, 0) + 1
             for problem in result.problems:
@@ -128,6 +134,27 @@ def result_of(record: RowRecord) -> RowResult:
             Problem(Code.RUN_INTERRUPTED, "not sent: the run stopped before its request left; run it again"),
         )
     return result
+
+
+def with_steps(result: RowResult, steps: dict[str, StepPrior]) -> None:
+    """The row's steps after create as the journal holds them: licenses assigned go to the `licenses` column (the
+    part numbers it recorded); a step refused, or sent without its outcome learnt, makes the row `partial`."""
+    licenses = [p.detail for name, p in sorted(steps.items()) if p.state is StepState.DONE and p.detail]
+    result.display = {**result.display, "licenses": "; ".join(licenses)} if licenses else result.display
+    for name, prior in sorted(steps.items()):
+        if prior.state is StepState.DONE:
+            continue
+        what = (prior.detail or "refused") if prior.state is StepState.FAILED else (
+            "may be done: its request left and the journal never learnt the outcome; run the same command again "
+            "with the same journal (it checks the tenant before sending it again)"
+        )
+        result.status = Status.PARTIAL
+        result.problems = (*result.problems, Problem(_step_code(name), f"{name}: {what}"))
+
+
+def _step_code(step: str) -> str:
+    """A step's problem code from its journal name: `license:group1` -> `license.failed`."""
+    return Code.LICENSE_FAILED if step.startswith("license:") else f"{step.partition(':')[0]}.failed"
 
 
 def problems_of(reason: str | None) -> tuple[Problem, ...]:

@@ -39,6 +39,7 @@ from ..errors import (
 from ..model import RowResult, Status
 from ..progress import NullProgress, Progress
 from ..protocols import Journal
+from ..sending.licensing import LicenseBook
 from ..sending.pipeline import Pipeline, PipelineOptions, PipelineStats
 from ..sending.retry import Backoff, Clock, RateController, Sleep
 from ..sheets.facts import CustomerFacts
@@ -46,13 +47,15 @@ from ..sheets.reader import Sheet, read_sheet
 from ..sheets.validation import CheckedRow, Validation
 from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
+from .launch import plan_after_create
 from .passwords import with_generated_passwords
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 #: `pending` (the run stopped before the row's outcome was known) is counted apart from `failed`, always.
-RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
+#: `partial`: the user exists, a step after create (a license) did not succeed.
+RESULT_STATUSES = (Status.CREATED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
 
 
 @runtime_checkable
@@ -77,6 +80,7 @@ class RunOptions:
     customer: str = ""  # --customer; may be empty when the sheet has a customerTenantId column
     sheet: str | None = None  # --sheet NAME (xlsx)
     default_usage_location: str | None = None  # --usage-location
+    licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
     generated_passwords: Path | None = None  # --generate-passwords PATH.xlsx
     rate: float | None = None  # --rate (users/s); None: adaptive from retry.DEFAULT_RATE
     concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
@@ -91,6 +95,7 @@ class RunOptions:
             customer=self.customer,
             generate_passwords=self.generated_passwords is not None,
             default_usage_location=self.default_usage_location,
+            default_licenses=self.licenses,
         )
 
 
@@ -160,6 +165,7 @@ class SheetRun:
         self._facts = connection.facts
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
+        self.licenses = LicenseBook()  # the customers' SKUs once the facts are read; the units the run used
         self.pipeline = Pipeline(
             connection.partner_center,
             options=PipelineOptions(
@@ -178,6 +184,7 @@ class SheetRun:
             clock=timing.clock,
             sleep=timing.sleep,
             rng=timing.rng,
+            steps=plan_after_create(connection, self.licenses),
         )
 
     def stop(self) -> None:
@@ -234,8 +241,8 @@ class SheetRun:
     async def _run(
         self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
     ) -> RunOutcome:
-        dry = self.options.dry_run()
-        validation = run_validation(sheet, facts, dry)
+        validation = run_validation(sheet, facts, self.options.dry_run())
+        self.licenses.learn(facts)  # the SKUs the license steps resolve rows against: read once, with the facts
         validation_seconds = time.monotonic() - phase_start
 
         to_send = validation.counts.get(Status.VALID, 0)
@@ -278,6 +285,7 @@ class SheetRun:
                 correlation_id=self.correlation_id,
                 problem_counts=dict(stats.problem_counts),
                 extra=self._details(stats, facts, validation_seconds, sending_seconds, stats.not_reached),
+                units_used=self.licenses.usage(),
             )
             try:
                 writer.close(summary)
@@ -323,6 +331,7 @@ class SheetRun:
             "sending (s)": round(sending_seconds, 3),
             "rows sent": stats.sent_rows,
             "create requests": stats.requests,
+            "step requests (licenses)": stats.step_requests,  # paced with the creates; lookups included
             "retries": stats.retries,
             "throttled (429)": stats.throttled,
             "users looked up": stats.lookups,

@@ -69,9 +69,10 @@ def to_result(checked: CheckedRowLike) -> RowResult:
     """The dry run's own row result (its columns, never the password); the pipeline only ever hands back the
     CheckedRows the runner gave it.
 
-    A run does not assign licenses yet (the dry run checks them): a `licenses` cell that only repeated what the row
-    asked for would read as licenses the user holds, so the results say they were not assigned."""
+    The results' `licenses` column lists the licenses the user was given (the license step fills it in as each
+    is done), never what the row asked for: a cell that repeated the request would read as licenses the user
+    holds. What a row asked for is in the input sheet; what was refused, in `problems`."""
     result = checked_to_result(cast(CheckedRow, checked))
-    if result.display and result.display.get("licenses"):
-        result.display["licenses"] = f"not assigned by this run (asked: {result.display['licenses']})"
+    if result.display.get("licenses"):
+        result.display["licenses"] = ""
     return result

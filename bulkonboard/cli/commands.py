@@ -169,6 +169,7 @@ def validate(input_path: Path, **options: Any) -> int:
     metavar="N",
     help="Requests in flight at most. At 20 users/s and 250 ms answers, five are in flight.",
 )
+@license_option
 @source_options
 @output_options
 def run(input_path: Path, **options: Any) -> int:
@@ -185,6 +186,7 @@ def run(input_path: Path, **options: Any) -> int:
         input_path, source=source, results=options["results"], journal=options["journal"],
         generate_passwords=options["generate_passwords"], customer=options["customer"], sheet=options["sheet"],
         default_usage_location=options["usage_location"], rate=options["rate"], concurrency=options["concurrency"],
+        licenses=tuple(options["licenses"]),
     )  # fmt: skip
     correlation_id = str(uuid.uuid4())
     outcome = asyncio.run(run_with_signals(request, source, output, correlation_id))

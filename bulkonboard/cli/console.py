@@ -183,7 +183,7 @@ class Output:
             fields["request_id"] = result.requestId
         if result.problems:
             fields["problems"] = [{"code": p.code, "message": p.message} for p in result.problems]
-        level = logging.WARNING if result.status.value in ("invalid", "failed") else logging.INFO
+        level = logging.WARNING if result.status.value in ("invalid", "failed", "partial") else logging.INFO
         log.log(level, f"row {result.row} {result.status.value}", extra={"fields": fields})
 
     def pending_line(self, *, correlation_id: str) -> None:
@@ -219,7 +219,7 @@ class Output:
         table.add_column("rows", justify="right")
         styles = {
             "valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red",
-            "pending": "yellow",
+            "pending": "yellow", "partial": "yellow",
         }  # fmt: skip
         for status, count in counts.items():
             table.add_row(Text(status, style=styles.get(status, "")), f"{count:,}")

@@ -14,6 +14,9 @@ The contract a step keeps (docs/ARCHITECTURE.md, "The plan of steps"):
   sent again. False: certainly not there: sent again, same request id. None: cannot tell: left in doubt.
 - `code` / `fails_row_as`: what its failure means: every step after create fails the row as `partial` (the user
   exists, `userId` is filled); its problem carries `code` (`license.failed`, ...).
+- Optionally (`ShowsItsEffect`), a step whose effect belongs in the results (the licenses assigned): `effect(row)`
+  words what it did, kept as its journal record's detail, and `show(row, detail)` writes it into the row's result,
+  whether this run did it or an earlier one (then from the journal's detail, never from today's sheet).
 
 The runner below asks the journal once per row what earlier runs left, skips the steps done, settles the ones in
 doubt, and sends the rest; the next run of the same journal retries only the steps that have not succeeded.
@@ -24,7 +27,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..model import Problem, RowResult, Status, UserRow
 from ..protocols import Journal, StepPrior, StepState
@@ -55,8 +58,9 @@ class StepOutcome:
     message: str = ""
 
     @classmethod
-    def done(cls) -> StepOutcome:
-        return cls(StepState.DONE)
+    def done(cls, detail: str = "") -> StepOutcome:
+        """Done; `detail` (optional) words what it did, for the journal's record (`ShowsItsEffect`)."""
+        return cls(StepState.DONE, detail)
 
     @classmethod
     def failed(cls, message: str) -> StepOutcome:
@@ -79,6 +83,15 @@ class Step(Protocol):
     async def run(self, row: RowState, request_id: str, sender: Sender) -> StepOutcome: ...
 
     async def reconcile(self, row: RowState, request_id: str, sender: Sender) -> bool | None: ...
+
+
+@runtime_checkable
+class ShowsItsEffect(Protocol):
+    """A step whose effect the results show (the license step: the SKUs assigned). See the module's docstring."""
+
+    def effect(self, row: RowState) -> str: ...
+
+    def show(self, row: RowState, detail: str) -> None: ...
 
 
 class PlanRunner:
@@ -109,13 +122,15 @@ class PlanRunner:
                 return
             if outcome.state is StepState.DONE:
                 row.done.add(step.name)
+                if isinstance(step, ShowsItsEffect):
+                    step.show(row, outcome.message)
             else:
                 _fall_short(row, step.fails_row_as, Problem(step.code, f"{step.name}: {outcome.message}"))
 
     async def _one(self, step: Step, row: RowState, prior: StepPrior | None) -> StepOutcome:
         """One step: skipped if done, settled if in doubt, else sent (recorded durably first)."""
         if prior is not None and prior.state is StepState.DONE:
-            return StepOutcome.done()
+            return StepOutcome.done(prior.detail or "")  # what it did then, as the journal kept it
         if prior is not None and prior.state is StepState.SENT:
             request_id = prior.request_id
             settled = await self._settle(step, row, request_id)
@@ -142,7 +157,7 @@ class PlanRunner:
                 f"({describe(failure)}); {SAME_JOURNAL}"
             )
         if found is True:
-            outcome = StepOutcome.done()
+            outcome = StepOutcome.done(step.effect(row) if isinstance(step, ShowsItsEffect) else "")
             self._record(step, row, request_id, outcome)
             return outcome
         if found is None:
@@ -154,13 +169,16 @@ class PlanRunner:
 
     async def _run(self, step: Step, row: RowState, request_id: str) -> StepOutcome:
         try:
-            return await step.run(row, request_id, self._sender)
+            outcome = await step.run(row, request_id, self._sender)
         except Refused as failure:  # a final answer: the service did not do it
             return StepOutcome.failed(describe(failure))
         except (RequestError, SignInFailed) as failure:
             # Any other end (no answer, a server error, throttled or signed out after an earlier try that may have
             # worked) leaves it in doubt: the next run reconciles before sending it again.
             return StepOutcome.in_doubt(f"may be done: {describe(failure)}; {SAME_JOURNAL}")
+        if outcome.state is StepState.DONE and isinstance(step, ShowsItsEffect):
+            return StepOutcome.done(step.effect(row))
+        return outcome
 
     def _record(self, step: Step, row: RowState, request_id: str, outcome: StepOutcome) -> None:
         """A known outcome goes to the journal (lazily); one in doubt stays "sent" for the next run to settle."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..model import SECRET_FIELDS, LicenseDemand, RowResult, Status, join_problems
+from ..model import SECRET_FIELDS, LicenseDemand, LicenseUse, RowResult, Status, join_problems
 from .atomic import AtomicTarget, abandon_workbook, close_workbook, new_workbook
 from .cells import MAX_COLUMN_WIDTH, cell_text, column_letter
 from .fastrows import Table
@@ -32,7 +32,7 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "usageLocation",
     "immutableId",
     "customerTenantId",
-    "licenses",  # as asked (`;`-separated SKUs), or as `--license` filled it in
+    "licenses",  # validation: as asked (or as `--license` filled it in); results: the SKUs assigned
 )
 ROWS_COLUMNS: tuple[str, ...] = (
     "row",
@@ -51,6 +51,7 @@ STATUS_FILLS: dict[str, str] = {
     Status.INVALID.value: "#FFC7CE",
     Status.FAILED.value: "#FFC7CE",
     Status.SKIPPED.value: "#FFEB9C",
+    Status.PARTIAL.value: "#F8CBAD",  # the user exists, a later step did not succeed
     Status.CREATED.value: "#C6EFCE",
 }
 
@@ -72,6 +73,7 @@ class Summary:
     )  # e.g. "source", "achieved rate (users/s)"
     licenses: tuple[LicenseDemand, ...] = ()  # a dry run's table per SKU: available, asked, short
     licenses_note: str = ""  # said once when the rows' licenses could not be checked (offline)
+    units_used: tuple[LicenseUse, ...] = ()  # a run's table per SKU: the units its license steps used
 
 
 class ReportWriter:
@@ -231,6 +233,9 @@ class ReportWriter:
         if summary.licenses or summary.licenses_note:
             lines.blank()
             _write_license_table(lines, summary)
+        if summary.units_used:
+            lines.blank()
+            _write_units_used(lines, summary.units_used)
 
         lines.blank()
         lines.heading("problems by code", "count")
@@ -284,6 +289,18 @@ def _write_license_table(lines: _SummaryLines, summary: Summary) -> None:
         lines.row(
             (sku.product_name, sku.available, sku.asked, sku.short, to_do, sku.sku_part_number, sku.customer)
         )
+
+
+#: The columns of a run's "units used per SKU" table after the first (the product).
+UNITS_USED_COLUMNS = ("assigned by this run", "confirmed after a lost answer", "skuPartNumber", "customer")
+
+
+def _write_units_used(lines: _SummaryLines, used: tuple[LicenseUse, ...]) -> None:
+    """One line per SKU the run's license steps gave out: units its requests took, and units an earlier request
+    took whose answer was lost (found on the user by this run, counted once: here, never again)."""
+    lines.row(("units used per SKU", *UNITS_USED_COLUMNS), bold=True)
+    for sku in used:
+        lines.row((sku.product_name, sku.assigned, sku.confirmed, sku.sku_part_number, sku.customer))
 
 
 class _SummaryLines:
@@ -357,7 +374,7 @@ def _display_text(display: dict[str, str], key: str) -> str:
 #: The statuses each kind of workbook can hold: a dry run never creates, a run never leaves a row `valid`.
 _KIND_STATUSES = {
     "validation": (Status.VALID, Status.SKIPPED, Status.INVALID),
-    "results": (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
+    "results": (Status.CREATED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
 }
 
 
