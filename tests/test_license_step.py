@@ -6,6 +6,7 @@ rows whose SKU is short when the run starts are refused up front."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -342,6 +343,24 @@ def test_a_kill_9_between_create_and_license_resumes_at_the_license_exactly_once
     assert license_records(journal)[hung] == ("done", left[hung][1], "ENTERPRISEPACK")
     rows = {row["upn"]: row for row in report["rows"]}
     assert rows[hung]["licenses"] == "ENTERPRISEPACK"
+
+
+def test_the_readmes_licensing_example_runs_as_written(tmp_path: Path) -> None:
+    """README's "Licenses" commands, as written (their `out/` folder moved to a temporary one): exit 0, and each
+    user of the sample sheet holds what its row asked for."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Licenses\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [
+        shlex.split(line.replace("out/", f"{tmp_path}/")) for line in block.replace("\\\n", " ").splitlines()
+    ]
+    assert [command[:2] for command in commands] == [["bulkonboard", "validate"], ["bulkonboard", "run"]]
+    for command in commands:
+        done = run_cli(*command[1:])
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    rows = results_rows(tmp_path / "licensed-results.xlsx")
+    assert [(r["status"], r["licenses"]) for r in rows] == [
+        ("created", "ENTERPRISEPACK; FLOW_FREE"), ("created", "ENTERPRISEPACK"), ("created", "FLOW_FREE"),
+    ]  # fmt: skip
 
 
 def test_a_license_the_customer_does_not_hold_for_a_user_created_earlier_is_partial_and_nothing_is_sent(
