@@ -280,6 +280,40 @@ def bench_pace(work: Path) -> list[str]:
     return lines
 
 
+def bench_licensed(work: Path) -> list[str]:
+    """--rate R with a license per user: every call (create and license) paced together, still no 429."""
+    rows, rate, limit = 200, 20, 25
+    sheet = gen.write_csv(work / f"licensed-{rows}.csv", rows, bad_every=0)
+    header, *people = sheet.read_text(encoding="utf-8").splitlines()  # gen's rows are one line each
+    sheet.write_text("\n".join([header + ",licenses", *(row + ",ENTERPRISEPACK" for row in people)]) + "\n")
+    skus = '[[customers.skus]]\nskuId = "6fd2c87f-b296-42f0-b197-1e91e994b900"\nskuPartNumber = "ENTERPRISEPACK"\n'
+    out = [
+        "### Pace with a license step: `--rate R`, 250 ms answers, a limit above R",
+        "",
+        f"`bulkonboard run` of {rows} rows, each with a license (one create and one `licenseupdates` call per user), "
+        f"`--rate {rate}` against `bulkonboard sandbox --latency-ms 250 --rate-limit {limit}/1s` (the limit counts "
+        "license updates too). The pace is every call sent (creates and license calls) per second of sending.",
+        "",
+        "| R (calls/s) | service limit | calls | licenses assigned | calls/s / R | 429s | sending (s) | whole process (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    licensed = Sandbox(work, "--latency-ms", "250", "--rate-limit", f"{limit}/1s")
+    licensed.data.write_text(SANDBOX_DATA + skus + f"totalUnits = {rows}\n", encoding="utf-8")  # before start
+    with licensed as sandbox:
+        argv = run_command(sheet, sandbox, work, "--rate", str(rate))
+        run = measure(argv)
+    summary = summary_of(argv)
+    calls = int(summary["create requests"]) + int(summary["step requests (licenses)"])
+    sending = float(summary["sending (s)"])
+    pace = (calls - 1) / (sending - 0.25)
+    out.append(
+        f"| {rate} | {limit}/s | {calls} | {summary['ENTERPRISEPACK']} | {pace / rate:.3f} | {summary['throttled (429)']} | "
+        f"{sending:.1f} | {run.seconds:.1f} |"
+    )
+    print(out[-1], flush=True)
+    return out
+
+
 def bench_limit(work: Path) -> list[str]:
     """No --rate, a limit the client is not told: how close to the limit's own time, every user once."""
     rows, limit, latency_ms = 600, 20, 100
@@ -430,6 +464,7 @@ def bench_dryrun(work: Path) -> list[str]:
 BENCHMARKS: dict[str, Callable[[Path], list[str]]] = {
     "pace": bench_pace,
     "limit": bench_limit,
+    "licensed": bench_licensed,
     "overhead": bench_overhead,
     "memory": bench_memory,
     "dryrun": bench_dryrun,
