@@ -175,7 +175,9 @@ def validate(input_path: Path, **options: Any) -> int:
 def run(input_path: Path, **options: Any) -> int:
     """Create the users of INPUT through Partner Center and write a results workbook.
 
-    Every row is validated first, as `validate` does; only valid rows are sent. Each row gets one MS-RequestId
+    Every row is validated first, as `validate` does; only valid rows are sent. A created user then gets the
+    licenses its row names (its licenses cell, else --license), once; a refused one makes the row partial, and
+    the same command with the same journal assigns only what is missing. Each row gets one MS-RequestId
     kept across its retries, so a retried request never creates a second user. 429 answers pause the whole run
     for their Retry-After. Ctrl-C (or SIGTERM) stops taking rows, lets requests in flight finish, writes the
     results and exits 130; a second Ctrl-C abandons the requests in flight and still writes the results.

@@ -68,7 +68,7 @@ _Pacer = BucketPacer
 class Pipeline:
     """One run's worker pool. Build it anywhere; the loop-bound parts are made inside `run()`.
 
-    `steps`: the row's plan after create (today none; restore, license, profile, manager are next), each run at
+    `steps`: the row's plan after create (the license steps; restore, profile, manager are next), each run at
     most once per row across runs of one journal (steps.py)."""
 
     def __init__(
