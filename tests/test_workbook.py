@@ -334,6 +334,7 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
         "skipped",
         "invalid",
         "failed",
+        "partial",
         "pending",
     ]
 

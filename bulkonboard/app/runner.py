@@ -246,7 +246,7 @@ class SheetRun:
             rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
 
         sending_start = time.monotonic()
-        with ReportWriter(self.results, kind="results") as writer:
+        with ReportWriter(self.results, kind="results", extra_columns=tuple(sheet.present)) as writer:
             written = Tally()
             observe = self._on_result
 
@@ -268,6 +268,8 @@ class SheetRun:
                 raise own from failure
             sending_seconds = time.monotonic() - sending_start
             counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+            if stats.counts.get(Status.PARTIAL.value):  # a step after create fell short (license, profile...)
+                counts[Status.PARTIAL.value] = stats.counts[Status.PARTIAL.value]
             summary = Summary(
                 kind="results",
                 input_path=sheet.path,
