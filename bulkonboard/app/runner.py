@@ -47,6 +47,7 @@ from ..sheets.validation import CheckedRow, Validation
 from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
 from .passwords import with_generated_passwords
+from .plan import plan_for
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
@@ -158,6 +159,7 @@ class SheetRun:
         timing = timing or Timing()
         self._on_result = reporting.on_result
         self._facts = connection.facts
+        self._graph = connection.graph
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
         self.pipeline = Pipeline(
@@ -236,6 +238,7 @@ class SheetRun:
     ) -> RunOutcome:
         dry = self.options.dry_run()
         validation = run_validation(sheet, facts, dry)
+        plan = plan_for(sheet.present, self._graph, facts)  # before anything is sent: a plan it cannot keep is exit 2
         validation_seconds = time.monotonic() - phase_start
 
         to_send = validation.counts.get(Status.VALID, 0)
@@ -245,6 +248,8 @@ class SheetRun:
         if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
             rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
 
+        first = plan.first_rows(validation, self.passwords_written) if to_send else []  # sending/ordering.py
+        self.pipeline.plan_steps(plan.steps, first=first, on_first=plan.learn)
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results", extra_columns=tuple(sheet.present)) as writer:
             written = Tally()
@@ -267,9 +272,7 @@ class SheetRun:
                     raise
                 raise own from failure
             sending_seconds = time.monotonic() - sending_start
-            counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
-            if stats.counts.get(Status.PARTIAL.value):  # a step after create fell short (license, profile...)
-                counts[Status.PARTIAL.value] = stats.counts[Status.PARTIAL.value]
+            counts = _result_counts(stats)
             summary = Summary(
                 kind="results",
                 input_path=sheet.path,
@@ -426,6 +429,14 @@ class SheetRun:
             f"nothing is lost: the journal holds what the service did; rebuild them with "
             f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
         )
+
+
+def _result_counts(stats: PipelineStats) -> dict[str, int]:
+    """Per status, as the Summary counts them; `partial` (a step after create fell short) only when a row is."""
+    counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+    if stats.counts.get(Status.PARTIAL.value):
+        counts[Status.PARTIAL.value] = stats.counts[Status.PARTIAL.value]
+    return counts
 
 
 def _exit_code(stats: PipelineStats, counts: Mapping[str, int]) -> int:

@@ -1,0 +1,63 @@
+"""The plan of steps after create that a sheet's columns ask for: the profile (any profile column), then the
+manager (a `manager` column). Decided once the sheet is read, before anything is sent.
+
+Both steps talk to Graph in the customer's tenant with the token the domain check uses; a run that has no Graph
+(the domains from a file, with no Graph token) cannot set them, and says so before sending anything rather than
+create users it cannot finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..model import MANAGER_FIELD, PROFILE_FIELDS
+from ..sending.profile import ManagerStep, ProfileStep
+from ..sending.steps import Step
+from ..sheets.facts import CustomerFacts
+from ..sheets.validation import CheckedRow, Validation
+from .passwords import with_passwords_from
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    steps: tuple[Step, ...] = ()
+    managers: ManagerStep | None = None  # told of each manager row the run finishes first
+
+    def first_rows(self, validation: Validation, passwords: Path | None) -> list[list[CheckedRow]]:
+        """The rows that manage other rows, by level, to create before all others (with their generated
+        passwords, when the run made them)."""
+        if self.managers is None:
+            return []
+        return with_passwords_from(passwords, validation.manager_levels())
+
+    @property
+    def learn(self) -> Callable[[str, str, str | None], None] | None:
+        return self.managers.learn if self.managers is not None else None
+
+
+def plan_for(present: Collection[str], graph: Any, facts: Mapping[str, CustomerFacts]) -> StepPlan:
+    """The steps the sheet's columns call for, in the contract's order (profile, then manager)."""
+    profile = [name for name in PROFILE_FIELDS if name in present]
+    wants_manager = MANAGER_FIELD in present
+    if not profile and not wants_manager:
+        return StepPlan()
+    if graph is None:
+        columns = [*profile, *([MANAGER_FIELD] if wants_manager else [])]
+        named = ", ".join(columns[:3]) + (f" and {len(columns) - 3} more" if len(columns) > 3 else "")
+        raise InputError(
+            f"the sheet's profile and manager columns ({named}) are set through Microsoft Graph in the customer's tenant, which this run "
+            "has no access to: drop --domains (Graph then lists the domains too), or give BULKONBOARD_GRAPH_TOKEN "
+            "with --access-token"
+        )
+    steps: list[Step] = []
+    if profile:
+        steps.append(ProfileStep(graph))
+    managers = None
+    if wants_manager:
+        managers = ManagerStep(graph, {customer: f.existing_users for customer, f in facts.items()})
+        steps.append(managers)
+    return StepPlan(tuple(steps), managers)
