@@ -20,6 +20,7 @@ from ..sending.steps import Step
 from ..sheets.facts import CustomerFacts
 from ..sheets.validation import CheckedRow, Validation
 from .passwords import with_passwords_from
+from .sources import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,29 @@ class StepPlan:
         return self.managers.learn if self.managers is not None else None
 
 
-def plan_for(present: Collection[str], graph: Any, facts: Mapping[str, CustomerFacts]) -> StepPlan:
-    """The steps the sheet's columns call for, in the contract's order (profile, then manager)."""
+VIA_PARTNER_CENTER, VIA_GRAPH = "partnercenter", "graph"
+
+
+def user_service(connection: Connection, via: str) -> Any:
+    """Who creates the users: Partner Center (the default), or Graph in the customer's tenant (`--via graph`),
+    which needs Graph: refused before anything is sent when the run has none."""
+    if via != VIA_GRAPH:
+        return connection.partner_center
+    if connection.graph is None:
+        raise InputError(
+            "--via graph creates users through Microsoft Graph in the customer's tenant, which this run has no "
+            "access to: drop --domains, or give BULKONBOARD_GRAPH_TOKEN with --access-token"
+        )
+    from ..service.graph_users import GraphUserService
+
+    return GraphUserService(connection.graph, connection.partner_center)
+
+
+def plan_for(
+    present: Collection[str], graph: Any, facts: Mapping[str, CustomerFacts], *, via: str = VIA_PARTNER_CENTER
+) -> StepPlan:
+    """The steps the sheet's columns call for, in the contract's order (profile, then manager). Through Graph the
+    profile goes in the create itself: the profile step then only finishes rows created by an earlier run."""
     profile = [name for name in PROFILE_FIELDS if name in present]
     wants_manager = MANAGER_FIELD in present
     if not profile and not wants_manager:
@@ -55,7 +77,7 @@ def plan_for(present: Collection[str], graph: Any, facts: Mapping[str, CustomerF
         )
     steps: list[Step] = []
     if profile:
-        steps.append(ProfileStep(graph))
+        steps.append(ProfileStep(graph, profile_in_create=via == VIA_GRAPH))
     managers = None
     if wants_manager:
         managers = ManagerStep(graph, {customer: f.existing_users for customer, f in facts.items()})

@@ -47,7 +47,7 @@ from ..sheets.validation import CheckedRow, Validation
 from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
 from .passwords import with_generated_passwords
-from .plan import plan_for
+from .plan import VIA_PARTNER_CENTER, plan_for, user_service
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
@@ -86,6 +86,7 @@ class RunOptions:
     # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line must
     # not send anyone to it.
     journal_kept: bool = True
+    via: str = VIA_PARTNER_CENTER  # --via: who creates the users (Partner Center, or Graph: app/plan.py)
 
     def dry_run(self) -> DryRunOptions:
         return DryRunOptions(
@@ -163,7 +164,7 @@ class SheetRun:
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
         self.pipeline = Pipeline(
-            connection.partner_center,
+            user_service(connection, self.options.via),
             options=PipelineOptions(
                 concurrency=self.options.concurrency,
                 rate=self.options.rate,
@@ -238,7 +239,7 @@ class SheetRun:
     ) -> RunOutcome:
         dry = self.options.dry_run()
         validation = run_validation(sheet, facts, dry)
-        plan = plan_for(sheet.present, self._graph, facts)  # before anything is sent: a plan it cannot keep is exit 2
+        plan = plan_for(sheet.present, self._graph, facts, via=self.options.via)  # a plan it cannot keep: exit 2
         validation_seconds = time.monotonic() - phase_start
 
         to_send = validation.counts.get(Status.VALID, 0)

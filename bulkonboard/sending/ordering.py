@@ -39,7 +39,9 @@ class ManagersFirst:
     def stopping(self) -> bool:
         return self._inner.stopping
 
-    async def run_first(self, levels: Sequence[Sequence[CheckedRowLike]], done: ManagerDone | None = None) -> None:
+    async def run_first(
+        self, levels: Sequence[Sequence[CheckedRowLike]], done: ManagerDone | None = None
+    ) -> None:
         """Each level's rows with the run's concurrency, a level after the other; a stop leaves the rest to the
         stream (which lists them as not reached)."""
         gate = asyncio.Semaphore(self._concurrency)

@@ -48,13 +48,18 @@ class ProfileStep:
     code = Code.PROFILE_FAILED
     fails_row_as = Status.PARTIAL
 
-    def __init__(self, graph: ProfileDirectory) -> None:
+    def __init__(self, graph: ProfileDirectory, *, profile_in_create: bool = False) -> None:
+        """`profile_in_create`: users are created through Graph with the profile in the create body (`--via
+        graph`), so a row created by this run has it already: the step is recorded done without a request."""
         self._graph = graph
+        self._profile_in_create = profile_in_create
 
     def needed(self, row: RowState) -> bool:
         return bool(row.user.profile)
 
     async def run(self, row: RowState, request_id: str, sender: Sender) -> StepOutcome:
+        if self._profile_in_create and row.result.status is Status.CREATED:
+            return StepOutcome.done()
         changes = row.user.profile_body
         await sender.request(lambda: self._graph.update_user(row.customer, row.user_id, changes))
         return StepOutcome.done()

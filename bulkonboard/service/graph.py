@@ -22,6 +22,7 @@ from yarl import URL
 from ..sheets import facts
 from .errors import MismatchedAnswer, Refused, RequestError, command_error
 from .http import (
+    Answer,
     Audience,
     HiddenHeaders,
     SecretBody,
@@ -69,7 +70,14 @@ class GraphClient:
         return URL(self.graph_url.replace("{tenant}", quote(tenant, safe="")) + "/v1.0")
 
     async def _call(
-        self, method: str, url: URL, tenant: str, body: Any = None, *, secrets: tuple[str, ...] = ()
+        self,
+        method: str,
+        url: URL,
+        tenant: str,
+        body: Any = None,
+        *,
+        secrets: tuple[str, ...] = (),
+        on_answer: Callable[[Answer], None] | None = None,
     ) -> Any:
         request_id = str(uuid.uuid4())
         token = await self._tokens.token(Audience.GRAPH, tenant)
@@ -93,16 +101,32 @@ class GraphClient:
             secrets=(token, *secrets),
             clock=self._clock,
             body=encoded,
+            on_answer=on_answer,
         )
 
     def _user_url(self, tenant: str, user: str, *more: str) -> URL:
         return URL("/".join((str(self._root(tenant)), "users", path_part(user), *more)), encoded=True)
 
+    async def post_user(
+        self,
+        tenant: str,
+        body: dict[str, Any],
+        password: str,
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> Any:
+        """POST /users (201 with the user). The password is blotted out of anything an error answer says."""
+        return await self._call(
+            "POST", self._root(tenant) / "users", tenant, body, secrets=(password,), on_answer=on_answer
+        )
+
     async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None:
         """PATCH the user's properties (204). Setting a value twice is harmless, so a retry needs no lookup."""
         await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes)
 
-    async def user_properties(self, tenant: str, user_id: str, names: tuple[str, ...]) -> dict[str, Any] | None:
+    async def user_properties(
+        self, tenant: str, user_id: str, names: tuple[str, ...]
+    ) -> dict[str, Any] | None:
         """The user's `names` as Graph holds them ($select), or None when the user is not there."""
         url = self._user_url(tenant, user_id).with_query({"$select": ",".join(names)})
         try:
