@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .sandbox_http import CONTOSO, JANE, LICENSED_TOML
-from .support import results_rows, run_cli, sheet_rows
+from .support import results_rows, run_cli, sheet_rows, summary_items
 
 PASSWORD = "Str0ng!Passw0rd"
 PROFILE = {
@@ -111,6 +111,11 @@ def test_profile_and_manager_problems_are_found_before_anything_is_sent(tmp_path
     assert codes("under") == ["field.invalid"] and "is row 4 of this sheet, which is invalid" in rows["under"]["problems"]
     assert "is row 9 of this sheet, which is invalid" in rows["deeper"]["problems"]
     assert codes("typo") == ["field.invalid"] and "not a valid user principal name" in rows["typo"]["problems"]
+
+    # The Summary counts each bad cell, as the Problems sheet lists them.
+    summary = summary_items(report)
+    for code in ("field.too_long", "field.invalid", "manager.unknown", "manager.cycle"):
+        assert summary[code] == str(sum(p["code"] == code for p in listed)), code
 
     # Rows: every profile column as it would be sent; the hire date as Graph's date-time.
     boss = rows["boss"]

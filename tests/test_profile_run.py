@@ -30,6 +30,7 @@ from .support import (
     results_rows,
     run_cli,
     sandbox_service,
+    sheet_rows,
     standalone_sandbox,
     summary_items,
 )
@@ -251,3 +252,22 @@ async def test_a_refused_profile_makes_the_row_partial_and_the_next_run_finishes
     assert steps_sent == 1
     assert held["prof3@contoso.com"]["profile"]["jobTitle"] == "Job 3"
     assert held["prof2@contoso.com"]["profile"]["jobTitle"] == "Job 2"
+
+
+def test_generated_passwords_reach_the_managers_created_first(tmp_path: Path, data: Path) -> None:
+    """Managers sent before the stream still get the generated password the workbook keeps for them."""
+    sheet = tmp_path / "hires.csv"
+    sheet.write_text(
+        "userPrincipalName,displayName,usageLocation,manager\n"
+        "gia@contoso.com,Gia,US,hal@contoso.com\n"
+        "hal@contoso.com,Hal,US,\n",
+        encoding="utf-8",
+    )
+    results, passwords = tmp_path / "results.xlsx", tmp_path / "passwords.xlsx"
+    with standalone_sandbox("--data", str(data)) as sandbox:
+        done = run(sandbox.url, sheet, tmp_path, results, "--generate-passwords", passwords)
+        assert done.returncode == 0, done.stderr
+        assert [r["status"] for r in results_rows(results)] == ["created", "created"]
+        assert manager_of(sandbox.url, "gia@contoso.com") == "hal@contoso.com"
+    kept = {str(r["userPrincipalName"]) for r in sheet_rows(passwords, "Passwords")}
+    assert kept == {"gia@contoso.com", "hal@contoso.com"}
