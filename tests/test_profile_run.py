@@ -101,9 +101,11 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("via", ["partnercenter", "graph"])
 def test_every_profile_cell_arrives_as_typed_and_managers_further_down_are_created_first(
-    tmp_path: Path, data: Path
+    tmp_path: Path, data: Path, via: str
 ) -> None:
+    """Both ways in: Partner Center's create then Graph's PATCH, or Graph's create with the profile in it."""
     sheet = write_sheet(
         tmp_path / "hires.csv",
         [
@@ -116,7 +118,7 @@ def test_every_profile_cell_arrives_as_typed_and_managers_further_down_are_creat
     )
     results = tmp_path / "results.xlsx"
     with standalone_sandbox("--data", str(data)) as sandbox:
-        done = run(sandbox.url, sheet, tmp_path, results)
+        done = run(sandbox.url, sheet, tmp_path, results, "--via", via)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
         rows = {r["userPrincipalName"]: r for r in results_rows(results)}
@@ -139,7 +141,7 @@ def test_every_profile_cell_arrives_as_typed_and_managers_further_down_are_creat
         created_then = {u["userPrincipalName"]: u["id"] for u in sandbox.users()}
 
         # The same journal again: every user and step done, nothing sent.
-        again = run(sandbox.url, sheet, tmp_path, tmp_path / "again.xlsx")
+        again = run(sandbox.url, sheet, tmp_path, tmp_path / "again.xlsx", "--via", via)
         assert again.returncode == 0, again.stderr
         assert {r["status"] for r in results_rows(tmp_path / "again.xlsx")} == {"skipped"}
         summary = summary_items(tmp_path / "again.xlsx")
