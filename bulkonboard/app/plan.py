@@ -35,6 +35,10 @@ class StepPlan:
             return []
         return with_passwords_from(passwords, validation.manager_levels())
 
+    def for_pipeline(self, validation: Validation, passwords: Path | None) -> dict[str, Any]:
+        """`Pipeline.plan_steps`'s arguments: the steps, the rows to create first, who hears of them."""
+        return {"steps": self.steps, "first": self.first_rows(validation, passwords), "on_first": self.learn}
+
     @property
     def learn(self) -> Callable[[str, str, str | None], None] | None:
         return self.managers.learn if self.managers is not None else None

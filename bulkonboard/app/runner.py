@@ -249,8 +249,7 @@ class SheetRun:
         if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
             rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
 
-        first = plan.first_rows(validation, self.passwords_written) if to_send else []  # sending/ordering.py
-        self.pipeline.plan_steps(plan.steps, first=first, on_first=plan.learn)
+        self.pipeline.plan_steps(**plan.for_pipeline(validation, self.passwords_written))  # managers first too
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results", extra_columns=tuple(sheet.present)) as writer:
             written = Tally()
@@ -369,12 +368,13 @@ class SheetRun:
         itself may be the cause), the workbook is discarded and False comes back: the caller's line then says how
         to rebuild them from the journal."""
         why = failure_text(failure)
-        held_back = self.pipeline.held_back()
+        held_back, first = self.pipeline.held_back(), self.pipeline.held_first()  # managers first: by sheet row
         taken = self.pipeline.stats.rows
         try:
             for position, checked in enumerate(validation):
                 if position >= written.rows:
-                    result = held_back.get(position) or unfinished(checked, why, taken=position < taken)
+                    result = held_back.get(position) or first.get(checked.user.row)
+                    result = result or unfinished(checked, why, taken=position < taken)
                     writer.add(result)
                     written.add(result)
             writer.close(

@@ -64,6 +64,9 @@ class ManagersFirst:
                     if self._inner.needs_worker(checked):
                         group.create_task(one(checked))
 
+    def held(self) -> dict[int, RowResult]:
+        return dict(self._held)
+
     def needs_worker(self, checked: CheckedRowLike) -> bool:
         return checked.user.row not in self._held and self._inner.needs_worker(checked)
 

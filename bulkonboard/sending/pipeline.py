@@ -208,6 +208,11 @@ class Pipeline:
             stats.denied = denied.message if denied is not None else None
         return stats
 
+    def held_first(self) -> dict[int, RowResult]:
+        """Results of rows run before the others (managers first: ordering.py) not yet handed to the sink, by sheet
+        row number. After `run()` failed, the caller writes them rather than call those rows unsent."""
+        return self._first.held()
+
     def held_back(self) -> dict[int, RowResult]:
         """Results that are finished but wait for an earlier row before they may go to the sink, by position
         in the input. After `run()` failed, the caller writes them rather than lose what finished."""
