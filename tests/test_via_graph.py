@@ -101,7 +101,8 @@ def test_via_graph_killed_mid_run_resumes_and_creates_nobody_twice(tmp_path: Pat
             cli("run", tmp_path / "hires.csv", "--customer", CONTOSO, "--sandbox-url", sandbox.url, "--journal",
                 journal, "--results", tmp_path / "killed.xlsx", "--rate", "inf", "--concurrency", "4", "--via",
                 "graph", "--log-format", "json"),
-            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT, env=clean_env(TMPDIR=str(tmp_path)),  # its scratch left by the kill stays here
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             assert killed.stderr is not None
