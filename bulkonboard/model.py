@@ -24,6 +24,31 @@ FIELDS: tuple[str, ...] = (
     "licenses",  # the contract's additions of 2026-12-03: SKUs separated by `;`
 )
 
+#: Optional columns of the contract's additions of 2026-12-03, by Microsoft Graph's names: a user's profile, set
+#: after create (a Graph PATCH) or in Graph's create itself (`--via graph`). Kept apart from FIELDS so that a sheet
+#: without them costs nothing: the reader adds a column to its frame only when the sheet has it.
+PROFILE_FIELDS: tuple[str, ...] = (
+    "jobTitle",
+    "department",
+    "officeLocation",
+    "companyName",
+    "employeeId",
+    "employeeType",
+    "employeeHireDate",
+    "mobilePhone",
+    "businessPhones",
+    "streetAddress",
+    "city",
+    "state",
+    "postalCode",
+    "country",
+    "preferredLanguage",
+    "mailNickname",
+)
+#: The manager's UPN: a user of the customer, or a row of the same sheet.
+MANAGER_FIELD = "manager"
+OPTIONAL_FIELDS: tuple[str, ...] = (*PROFILE_FIELDS, MANAGER_FIELD)
+
 #: Fields that are never written to a report, results workbook, log line or journal.
 SECRET_FIELDS: frozenset[str] = frozenset({"password"})
 
@@ -138,6 +163,15 @@ class UserRow:
     forceChangePassword: bool = True
     customerTenantId: str = ""
     licenses: tuple[str, ...] = ()  # the SKUs the row asks for, as written (part number, product name or id)
+    #: The profile cells that are filled, (Graph name, value as it is sent), in PROFILE_FIELDS order; a tuple
+    #: rather than a dict so that the many rows without a profile share one empty value.
+    profile: tuple[tuple[str, str], ...] = ()
+    manager: str = ""  # the manager's UPN, as typed
+
+    @property
+    def profile_body(self) -> dict[str, object]:
+        """The profile as Graph takes it: `businessPhones` is a list (of one number)."""
+        return {name: [value] if name == "businessPhones" else value for name, value in self.profile}
 
     @property
     def upn_key(self) -> str:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkonboard.errors import InputError
-from bulkonboard.model import FIELDS
+from bulkonboard.model import FIELDS, OPTIONAL_FIELDS
 from bulkonboard.sheets.reader import Sheet, header_field, read_sheet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +37,11 @@ def records(sheet: Sheet, *fields: str) -> list[tuple[object, ...]]:
 
 def assert_text_frame(sheet: Sheet) -> None:
     frame = sheet.frame
-    assert list(frame.columns) == ["row", *FIELDS]
+    # the optional columns (profile, manager) only when the sheet has them
+    assert list(frame.columns) == ["row", *FIELDS, *(f for f in OPTIONAL_FIELDS if f in sheet.present)]
     assert str(frame["row"].dtype) == "int64"
     assert not frame.isna().any().any()
-    for field in FIELDS:
+    for field in frame.columns[1:]:
         assert all(type(v) is str for v in frame[field])
 
 
@@ -80,14 +81,29 @@ def one_line_error(path: Path, **kwargs: str) -> str:
         ("Last name [surname]", "lastName"),
         ("Usage location [usageLocation]", "usageLocation"),
         ("Block sign in (Yes/No) [accountEnabled] Required", None),
-        ("Country or region [country]", None),
-        ("Job title [jobTitle]", None),
+        ("Country or region [country]", "country"),
+        ("Job title [jobTitle]", "jobTitle"),
         # Microsoft 365 admin center template
         ("User Name", "userPrincipalName"),
-        ("Country or Region", None),
+        ("Country or Region", "country"),
         ("Alternate email address", None),
+        # profile and manager columns (the contract's additions of 2026-12-03), by Graph's names or the templates'
+        ("Employee ID", "employeeId"),
+        ("Office [physicalDeliveryOfficeName]", "officeLocation"),
+        ("Office phone [telephoneNumber]", "businessPhones"),
+        ("Mobile phone [mobile]", "mobilePhone"),
+        ("State or province [state]", "state"),
+        ("ZIP or postal code [postalCode]", "postalCode"),
+        ("Office Number", "officeLocation"),
+        ("Office Phone", "businessPhones"),
+        ("Mobile Phone", "mobilePhone"),
+        ("Address", "streetAddress"),
+        ("State or Province", "state"),
+        ("ZIP or Postal Code", "postalCode"),
+        ("Manager", "manager"),
+        ("employee hire date", "employeeHireDate"),
         # anything else is kept out of the way
-        ("Employee ID", None),
+        ("Fax", None),
         ("Start date", None),
         ("", None),
         ("   ", None),
@@ -113,12 +129,14 @@ def test_plain_csv_keeps_text_as_typed_and_counts_blank_rows(tmp_path: Path) -> 
     sheet = read_sheet(path)
     assert_text_frame(sheet)
     assert (sheet.layout, sheet.header_row, sheet.sheet_name, len(sheet)) == ("plain", 1, None, 3)
-    assert sheet.present == {"userPrincipalName", "displayName", "usageLocation", "password"}
+    # "Employee ID" is Graph's employeeId (a profile column since 2026-12-03): its zeros kept, as typed
+    assert sheet.present == {"userPrincipalName", "displayName", "usageLocation", "password", "employeeId"}
     assert records(sheet, "userPrincipalName", "displayName", "usageLocation", "password", "firstName") == [
         (2, "nangula@contoso.com", "Nangula Shikongo", "NA", "Xy7!abcdefgh", ""),
         (5, "francois@contoso.com", "François Lefèvre", "fr", "", ""),
         (6, "n1001@contoso.com", "1001", "null", "#N/A", ""),
     ]
+    assert records(sheet, "employeeId") == [(2, "000123"), (5, "000124"), (6, "N/A")]
 
 
 def test_utf8_bom_does_not_hide_the_first_header(tmp_path: Path) -> None:
@@ -221,10 +239,18 @@ def test_microsoft_365_template_csv(tmp_path: Path) -> None:
     )
     sheet = read_sheet(path)
     assert (sheet.layout, sheet.header_row) == ("m365", 1)
-    assert sheet.present == {"userPrincipalName", "firstName", "lastName", "displayName"}
+    # The profile columns map to Graph's names (the contract's additions of 2026-12-03); Fax and the alternate
+    # email address are not read.
+    profile = ["jobTitle", "department", "officeLocation", "businessPhones", "mobilePhone", "streetAddress", "city",
+               "state", "postalCode", "country"]  # fmt: skip
+    assert sheet.present == {"userPrincipalName", "firstName", "lastName", "displayName", *profile}
     assert records(sheet, "userPrincipalName", "firstName", "lastName", "displayName", "usageLocation") == [
         (2, "chris@contoso.com", "Chris", "Green", "Chris Green", "")
     ]
+    assert records(sheet, *profile) == [
+        (2, "IT Manager", "Information Technology", "123451", "123-555-1211", "123-555-6641", "1 Microsoft way",
+         "Redmond", "Wa", "98052", "United States"),
+    ]  # fmt: skip
 
 
 def test_quoted_newlines_and_delimiters_keep_excel_row_numbers(tmp_path: Path) -> None:
@@ -618,7 +644,8 @@ def test_samples_read_alike() -> None:
     from_csv = read_sheet(SAMPLES / "new_hires.csv")
     from_xlsx = read_sheet(SAMPLES / "new_hires.xlsx")
     assert from_xlsx.sheet_name == "New hires"
-    assert from_csv.present == from_xlsx.present == set(FIELDS) - {"customerTenantId", "licenses"}
+    profile = {"employeeId", "department"}  # "Employee ID" and "Department": Graph's names, any case and spacing
+    assert from_csv.present == from_xlsx.present == set(FIELDS) - {"customerTenantId", "licenses"} | profile
     assert len(from_csv) == 35
     assert from_csv.frame.equals(from_xlsx.frame)
     rows = from_csv.frame.set_index("row")

@@ -39,6 +39,8 @@ def display_fields(checked: CheckedRow) -> dict[str, str]:
         "immutableId": user.immutableId,
         "customerTenantId": "" if user.customerTenantId == ANY_CUSTOMER else user.customerTenantId,
         "licenses": "; ".join(user.licenses),
+        **dict(user.profile),  # as sent (a hire date as Graph's date-time)
+        **({"manager": user.manager} if user.manager else {}),
     }
 
 
@@ -91,7 +93,7 @@ def write_report(
 ) -> Summary:
     progress = progress or NullProgress()
     progress.start(len(validation), "validating")
-    with ReportWriter(report, kind="validation") as writer:
+    with ReportWriter(report, kind="validation", extra_columns=tuple(sheet.present)) as writer:
         pending = 0
         pending_bad = 0
         for checked in validation:

@@ -154,9 +154,9 @@ async def prepared_run(
         )
 
 
-def plan_after_create(connection: Connection, licenses: LicenseBook) -> list[Step]:
-    """The steps of a row's plan after create, in their order: license, then profile, then manager
-    (docs/ARCHITECTURE.md, "The plan of steps"). Each step decides per row whether it is needed."""
+def license_steps_of(connection: Connection, licenses: LicenseBook) -> list[Step]:
+    """The license steps of a row's plan, first after create (then profile and manager: app/plan.py;
+    docs/ARCHITECTURE.md, "The plan of steps"). Each step decides per row whether it is needed."""
     from ..sending.licensing import license_steps
 
     return [*license_steps(connection.partner_center, licenses)]

@@ -40,6 +40,15 @@ def with_generated_passwords(validation: Validation, path: Path) -> tuple[Iterat
     return _fill_passwords(validation, chosen), path
 
 
+def with_passwords_from(path: Path | None, levels: list[list[CheckedRow]]) -> list[list[CheckedRow]]:
+    """Rows a run sends apart from the stream (managers first: sending/ordering.py) with the passwords written
+    for them in `path` (None: none was generated)."""
+    if path is None or not levels:
+        return levels
+    chosen = read_passwords(path)
+    return [list(_fill_passwords(level, chosen)) for level in levels]
+
+
 def _fill_passwords(rows: Iterable[CheckedRow], chosen: dict[str, str]) -> Iterator[CheckedRow]:
     for checked in rows:
         password = chosen.get(checked.user.upn_key) if checked.status is Status.VALID else None

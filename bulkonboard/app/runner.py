@@ -47,8 +47,9 @@ from ..sheets.reader import Sheet, read_sheet
 from ..sheets.validation import CheckedRow, Validation
 from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
-from .launch import plan_after_create
+from .launch import license_steps_of
 from .passwords import with_generated_passwords
+from .plan import VIA_PARTNER_CENTER, plan_for, user_service
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
@@ -89,6 +90,7 @@ class RunOptions:
     # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line must
     # not send anyone to it.
     journal_kept: bool = True
+    via: str = VIA_PARTNER_CENTER  # --via: who creates the users (Partner Center, or Graph: app/plan.py)
 
     def dry_run(self) -> DryRunOptions:
         return DryRunOptions(
@@ -163,11 +165,12 @@ class SheetRun:
         timing = timing or Timing()
         self._on_result = reporting.on_result
         self._facts = connection.facts
+        self._graph = connection.graph
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
         self.licenses = LicenseBook()  # the customers' SKUs once the facts are read; the units the run used
         self.pipeline = Pipeline(
-            connection.partner_center,
+            user_service(connection, self.options.via),
             options=PipelineOptions(
                 concurrency=self.options.concurrency,
                 rate=self.options.rate,
@@ -184,8 +187,8 @@ class SheetRun:
             clock=timing.clock,
             sleep=timing.sleep,
             rng=timing.rng,
-            steps=plan_after_create(connection, self.licenses),
         )
+        self._license_steps = license_steps_of(connection, self.licenses)
 
     def stop(self) -> None:
         """Ctrl-C / SIGTERM: no new row is sent; what finished is written and the run exits 130."""
@@ -241,8 +244,10 @@ class SheetRun:
     async def _run(
         self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
     ) -> RunOutcome:
-        validation = run_validation(sheet, facts, self.options.dry_run())
+        dry = self.options.dry_run()
+        validation = run_validation(sheet, facts, dry)
         self.licenses.learn(facts)  # the SKUs the license steps resolve rows against: read once, with the facts
+        plan = plan_for(sheet.present, self._graph, facts, via=self.options.via)  # a plan it cannot keep: exit 2
         validation_seconds = time.monotonic() - phase_start
 
         to_send = validation.counts.get(Status.VALID, 0)
@@ -252,8 +257,10 @@ class SheetRun:
         if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
             rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
 
+        # license, then profile, then manager (the contract's order); managers' rows first too
+        self.pipeline.plan_steps(**plan.for_pipeline(validation, self.passwords_written, before=self._license_steps))
         sending_start = time.monotonic()
-        with ReportWriter(self.results, kind="results") as writer:
+        with ReportWriter(self.results, kind="results", extra_columns=tuple(sheet.present)) as writer:
             written = Tally()
             observe = self._on_result
 
@@ -274,7 +281,7 @@ class SheetRun:
                     raise
                 raise own from failure
             sending_seconds = time.monotonic() - sending_start
-            counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+            counts = _result_counts(stats)
             summary = Summary(
                 kind="results",
                 input_path=sheet.path,
@@ -372,12 +379,13 @@ class SheetRun:
         itself may be the cause), the workbook is discarded and False comes back: the caller's line then says how
         to rebuild them from the journal."""
         why = failure_text(failure)
-        held_back = self.pipeline.held_back()
+        held_back, first = self.pipeline.held_back(), self.pipeline.held_first()  # managers first: by sheet row
         taken = self.pipeline.stats.rows
         try:
             for position, checked in enumerate(validation):
                 if position >= written.rows:
-                    result = held_back.get(position) or unfinished(checked, why, taken=position < taken)
+                    result = held_back.get(position) or first.get(checked.user.row)
+                    result = result or unfinished(checked, why, taken=position < taken)
                     writer.add(result)
                     written.add(result)
             writer.close(
@@ -433,6 +441,14 @@ class SheetRun:
             f"nothing is lost: the journal holds what the service did; rebuild them with "
             f"`bulkonboard journal results --journal {journal_path} --run {self._journal_run} OUT.xlsx`"
         )
+
+
+def _result_counts(stats: PipelineStats) -> dict[str, int]:
+    """Per status, as the Summary counts them; `partial` (a step after create fell short) only when a row is."""
+    counts = {status.value: stats.counts.get(status.value, 0) for status in RESULT_STATUSES}
+    if stats.counts.get(Status.PARTIAL.value):
+        counts[Status.PARTIAL.value] = stats.counts[Status.PARTIAL.value]
+    return counts
 
 
 def _exit_code(stats: PipelineStats, counts: Mapping[str, int]) -> int:

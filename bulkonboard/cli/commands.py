@@ -36,6 +36,7 @@ from .options import (
     sheet_options,
     source_from,
     source_options,
+    via_option,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def template(path: Path, force: bool) -> None:
     help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
 )
 @license_option
+@via_option
 @source_options
 @output_options
 def validate(input_path: Path, **options: Any) -> int:
@@ -170,6 +172,7 @@ def validate(input_path: Path, **options: Any) -> int:
     help="Requests in flight at most. At 20 users/s and 250 ms answers, five are in flight.",
 )
 @license_option
+@via_option
 @source_options
 @output_options
 def run(input_path: Path, **options: Any) -> int:
@@ -188,7 +191,7 @@ def run(input_path: Path, **options: Any) -> int:
         input_path, source=source, results=options["results"], journal=options["journal"],
         generate_passwords=options["generate_passwords"], customer=options["customer"], sheet=options["sheet"],
         default_usage_location=options["usage_location"], rate=options["rate"], concurrency=options["concurrency"],
-        licenses=tuple(options["licenses"]),
+        licenses=tuple(options["licenses"]), via=options["via"].casefold(),
     )  # fmt: skip
     correlation_id = str(uuid.uuid4())
     outcome = asyncio.run(run_with_signals(request, source, output, correlation_id))

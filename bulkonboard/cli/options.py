@@ -189,3 +189,15 @@ license_option = click.option(
     help="A license for rows whose licenses cell is empty: a part number (ENTERPRISEPACK), a product name or a "
     "SKU id. Repeatable.",
 )
+
+
+#: `validate|run --via partnercenter|graph`: who creates the users (the dry run is the same either way, so a run's
+#: command line can be rehearsed by swapping the verb).
+via_option = click.option(
+    "--via",
+    type=click.Choice(["partnercenter", "graph"], case_sensitive=False),
+    default="partnercenter",
+    show_default=True,
+    help="Create users through Partner Center, or through Microsoft Graph in the customer's tenant (POST /users, "
+    "the whole profile in one request).",
+)

@@ -45,6 +45,7 @@ from .figures import (
 )
 from .flow import Flow
 from .messages import API_UNREACHABLE, RUN_INTERRUPTED
+from .ordering import ManagerDone, ManagersFirst
 from .ports import NullJournal, UserDirectory, UserService
 from .reconcile import Reconciler
 from .retry import (
@@ -113,16 +114,33 @@ class Pipeline:
             sleep=sleep or asyncio.sleep,
         )
         reconciler = Reconciler(self._sender, client, graph)
+        self._plan = PlanRunner(steps, self._sender, self._journal)
         self._rows = RowRunner(
             sender=self._sender,
             journal=self._journal,
             create=CreateStep(self._sender, client, self._journal, reconciler),
-            plan=PlanRunner(steps, self._sender, self._journal),
+            plan=self._plan,
             customer=customer,
             to_result=to_result or _plain_result,
         )
-        self._flow = Flow(self.options, self._sender.stats, self._progress, self._rows)
+        self._first = ManagersFirst(self._rows, concurrency=self.options.concurrency, default_customer=customer)
+        self._flow = Flow(self.options, self._sender.stats, self._progress, self._first)
+        self._first_rows: Sequence[Sequence[CheckedRowLike]] = ()
+        self._on_first: ManagerDone | None = None
         self._started = False
+
+    def plan_steps(
+        self,
+        steps: Sequence[Step],
+        *,
+        first: Sequence[Sequence[CheckedRowLike]] = (),
+        on_first: ManagerDone | None = None,
+    ) -> None:
+        """The plan after create, known once the sheet is read (its columns); before run(). `first`: rows to
+        finish before all others, level by level (managers before the rows they manage: ordering.py); `on_first`
+        hears of each."""
+        self._plan.steps = tuple(steps)
+        self._first_rows, self._on_first = first, on_first
 
     @property
     def stats(self) -> PipelineStats:
@@ -176,6 +194,7 @@ class Pipeline:
         self._progress.start(total, "creating users")
         stats = self.stats
         try:
+            await self._first.run_first(self._first_rows, self._on_first)
             await self._flow.run(rows, sink)
         except BaseExceptionGroup as failures:  # a bug or a failing sink: show it as itself
             raise _first_leaf(failures) from None
@@ -188,6 +207,11 @@ class Pipeline:
             denied = self._sender.denied
             stats.denied = denied.message if denied is not None else None
         return stats
+
+    def held_first(self) -> dict[int, RowResult]:
+        """Results of rows run before the others (managers first: ordering.py) not yet handed to the sink, by sheet
+        row number. After `run()` failed, the caller writes them rather than call those rows unsent."""
+        return self._first.held()
 
     def held_back(self) -> dict[int, RowResult]:
         """Results that are finished but wait for an earlier row before they may go to the sink, by position

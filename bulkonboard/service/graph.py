@@ -8,6 +8,7 @@ runs before any row is sent, so its request errors become command-stopping error
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from contextlib import aclosing
@@ -21,8 +22,10 @@ from yarl import URL
 from ..sheets import facts
 from .errors import MismatchedAnswer, Refused, RequestError, command_error
 from .http import (
+    Answer,
     Audience,
     HiddenHeaders,
+    SecretBody,
     TokenProvider,
     clean_text,
     display_url,
@@ -66,7 +69,16 @@ class GraphClient:
     def _root(self, tenant: str) -> URL:
         return URL(self.graph_url.replace("{tenant}", quote(tenant, safe="")) + "/v1.0")
 
-    async def _call(self, method: str, url: URL, tenant: str) -> Any:
+    async def _call(
+        self,
+        method: str,
+        url: URL,
+        tenant: str,
+        body: Any = None,
+        *,
+        secrets: tuple[str, ...] = (),
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> Any:
         request_id = str(uuid.uuid4())
         token = await self._tokens.token(Audience.GRAPH, tenant)
         headers = HiddenHeaders(
@@ -76,15 +88,75 @@ class GraphClient:
                 "client-request-id": request_id,  # Graph's name for the caller's request id
             }
         )
+        encoded = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            encoded = SecretBody(json.dumps(body, ensure_ascii=False).encode("utf-8"))
         return await send_request(
             self._session,
             method,
             url,
             headers=headers,
             request_id=request_id,
-            secrets=(token,),
+            secrets=(token, *secrets),
             clock=self._clock,
+            body=encoded,
+            on_answer=on_answer,
         )
+
+    def _user_url(self, tenant: str, user: str, *more: str) -> URL:
+        return URL("/".join((str(self._root(tenant)), "users", path_part(user), *more)), encoded=True)
+
+    async def post_user(
+        self,
+        tenant: str,
+        body: dict[str, Any],
+        password: str,
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> Any:
+        """POST /users (201 with the user). The password is blotted out of anything an error answer says."""
+        return await self._call(
+            "POST", self._root(tenant) / "users", tenant, body, secrets=(password,), on_answer=on_answer
+        )
+
+    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None:
+        """PATCH the user's properties (204). Setting a value twice is harmless, so a retry needs no lookup."""
+        await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes)
+
+    async def user_properties(
+        self, tenant: str, user_id: str, names: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The user's `names` as Graph holds them ($select), or None when the user is not there."""
+        url = self._user_url(tenant, user_id).with_query({"$select": ",".join(names)})
+        try:
+            payload = await self._call("GET", url, tenant)
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(payload, dict):
+            raise malformed_answer("GET", url, None, 200, "the user answer is not a JSON object")
+        return payload
+
+    async def set_manager(self, tenant: str, user_id: str, manager_id: str) -> None:
+        """PUT the manager reference (204); Graph's documented body names the manager by URL."""
+        reference = {"@odata.id": f"{GRAPH_URL}/v1.0/users/{path_part(manager_id)}"}
+        await self._call("PUT", self._user_url(tenant, user_id, "manager", "$ref"), tenant, reference)
+
+    async def manager_id(self, tenant: str, user_id: str) -> str | None:
+        """The id of the user's manager, or None when the user has none (Graph answers 404)."""
+        url = self._user_url(tenant, user_id, "manager").with_query({"$select": "id"})
+        try:
+            payload = await self._call("GET", url, tenant)
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            raise
+        found = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(found, str) or not found:
+            raise malformed_answer("GET", url, None, 200, "the manager answer has no id")
+        return found
 
     async def list_domains(self, tenant: str) -> list[facts.Domain]:
         """The tenant's domains; a domain Graph marks unverified is left out, since no user can be created in it."""

@@ -321,7 +321,7 @@ def _error_for(
     the request, and a traceback keeps its frames' locals alive.
     """
     status = answer.status
-    if 200 <= status < 300 and payload is not _NOT_JSON:
+    if (200 <= status < 300 and payload is not _NOT_JSON) or status == 204:  # 204: Graph's PATCH, PUT $ref
         return None
     shown = display_url(url)
     if 200 <= status < 300:
@@ -387,7 +387,7 @@ async def send_request(
     if error is not None:
         del answer, payload  # an error answer may echo the request, password included: keep none of it
         raise error
-    return payload
+    return None if payload is _NOT_JSON else payload  # 204 No Content
 
 
 def same_origin(link: URL, base: URL) -> bool:

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..model import FIELDS
+from ..model import FIELDS, OPTIONAL_FIELDS
 from .inputfile import MAX_CELLS, MAX_ROWS, read_regular_file
 from .numberformat import general, render
+from .profile import PROFILE_HEADERS
 from .textencoding import decode
 from .xlsxguard import plan_sheet
 
@@ -47,7 +48,8 @@ class Sheet:
     """One input sheet as text.
 
     `frame` has an int column `row` (the row number as the sheet shows it) and one str column per name in
-    `model.FIELDS` ("" where the sheet lacks the column or the cell is empty), trimmed, in input order, with
+    `model.FIELDS` ("" where the sheet lacks the column or the cell is empty), and of `model.OPTIONAL_FIELDS`
+    (profile, manager) only those the sheet has (so they cost nothing otherwise); trimmed, in input order, with
     entirely blank rows dropped (row numbers still count them). `header_row` is the header's own row number:
     1 for a plain sheet, 2 under Entra's version row (later when blank rows come first).
     """
@@ -78,7 +80,7 @@ _ALIASES: dict[str, str] = {name.casefold(): name for name in FIELDS} | {
     "license": "licenses",  # one license a row is the common case; British spelling too
     "licence": "licenses",
     "licences": "licenses",
-}
+} | PROFILE_HEADERS  # profile and manager columns (the contract's additions of 2026-12-03)
 #: Graph names that Entra's template carries and that we deliberately do not use (every user is created
 #: enabled by Partner Center). Named so that the words outside their bracket are not tried either.
 _IGNORED = frozenset({"accountenabled"})
@@ -107,6 +109,10 @@ def header_field(name: str) -> str | None:
         if key in _ALIASES:
             return _ALIASES[key]
     return _ALIASES.get(_squash(_BRACKET.sub("", text)))
+
+
+def _frame_fields(header: _Header) -> tuple[str, ...]:
+    return (*FIELDS, *(name for name in OPTIONAL_FIELDS if name in header.columns))
 
 
 def _is_version_row(cells: Sequence[str]) -> bool:
@@ -361,7 +367,7 @@ def _rows_below_header(table: pd.DataFrame, header: _Header) -> pd.DataFrame:
                     if field in stripped
                     else pd.Series("", index=range(len(data)), dtype="str")
                 )
-                for field in FIELDS
+                for field in _frame_fields(header)
             },
         }
     )
@@ -453,7 +459,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     frame = pd.DataFrame(
         {
             "row": pd.array(range(header.row + 1, header.row + 1 + len(data)), dtype="int64"),
-            **{field: pd.array(texts.get(field, empty), dtype="str") for field in FIELDS},
+            **{field: pd.array(texts.get(field, empty), dtype="str") for field in _frame_fields(header)},
         }
     )
     frame = frame[np.array(keep, dtype=bool)].reset_index(drop=True)

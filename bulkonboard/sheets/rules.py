@@ -90,6 +90,11 @@ class Rule(IntEnum):
     LICENSE_UNKNOWN = 18  # licenses.py: a SKU the customer does not hold
     LICENSE_NOT_ASSIGNABLE = 19  # a SKU whose subscription cannot take a user (capabilityStatus)
     LICENSE_INSUFFICIENT = 20  # past the free units, in input order
+    PROFILE = 21  # profile.py: a profile cell Graph would refuse (its own bits say which, with what code)
+    MANAGER_INVALID = 22  # managers.py: the manager cell is not a UPN
+    MANAGER_UNKNOWN = 23  # neither a user of the customer nor a row of the sheet
+    MANAGER_CYCLE = 24  # managers that manage each other, or a row its own manager
+    MANAGER_ROW_INVALID = 25  # the manager is a row of the sheet that is invalid: it will not be created
 
 
 #: The problem code and the column each rule reports, as the report and the journal show them.
@@ -115,6 +120,11 @@ RULE_CODE_FIELD: dict[Rule, tuple[str, str]] = {
     Rule.LICENSE_UNKNOWN: (Code.LICENSE_UNKNOWN, "licenses"),
     Rule.LICENSE_NOT_ASSIGNABLE: (Code.LICENSE_UNKNOWN, "licenses"),  # the contract's code: not a SKU to use
     Rule.LICENSE_INSUFFICIENT: (Code.LICENSE_INSUFFICIENT, "licenses"),
+    Rule.PROFILE: (Code.FIELD_INVALID, ""),  # expanded into one problem per cell by profile.py
+    Rule.MANAGER_INVALID: (Code.FIELD_INVALID, "manager"),
+    Rule.MANAGER_UNKNOWN: (Code.MANAGER_UNKNOWN, "manager"),
+    Rule.MANAGER_CYCLE: (Code.MANAGER_CYCLE, "manager"),
+    Rule.MANAGER_ROW_INVALID: (Code.FIELD_INVALID, "manager"),
 }
 
 EXISTS_BIT = 1 << Rule.USER_EXISTS

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ..model import FIELDS, Problem, Status, UserRow
+from ..model import FIELDS, OPTIONAL_FIELDS, Problem, Status, UserRow
 from .deletedusers import deleted_user_message, find_deleted_users
 from .facts import ANY_CUSTOMER, CustomerFacts, DeletedUser
 from .licenses import (
@@ -27,6 +27,8 @@ from .licenses import (
     licenses_need_usage,
     split_licenses,
 )
+from .managers import ManagerCheck, flag_managers
+from .profile import ProfileCheck
 from .rules import (
     DELETED_BIT,
     DISPLAY_NAME_MAX,
@@ -51,6 +53,9 @@ from .rules import (
 _DOMAINS_LISTED = 5
 #: Rows turned into objects at a time while iterating: bounds memory, not correctness.
 _CHUNK = 8192
+#: The frame's columns a `UserRow` takes as they are.
+_ROW_COLUMNS = ("row", "userPrincipalName", "firstName", "lastName", "displayName", "immutableId", "password",
+                "forceChangePassword", "licenses")  # fmt: skip
 
 
 class SheetLike(Protocol):
@@ -100,6 +105,8 @@ class Validation:
         deleted_user: np.ndarray,
         facts: Mapping[str, CustomerFacts],
         licenses: LicenseCheck | None = None,
+        profile: ProfileCheck | None = None,
+        managers: ManagerCheck | None = None,
     ) -> None:
         self._frame = frame
         self._usage_location = usage_location
@@ -111,6 +118,8 @@ class Validation:
         self._deleted_user = deleted_user
         self._facts = facts
         self._licenses = licenses or LicenseCheck.nothing(len(failed))
+        self._profile = profile or ProfileCheck.of(frame.iloc[0:0])
+        self._managers = managers or ManagerCheck.nothing(len(failed), frame["row"].to_numpy())
         #: The Summary's table per SKU, and the one line said when licenses could not be checked (offline).
         self.license_demand = self._licenses.demand
         self.licenses_note = self._licenses.unchecked_note
@@ -124,8 +133,10 @@ class Validation:
             Status.INVALID: invalid_only,
             Status.SKIPPED: skipped,
         }
-        self.problem_counts: dict[str, int] = {}
+        self.problem_counts: dict[str, int] = dict(self._profile.counts)  # one per cell, not per row
         for rule in RULES_BY_BIT:
+            if rule is Rule.PROFILE:
+                continue
             hits = int(((failed >> int(rule)) & 1).sum())
             if hits:
                 code = RULE_CODE_FIELD[rule][0]
@@ -135,59 +146,65 @@ class Validation:
         return len(self._failed)
 
     def __iter__(self) -> Iterator[CheckedRow]:
-        frame = self._frame
         for start in range(0, len(self), _CHUNK):
-            stop = min(start + _CHUNK, len(self))
-            columns = {
-                name: frame[name].iloc[start:stop].tolist()
-                for name in (
-                    "row",
-                    "userPrincipalName",
-                    "firstName",
-                    "lastName",
-                    "displayName",
-                    "immutableId",
-                    "password",
-                    "forceChangePassword",
-                    "licenses",
-                )
-            }
-            usage = self._usage_location[start:stop].tolist()
-            customer = self._customer[start:stop].tolist()
-            force_change = self._force_change[start:stop].tolist()
-            failed = self._failed[start:stop].tolist()
-            for i in range(stop - start):
-                user = UserRow(
-                    row=int(columns["row"][i]),
-                    userPrincipalName=columns["userPrincipalName"][i],
-                    firstName=columns["firstName"][i],
-                    lastName=columns["lastName"][i],
-                    displayName=columns["displayName"][i],
-                    usageLocation=usage[i],
-                    immutableId=columns["immutableId"][i],
-                    password=columns["password"][i],
-                    forceChangePassword=force_change[i],
-                    customerTenantId=customer[i],
-                    licenses=split_licenses(columns["licenses"][i]) if columns["licenses"][i] else (),
-                )
-                bits = failed[i]
-                if not bits:
-                    yield CheckedRow(user=user, status=Status.VALID, problems=(), existing_user_id=None)
-                    continue
-                position = start + i
-                problems = tuple(
-                    self._problem(rule, user, position, columns["forceChangePassword"][i])
-                    for rule in RULES_BY_BIT
-                    if bits >> int(rule) & 1
-                )
-                existing = None
-                if bits & EXISTS_BIT:
-                    status = Status.SKIPPED
-                    existing = str(self._existing_user_id[position])
-                else:
-                    status = Status.INVALID
-                deleted = self._deleted_user[position] if bits & DELETED_BIT else None
-                yield CheckedRow(user, status, problems, existing, deleted)
+            yield from self._checked_rows(start, min(start + _CHUNK, len(self)))
+
+    def manager_levels(self) -> list[list[CheckedRow]]:
+        """The rows that manage another row of the sheet and will be sent, by depth (top managers first): a run
+        creates them before the other rows (managers.py)."""
+        return [[self._checked_at(int(p)) for p in level] for level in self._managers.levels(self._failed)]
+
+    def _checked_at(self, position: int) -> CheckedRow:
+        return next(self._checked_rows(position, position + 1))
+
+    def _checked_rows(self, start: int, stop: int) -> Iterator[CheckedRow]:
+        frame = self._frame
+        columns = {name: frame[name].iloc[start:stop].tolist() for name in _ROW_COLUMNS}
+        usage = self._usage_location[start:stop].tolist()
+        customer = self._customer[start:stop].tolist()
+        force_change = self._force_change[start:stop].tolist()
+        failed = self._failed[start:stop].tolist()
+        profile, managers = self._profile, self._managers.cells
+        for i in range(stop - start):
+            position = start + i
+            user = UserRow(
+                row=int(columns["row"][i]),
+                userPrincipalName=columns["userPrincipalName"][i],
+                firstName=columns["firstName"][i],
+                lastName=columns["lastName"][i],
+                displayName=columns["displayName"][i],
+                usageLocation=usage[i],
+                immutableId=columns["immutableId"][i],
+                password=columns["password"][i],
+                forceChangePassword=force_change[i],
+                customerTenantId=customer[i],
+                licenses=split_licenses(columns["licenses"][i]) if columns["licenses"][i] else (),
+                profile=profile.profile_at(position),
+                manager=managers[position],
+            )
+            bits = failed[i]
+            if not bits:
+                yield CheckedRow(user=user, status=Status.VALID, problems=(), existing_user_id=None)
+                continue
+            problems = tuple(
+                problem
+                for rule in RULES_BY_BIT
+                if bits >> int(rule) & 1
+                for problem in self._problems(rule, user, position, columns["forceChangePassword"][i])
+            )
+            existing = None
+            if bits & EXISTS_BIT:
+                status = Status.SKIPPED
+                existing = str(self._existing_user_id[position])
+            else:
+                status = Status.INVALID
+            deleted = self._deleted_user[position] if bits & DELETED_BIT else None
+            yield CheckedRow(user, status, problems, existing, deleted)
+
+    def _problems(self, rule: Rule, user: UserRow, position: int, raw: str) -> tuple[Problem, ...]:
+        if rule is Rule.PROFILE:
+            return self._profile.problems_at(position)
+        return (self._problem(rule, user, position, raw),)
 
     def _problem(self, rule: Rule, user: UserRow, position: int, raw_force_change: str) -> Problem:
         code, field = RULE_CODE_FIELD[rule]
@@ -240,6 +257,8 @@ class Validation:
                 return f"{upn} already exists in the tenant (id {self._existing_user_id[position]})"
             case Rule.USER_DELETED:
                 return deleted_user_message(upn, self._deleted_user[position])
+            case Rule.MANAGER_INVALID | Rule.MANAGER_UNKNOWN | Rule.MANAGER_CYCLE | Rule.MANAGER_ROW_INVALID:
+                return self._managers.message(rule, position, user.customerTenantId)
             case Rule.LICENSE_UNKNOWN | Rule.LICENSE_NOT_ASSIGNABLE | Rule.LICENSE_INSUFFICIENT:
                 cell = self._frame["licenses"].iat[position]
                 return self._licenses.message(rule, cell, position, user.customerTenantId)
@@ -303,6 +322,10 @@ def validate(
     deleted_user = find_deleted_users(upns.keys, unclaimed, customer, facts)
     _flag(failed, Rule.USER_DELETED, pd.notna(deleted_user))
     licenses = flag_licenses(frame["licenses"], customer, facts, failed)
+    profile = ProfileCheck.of(frame)
+    _flag(failed, Rule.PROFILE, profile.any_failed())
+    # Last: a row whose manager row is invalid for any reason above is invalid too.
+    managers = flag_managers(frame, upns.keys, upns.present & ~upns.repeated, customer, facts, failed)
     return Validation(
         frame,
         usage_location=usage_location,
@@ -314,6 +337,8 @@ def validate(
         deleted_user=deleted_user,
         facts=facts,
         licenses=licenses,
+        profile=profile,
+        managers=managers,
     )
 
 
@@ -438,6 +463,7 @@ def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     columns = {"row": frame["row"].astype("int64")}
     columns.update({name: _text_column(frame, name) for name in FIELDS})
+    columns.update({name: _text_column(frame, name) for name in OPTIONAL_FIELDS if name in frame.columns})
     return pd.DataFrame(columns)
 
 

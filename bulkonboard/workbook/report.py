@@ -14,7 +14,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..model import SECRET_FIELDS, LicenseDemand, LicenseUse, RowResult, Status, join_problems
+from ..model import (
+    OPTIONAL_FIELDS,
+    SECRET_FIELDS,
+    LicenseDemand,
+    LicenseUse,
+    RowResult,
+    Status,
+    join_problems,
+)
 from .atomic import AtomicTarget, abandon_workbook, close_workbook, new_workbook
 from .cells import MAX_COLUMN_WIDTH, cell_text, column_letter
 from .fastrows import Table
@@ -84,19 +92,23 @@ class ReportWriter:
     as it was.
     """
 
-    def __init__(self, path: Path, *, kind: str) -> None:
+    def __init__(self, path: Path, *, kind: str, extra_columns: tuple[str, ...] = ()) -> None:
+        """`extra_columns`: the optional columns the sheet has (profile, manager: `model.OPTIONAL_FIELDS`), shown
+        after the others as sent; a sheet without them gets no empty columns for them."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         self.path = Path(path)
         self.kind = kind
         self._target = AtomicTarget(self.path, 0o666)
         self._finished = False
+        self._extra = tuple(name for name in OPTIONAL_FIELDS if name in extra_columns)
+        self._columns = (*ROWS_COLUMNS, *self._extra)
         self._workbook = new_workbook(self._target, constant_memory=True)
         try:
             self._bold = self._workbook.add_format({"bold": True})
             # Sheet order is creation order: Rows, Summary, Problems. Summary is only written at close(),
             # which constant_memory allows because each sheet streams to its own temp file.
-            self._row_tables = [Table(self._workbook, ROWS_SHEET, ROWS_COLUMNS, self._bold)]
+            self._row_tables = [Table(self._workbook, ROWS_SHEET, self._columns, self._bold)]
             self._summary_sheet = self._workbook.add_worksheet(SUMMARY_SHEET)
             self._problems = Table(self._workbook, PROBLEMS_SHEET, PROBLEMS_COLUMNS, self._bold)
         except BaseException:
@@ -127,7 +139,7 @@ class ReportWriter:
         table = self._row_tables[-1]
         if table.full:  # past Excel's last row: go on in "Rows (2)" rather than lose results
             table = Table(
-                self._workbook, f"{ROWS_SHEET} ({len(self._row_tables) + 1})", ROWS_COLUMNS, self._bold
+                self._workbook, f"{ROWS_SHEET} ({len(self._row_tables) + 1})", self._columns, self._bold
             )
             self._row_tables.append(table)
         upn = result.userPrincipalName
@@ -148,6 +160,7 @@ class ReportWriter:
                 get("immutableId", ""),
                 _display_text(display, "customerTenantId") or result.customerTenantId,
                 get("licenses", ""),
+                *(get(name, "") for name in self._extra),
             ),
             secret,
         )
@@ -193,7 +206,7 @@ class ReportWriter:
                 1,
                 0,
                 last_row,
-                len(ROWS_COLUMNS) - 1,
+                len(self._columns) - 1,
                 {
                     "type": "formula",
                     "criteria": f'={status_ref}="{status}"',
@@ -351,7 +364,9 @@ class _SummaryLines:
 
 
 #: Display keys that can never hold a password; a display with only these skips the search for one.
-_SHOWN_DISPLAY_KEYS = frozenset(key for key in DISPLAY_COLUMNS if key.casefold() not in SECRET_FIELDS)
+_SHOWN_DISPLAY_KEYS = frozenset(
+    key for key in (*DISPLAY_COLUMNS, *OPTIONAL_FIELDS) if key.casefold() not in SECRET_FIELDS
+)
 _STATUS_TEXT: dict[object, str] = {status: status.value for status in Status}
 
 
