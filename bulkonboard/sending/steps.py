@@ -176,8 +176,8 @@ class PlanRunner:
             # Any other end (no answer, a server error, throttled or signed out after an earlier try that may have
             # worked) leaves it in doubt: the next run reconciles before sending it again.
             return StepOutcome.in_doubt(f"may be done: {describe(failure)}; {SAME_JOURNAL}")
-        if outcome.state is StepState.DONE and isinstance(step, ShowsItsEffect):
-            return StepOutcome.done(step.effect(row))
+        if outcome.state is StepState.DONE and not outcome.message and isinstance(step, ShowsItsEffect):
+            return StepOutcome.done(step.effect(row))  # what it did, for the journal's record
         return outcome
 
     def _record(self, step: Step, row: RowState, request_id: str, outcome: StepOutcome) -> None:
