@@ -157,6 +157,7 @@ class SheetRun:
         reporting = reporting or Reporting()
         timing = timing or Timing()
         self._on_result = reporting.on_result
+        self._progress = reporting.progress
         self._facts = connection.facts
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
@@ -195,7 +196,7 @@ class SheetRun:
         dry = self.options.dry_run()
         sheet = read_sheet(self.input_path, sheet=self.options.sheet)
         check_sheet(sheet, dry)
-        facts = await gather_facts(sheet, self._facts, dry.customer)
+        facts = await gather_facts(sheet, self._facts, dry.customer, self._progress)
         if self._recorder is None:
             return await self._run(sheet, facts, started, phase_start)
         try:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from ..progress import NullProgress, Progress
 from ..sheets import facts
 from .errors import MismatchedAnswer, Refused, RequestError, command_error
 from .http import (
@@ -183,6 +184,11 @@ class ServiceFacts:
         self._domains_file = domains_file
         self._known: dict[str, facts.CustomerFacts] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._progress: Progress = NullProgress()
+
+    def show_progress(self, progress: Progress) -> None:
+        """Count the users as they are listed: 4,000 users take seconds, which a blank screen makes look hung."""
+        self._progress = progress
 
     async def customer_facts(self, customer_id: str) -> facts.CustomerFacts:
         key = customer_id.casefold()
@@ -197,6 +203,7 @@ class ServiceFacts:
         one line saying so), where Graph would only say "insufficient privileges"."""
         existing: dict[str, str] = {}
         deleted: dict[str, facts.DeletedUser] = {}
+        self._progress.start(None, "listing users")
         try:
             for listing_deleted in (False, True):
                 async with aclosing(
@@ -204,8 +211,11 @@ class ServiceFacts:
                 ) as users:
                     async for user in users:
                         _sort_user(user, existing, deleted)
+                        self._progress.advance(1)
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
+        finally:
+            self._progress.stop()
         domains = await self._domains(customer_id)
         skus, unreadable = await self._partner_center.subscribed_skus_or_refusal(customer_id)
         return facts.CustomerFacts(
