@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -180,10 +180,15 @@ class Output:
         said = f"{pending.count} rows pending: the run stopped before their outcome was known"
         log.warning(said, extra={"fields": fields})
 
-    def summary(self, title: str, counts: Mapping[str, int], details: Mapping[str, Any]) -> None:
-        """The closing table for a person, or one summary log line for a collector."""
+    def summary(
+        self, title: str, counts: Mapping[str, int], details: Mapping[str, Any], *, not_checked: Collection[str] = ()
+    ) -> None:
+        """The closing table for a person, or one summary log line for a collector. A status in `not_checked`
+        (skipped, offline: nobody asked the tenant) says so rather than a 0 that reads as "nobody exists"."""
         if self.json:
-            fields = {"event": "summary", "counts": dict(counts)}
+            fields: dict[str, Any] = {"event": "summary", "counts": dict(counts)}
+            if not_checked:
+                fields["not_checked"] = sorted(not_checked)
             fields.update({key.replace(" ", "_"): value for key, value in details.items()})
             log.info(title, extra={"fields": fields})
             return
@@ -200,7 +205,8 @@ class Output:
             "pending": "yellow",
         }  # fmt: skip
         for status, count in counts.items():
-            table.add_row(Text(status, style=styles.get(status, "")), f"{count:,}")
+            shown = Text("not checked", style="dim") if status in not_checked and not count else f"{count:,}"
+            table.add_row(Text(status, style=styles.get(status, "")), shown)
         table.add_row(Text("total", style="bold"), f"{sum(counts.values()):,}")
         self.console.print(table)
         for key, value in details.items():

@@ -33,6 +33,7 @@ from .http import (
     path_part,
     same_origin,
     send_request,
+    token_secrets,
 )
 
 if TYPE_CHECKING:  # partnercenter.py re-exports this module's names, so it imports this module
@@ -83,7 +84,7 @@ class GraphClient:
             url,
             headers=headers,
             request_id=request_id,
-            secrets=(token,),
+            secrets=token_secrets(token),
             clock=self._clock,
         )
 

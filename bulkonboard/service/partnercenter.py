@@ -68,6 +68,7 @@ from .http import (
     path_part,
     same_origin,
     send_request,
+    token_secrets,
     without_secrets,
 )
 
@@ -167,7 +168,7 @@ class PartnerCenterClient:
             headers=headers,
             request_id=request_id,
             body=body,
-            secrets=(*secrets, token),
+            secrets=(*secrets, *token_secrets(token)),
             clock=self._clock,
             on_answer=on_answer,
         )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import reduce
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import InputError
 from ..model import FIELDS
@@ -137,10 +137,34 @@ def _find_header(label: str, rows: Iterable[tuple[int, list[str]]]) -> _Header:
         if not version_seen and _is_version_row(cells):
             version_seen = True
             continue
+        if not any(header_field(cell) for cell in cells):
+            _refuse_headerless(label, number, rows)
         return _map_header(label, number, cells, version_seen)
     if version_seen:
         raise InputError(f"{label}: has Entra's version row but no header row after it")
     raise InputError(f"{label}: is empty (no header row)")
+
+
+_HEADER_LOOKAHEAD = 10  # rows below a row without headers where the headers are looked for, to name them
+
+
+def _refuse_headerless(label: str, number: int, rows: Iterable[tuple[int, list[str]]]) -> NoReturn:
+    """Row `number` names no column: name the row just below that does (a title row above the headers is the usual
+    cause). Never a cell's text (a data row may hold a password): only the columns recognised, by their names."""
+    for count, (below, cells) in enumerate(rows):
+        fields = [field for cell in cells if (field := header_field(cell))]
+        if len(fields) >= 2:
+            raise InputError(
+                f"{label}: row {number} has no recognisable column header, but row {below} has "
+                f"({', '.join(fields)}): delete the row(s) above row {below} (a title?) so the headers come first"
+            )
+        if count >= _HEADER_LOOKAHEAD:
+            break
+    raise InputError(
+        f"{label}: row {number} has no recognisable column header (nor do the {_HEADER_LOOKAHEAD} rows below "
+        "it); expected names such as userPrincipalName, displayName, usageLocation, password (or Microsoft's "
+        "Entra / Microsoft 365 bulk template headers)"
+    )
 
 
 def _map_header(label: str, number: int, cells: list[str], version_seen: bool) -> _Header:
@@ -158,13 +182,6 @@ def _map_header(label: str, number: int, cells: list[str], version_seen: bool) -
         columns[field] = index
         bracketed = bracketed or bool(_BRACKET.search(cell))
         m365 = m365 or _squash(cell) in _M365_MARKERS
-    if not columns:
-        # The cells are not echoed: a sheet without a header row has a data row here, possibly a password.
-        raise InputError(
-            f"{label}: row {number} has no recognisable column header; expected names such as "
-            "userPrincipalName, displayName, usageLocation, password (or Microsoft's Entra / Microsoft 365 "
-            "bulk template headers)"
-        )
     named = [index for index, cell in enumerate(cells) if cell]
     layout = LAYOUT_ENTRA if version_seen or bracketed else LAYOUT_M365 if m365 else LAYOUT_PLAIN
     return _Header(row=number, columns=columns, span=range(named[0], named[-1] + 1), layout=layout)

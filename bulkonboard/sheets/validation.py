@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ..model import FIELDS, Problem, Status, UserRow
+from ..model import FIELDS, Problem, Status, UserRow, plain_tenant_id
 from .deletedusers import deleted_user_message, find_deleted_users
 from .facts import ANY_CUSTOMER, CustomerFacts, DeletedUser
 from .licenses import (
@@ -456,9 +456,9 @@ def _resolve_customer(own: pd.Series, default_customer: str) -> np.ndarray:
 
     Tenant ids are GUIDs, which compare case-insensitively: they are lower-cased here, once, so `3C9A...` and
     `3c9a...` are one customer (one facts request, one preflight, one line in the summary)."""
-    own = own.str.lower()
+    own = own.str.lower().str.replace(r"^\{([0-9a-f-]{36})\}$", r"\1", regex=True)  # a {GUID} as PowerShell shows it
     if default_customer:
-        own = own.mask(own == "", default_customer.lower())
+        own = own.mask(own == "", plain_tenant_id(default_customer).lower())
     return own.to_numpy(dtype=object)
 
 
