@@ -39,6 +39,7 @@ def display_fields(checked: CheckedRow) -> dict[str, str]:
         "immutableId": user.immutableId,
         "customerTenantId": "" if user.customerTenantId == ANY_CUSTOMER else user.customerTenantId,
         "licenses": "; ".join(user.licenses),
+        "forceChangePassword": "TRUE" if user.forceChangePassword else "FALSE",
     }
 
 

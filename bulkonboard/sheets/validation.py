@@ -370,10 +370,15 @@ def _check_usage_locations(
     codes = list(supported_usage_locations())
     usage_upper = usage.copy()
     not_a_code = ~usage.isin(codes)  # most cells already are a valid code: upper-case only the others
-    usage_upper[not_a_code] = usage[not_a_code].str.upper()
+    # The template's drop-down offers "US - United States": the code is what is sent.
+    usage_upper[not_a_code] = usage[not_a_code].str.replace(PICKED_COUNTRY, r"\1", regex=True).str.upper()
     _flag(failed, Rule.USAGE_LOCATION_MISSING, usage_upper == "")
     _flag(failed, Rule.USAGE_LOCATION_INVALID, (usage_upper != "") & ~usage_upper.isin(codes))
     return usage_upper.to_numpy(dtype=object)
+
+
+#: A usage location as the template's drop-down writes it: the code, " - ", the country's name.
+PICKED_COUNTRY = r"^([A-Za-z]{2}) - \S.*$"
 
 
 def _check_passwords(frame: pd.DataFrame, failed: np.ndarray, generate_passwords: bool) -> None:
