@@ -107,3 +107,11 @@ def test_a_customer_id_in_braces_is_the_guid(tmp_path: Path) -> None:
     )  # the sample's mistakes, not "not one of the partner's customers"
     assert result.stderr == ""
     assert sum(row["status"] == "valid" for row in sheet_rows(report)) == 26
+
+
+def test_the_version_is_one_line_on_stdout() -> None:
+    from bulkonboard import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == f"bulkonboard, version {__version__}\n"
