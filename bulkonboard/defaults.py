@@ -8,6 +8,8 @@ those stages, and each value is written down once.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
@@ -24,6 +26,25 @@ DEFAULT_ATTEMPTS = 5
 
 
 def state_dir() -> Path:
-    """XDG's state directory: what a run must remember across runs (journals, token cache)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "bulkonboard"
+    """Where a run keeps what it must remember across runs (journals, token cache): the platform's own place,
+    from platformdirs (Linux: $XDG_STATE_HOME or ~/.local/state/bulkonboard; macOS: ~/Library/Application
+    Support/bulkonboard; Windows: %LOCALAPPDATA%\\bulkonboard). XDG_STATE_HOME, when set, wins everywhere: a
+    scheduler or a test that names it gets it on any platform."""
+    explicit = os.environ.get("XDG_STATE_HOME")
+    if explicit:
+        return Path(explicit) / "bulkonboard"
+    import platformdirs  # here, not at the top: `--help` never needs it
+
+    return Path(platformdirs.user_state_dir("bulkonboard", appauthor=False))
+
+
+def user_config_dir(environ: Mapping[str, str], home: Path | None = None) -> Path:
+    """The folder of the user's config file: $XDG_CONFIG_HOME/bulkonboard, else ~/.config/bulkonboard on Linux
+    (as before), else the platform's own (macOS: ~/Library/Application Support/bulkonboard; Windows:
+    %APPDATA%\\bulkonboard)."""
+    explicit = environ.get("XDG_CONFIG_HOME")
+    if explicit or sys.platform.startswith("linux"):
+        return Path(explicit or (home or Path.home()) / ".config") / "bulkonboard"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("bulkonboard", appauthor=False))

@@ -6,6 +6,7 @@ dependencies along (the arrows of the architecture point one way; this module is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -137,6 +138,18 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+#: A tenant GUID as Windows and PowerShell print it, in braces: `{3c9a8f12-...}`.
+_BRACED_GUID = re.compile(r"\{([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\}")
+
+
+def plain_tenant_id(text: str) -> str:
+    """A customer id as typed, with the braces of a `{GUID}` (copied from PowerShell or the registry) taken off:
+    Partner Center knows the GUID alone, and refused the braced one as "not one of the partner's customers"."""
+    text = text.strip()
+    braced = _BRACED_GUID.fullmatch(text)
+    return braced.group(1) if braced else text
 
 
 def join_problems(problems: tuple[Problem, ...] | list[Problem]) -> str:

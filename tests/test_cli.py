@@ -104,9 +104,11 @@ def test_template_round_trips_through_the_reader(tmp_path: Path) -> None:
     assert bulkonboard("template", path).returncode == 2  # never overwrites without --force
     report = tmp_path / "report.xlsx"
     result = bulkonboard("validate", path, "--domains", SAMPLES / "domains.csv", "--report", report)
+    assert sheet_rows(report) == [] and result.returncode == 0  # the sheet read starts empty: nobody to create
+    result = bulkonboard("validate", path, "--sheet", "Example", "--domains", SAMPLES / "domains.csv", "--report", report)
     (example,) = sheet_rows(report)
-    assert example["status"] == "valid", example["problems"]
-    assert result.returncode == 0
+    assert example["status"] == "valid", example["problems"]  # the example is right, "US - United States" too
+    assert example["usageLocation"] == "US" and result.returncode == 0
 
 
 def test_help_explains_itself() -> None:

@@ -98,13 +98,13 @@ def test_each_user_gets_exactly_its_rows_licenses_once_and_a_rerun_sends_nothing
     assert units_used(tmp_path / "first.xlsx") == {
         "ENTERPRISEPACK": (2, 0), "FLOW_FREE": (3, 0), "MINECRAFT": (1, 0),
     }  # fmt: skip
-    assert summary_items(tmp_path / "first.xlsx")["step requests (licenses)"] == "5"
+    assert summary_items(tmp_path / "first.xlsx")["step requests"] == "5"
 
     # The same journal again: nothing created, nothing assigned, and the results still say what each user holds
     # (from the journal's record of the earlier run).
     assert again.returncode == 0 and closing_line(again)["counts"]["skipped"] == 5  # type: ignore[index]
     assert held_again == held_first and after_again == after_first
-    assert summary_items(tmp_path / "again.xlsx")["step requests (licenses)"] == "0"
+    assert summary_items(tmp_path / "again.xlsx")["step requests"] == "0"
     assert units_used(tmp_path / "again.xlsx") == {}
     again_rows = {row["userPrincipalName"]: row["licenses"] for row in results_rows(tmp_path / "again.xlsx")}
     assert {upn: again_rows[upn] for upn in wanted} == {upn: rows[upn]["licenses"] for upn in wanted}
@@ -214,7 +214,7 @@ def test_a_refused_license_makes_the_row_partial_and_the_next_run_assigns_only_i
     }
 
     assert finished.returncode == 0 and closing_line(finished)["counts"]["skipped"] == 3  # type: ignore[index]
-    assert summary_items(tmp_path / "finished.xlsx")["step requests (licenses)"] == "1"  # cem's, alone
+    assert summary_items(tmp_path / "finished.xlsx")["step requests"] == "1"  # cem's, alone
     assert units_used(tmp_path / "finished.xlsx") == {"ENTERPRISEPACK": (1, 0)}
     assert [r["licenses"] for r in results_rows(tmp_path / "finished.xlsx")] == ["ENTERPRISEPACK"] * 3
     assert {
@@ -271,7 +271,7 @@ def test_drops_and_failures_then_a_rerun_leave_every_user_exactly_its_licenses_e
     # The faults did reach the license calls: more license requests than the 18 groups to assign (retries with
     # the same request id, lookups after lost answers).
     sent = sum(
-        int(summary_items(path)["step requests (licenses)"])
+        int(summary_items(path)["step requests"])
         for path in (tmp_path / "first.xlsx", tmp_path / "rerun.xlsx")
     )
     assert sent > sum(1 + (";" in cell and "MINECRAFT" in cell) for _, cell in FAULTY_ROWS) == 18
@@ -384,4 +384,4 @@ def test_a_license_the_customer_does_not_hold_for_a_user_created_earlier_is_part
         "(closest: Office 365 E3 (ENTERPRISEPACK)" in row["problems"]
     ), row["problems"]
     assert after == before and held["ann@contoso.com"] == []
-    assert summary_items(tmp_path / "asked.xlsx")["step requests (licenses)"] == "0"
+    assert summary_items(tmp_path / "asked.xlsx")["step requests"] == "0"

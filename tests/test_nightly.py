@@ -88,7 +88,9 @@ def test_sigterm_stops_gracefully_and_the_same_command_finishes_the_rest(tmp_pat
 
 
 def test_a_second_run_on_the_same_journal_is_refused_with_the_first_runs_pid(tmp_path: Path) -> None:
-    sheet = write_sheet(tmp_path / "hires.csv", 60)
+    # 600 rows at 20/s: the first run is still going when the second has started, however loaded the machine
+    # (60 rows, 3 s, were done before a slow second start once; the first is stopped by SIGTERM at the end).
+    sheet = write_sheet(tmp_path / "hires.csv", 600)
     journal = tmp_path / "journal.sqlite"
     with standalone_sandbox("--latency-ms", "50") as sandbox:
         def command(results: str) -> list[str]:

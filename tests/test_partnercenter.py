@@ -1125,3 +1125,25 @@ async def test_sandbox_service_facts_and_graph(session: aiohttp.ClientSession) -
     }
     assert graph_user is not None and found.existing_users["wei.zhang@contoso.com"] == graph_user["id"]
     assert nobody is None
+
+
+@pytest.mark.parametrize(
+    ("token", "masked"), [("sandbox", False), ("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.payload.signature", True)]
+)
+async def test_a_real_token_is_blotted_out_but_the_sandbox_word_stays(
+    session: aiohttp.ClientSession, token: str, masked: bool
+) -> None:
+    """`sandbox` is the sandbox's public token and an ordinary word: "does not exist in the ***" helped nobody."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"code": 1, "description": f"{token} does not exist in the sandbox"}, status=400)
+
+    async with FakeServer(handle) as srv:
+        client = PartnerCenterClient(session, StaticTokens(token), base_url=srv.url, correlation_id=CORRELATION)
+        with pytest.raises(ApiError) as caught:
+            await client.get_customer(CUSTOMER)
+    if masked:
+        assert_no_secret(caught.value, token)
+        assert "*** does not exist in the sandbox" in caught.value.description
+    else:
+        assert "sandbox does not exist in the sandbox" in caught.value.description

@@ -12,7 +12,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from bulkonboard.errors import AuthError, ServiceUnavailable
 from bulkonboard.journal.store import open_journal
 from bulkonboard.model import Code, Problem, RowResult, Status, UserRow
+from bulkonboard.progress import Slowdowns
 from bulkonboard.sending.pipeline import (
     API_UNREACHABLE,
     DEFAULT_LOOKUP_RETRIES,
@@ -192,14 +193,20 @@ class RecordingProgress:
         self.total: int | None = None
         self.done = 0
         self.failed = 0
+        self.unsent = 0
+        self.slowdowns: Callable[[], Slowdowns] | None = None
         self.stopped = False
 
     def start(self, total: int | None, description: str) -> None:
         self.total = total
 
-    def advance(self, count: int = 1, *, failed: int = 0) -> None:
+    def advance(self, count: int = 1, *, failed: int = 0, unsent: int = 0) -> None:
         self.done += count
         self.failed += failed
+        self.unsent += unsent
+
+    def follow(self, slowdowns: Callable[[], Slowdowns]) -> None:
+        self.slowdowns = slowdowns
 
     def stop(self) -> None:
         self.stopped = True
@@ -327,6 +334,8 @@ async def test_results_keep_input_order_when_answers_come_back_out_of_order() ->
     assert skipped.status is Status.SKIPPED and skipped.userId == "u-jane" and skipped.requestId is None
     assert pipeline.stats.counts["created"] == 5 and pipeline.stats.sent_rows == 5
     assert progress.total == 7 and progress.done == 7 and progress.failed == 1 and progress.stopped
+    assert progress.unsent == 2  # the invalid and the existing row: no request, so not in the rate
+    assert progress.slowdowns is not None and progress.slowdowns() == (pipeline.stats.retries, pipeline.stats.throttled)
     assert len({call.request_id for call in service.calls}) == 5  # one request id per row
 
 

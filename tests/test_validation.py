@@ -729,14 +729,20 @@ def test_check_columns_names_every_missing_column_in_one_line() -> None:
     assert caught.value.exit_code == 2
     assert "\n" not in text
     assert text.startswith("/tmp/new-hires.xlsx: ")
-    assert "userPrincipalName, usageLocation, password" in text
-    assert "displayName" not in text
+    missing, found = text.split("; columns found: ")
+    assert "userPrincipalName, usageLocation, password" in missing and "displayName" not in missing
+    assert "--usage-location CODE and --generate-passwords PATH.xlsx" in missing  # the fix, named
+    assert found == "displayName, firstName"  # a header typo shows at once
 
 
 def test_options_stand_in_for_columns() -> None:
     sheet = make_sheet([], present={"userPrincipalName", "displayName"})
     check_columns(sheet, generate_passwords=True, default_usage_location="us", default_customer=CONTOSO)
-    with pytest.raises(InputError, match=r"missing required column: password$"):
+    with pytest.raises(
+        InputError,
+        match=r"missing required column: password \(add the column, or give "
+        r"--generate-passwords PATH.xlsx\); columns found: displayName, userPrincipalName$",
+    ):
         check_columns(sheet, default_usage_location="US", default_customer=CONTOSO)
 
 
@@ -746,7 +752,13 @@ def test_check_columns_needs_a_customer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("default", "says"), [("CU", "CU is not a country"), ("USA", "US (United States)"), ("", "")]
+    ("default", "says"),
+    [
+        ("CU", "CU is not a country"),
+        ("USA", "US (United States)"),
+        ("", ""),
+        ("uk", "UK is not an ISO country code: did you mean GB?"),
+    ],
 )
 def test_check_columns_refuses_an_invalid_default_usage_location(default: str, says: str) -> None:
     sheet = make_sheet([], present=ALL_COLUMNS - {"usageLocation"})

@@ -45,6 +45,7 @@ ROWS_HEADER = [
     "immutableId",
     "customerTenantId",
     "licenses",
+    "forceChangePassword",
 ]
 PROBLEMS_HEADER = ["row", "userPrincipalName", "field", "code", "message"]
 STARTED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -151,6 +152,7 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         None,
         None,
         None,
+        None,
     ]
     assert rows[2] == [
         5,
@@ -166,9 +168,10 @@ def test_sheets_headers_and_values_in_add_order(tmp_path: Path) -> None:
         "000123",
         "cust-a",
         "ENTERPRISEPACK; FLOW_FREE",  # as asked
+        None,  # forceChangePassword: not in this display
     ]
     # customerTenantId falls back to the result's own when display has none
-    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-2] == "cust-b"
+    assert rows[3][:3] == [3, "user3@contoso.com", "skipped"] and rows[3][-3] == "cust-b"
     assert book["Rows"]["A2"].data_type == "n" and book["Rows"]["K3"].data_type == "s"
 
     problems = sheet_rows(path, "Problems")
@@ -241,7 +244,7 @@ def test_frozen_header_autofilter_and_widths(tmp_path: Path) -> None:
     book = openpyxl.load_workbook(path)
     rows_sheet, problems_sheet = book["Rows"], book["Problems"]
     assert rows_sheet.freeze_panes == "A2" and problems_sheet.freeze_panes == "A2"
-    assert rows_sheet.auto_filter.ref == "A1:M4"
+    assert rows_sheet.auto_filter.ref == "A1:N4"
     assert problems_sheet.auto_filter.ref == "A1:E2"
     widths = {letter: dim.width for letter, dim in rows_sheet.column_dimensions.items()}
     upn_width = len("a.rather.long.user.principal.name@contoso.com")
@@ -258,7 +261,7 @@ def test_rows_are_highlighted_by_status(tmp_path: Path) -> None:
     assert rows_sheet["C1"].value == "status"
     fills: dict[str, str] = {}
     for formatting in rows_sheet.conditional_formatting:
-        assert str(formatting.sqref) == "A2:M6"
+        assert str(formatting.sqref) == "A2:N6"
         for rule in formatting.rules:
             (formula,) = rule.formula
             match = re.fullmatch(r'\$C2="(\w+)"', formula)
@@ -339,10 +342,11 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     ]
 
 
-def test_validation_report_has_no_chart(tmp_path: Path) -> None:
+def test_validation_report_has_a_chart_of_its_verdicts(tmp_path: Path) -> None:
     path = write_report(tmp_path / "report.xlsx", [make_result(2, Status.VALID)], kind="validation")
     with zipfile.ZipFile(path) as archive:
-        assert not [name for name in archive.namelist() if name.startswith("xl/charts/")]
+        (chart,) = [name for name in archive.namelist() if name.startswith("xl/charts/")]
+        assert "<c:v>valid</c:v>" in archive.read(chart).decode()
 
 
 def test_long_text_is_truncated_visibly_at_excels_limit(tmp_path: Path) -> None:
@@ -469,8 +473,11 @@ def test_an_existing_file_survives_a_failed_write_and_is_replaced_by_a_good_one(
 def test_an_empty_report_still_has_every_sheet_and_header(tmp_path: Path) -> None:
     path = write_report(tmp_path / "report.xlsx", [], kind="validation")
     assert sheet_rows(path, "Rows") == [ROWS_HEADER]
-    assert sheet_rows(path, "Problems") == [PROBLEMS_HEADER]
-    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:M1"
+    assert sheet_rows(path, "Problems") == [
+        PROBLEMS_HEADER,
+        ["No problems: every row is valid or already exists.", None, None, None, None],
+    ]
+    assert openpyxl.load_workbook(path)["Rows"].auto_filter.ref == "A1:N1"
     assert summary_items(path)["total"] == 0
 
 
@@ -530,8 +537,9 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
     path = tmp_path / "template.xlsx"
     write_template(path)
     book = openpyxl.load_workbook(path)
-    assert book.sheetnames == ["Users", "Lists"]
+    assert book.sheetnames == ["Users", "Example", "Lists"]  # Users, the sheet read, comes first
     users = book["Users"]
+    assert users.max_row == 1  # headers only: no example row a run could create
     header = [cell.value for cell in users[1]]
     assert header == [
         "userPrincipalName",
@@ -552,9 +560,11 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
     assert "US" in notes["usageLocation"] and "list" in notes["usageLocation"]
     assert "ENTERPRISEPACK" in notes["licenses"] and "usage location" in notes["licenses"]
 
-    example = {name: cell.value for name, cell in zip(header, users[2], strict=True)}
+    example_sheet = book["Example"]
+    assert [cell.value for cell in example_sheet[1]] == header
+    example = {name: cell.value for name, cell in zip(header, example_sheet[2], strict=True)}
     assert example["userPrincipalName"] == "alex.wilber@contoso.com"
-    assert example["usageLocation"] == "US"
+    assert example["usageLocation"] == "US - United States"  # as the drop-down writes it
     assert example["forceChangePassword"] is True
     password = example["password"]
     assert 8 <= len(password) <= 256
@@ -565,7 +575,7 @@ def test_template_columns_notes_and_example(tmp_path: Path) -> None:
         any(not c.isalnum() for c in password),
     ]
     assert all(kinds) and password[0].isalpha()
-    assert users["F2"].number_format == "@" and users["F2"].data_type == "s"
+    assert example_sheet["F2"].data_type == "s"
     assert users.column_dimensions["F"].number_format == "@"
     assert not [cell.coordinate for cell in all_cells(path) if cell.data_type == "f"]
 
@@ -581,6 +591,8 @@ def test_template_drop_downs_refer_to_a_hidden_list_of_supported_codes(tmp_path:
     listed = [(row[0].value, row[1].value) for row in lists.iter_rows(min_row=2)]
     # the packaged CSV has stray padding (Laos ends in spaces and a hair space): shown trimmed
     assert listed == [(record["code"].strip(), record["name"].strip()) for record in expected]
+    picks = [row[2].value for row in lists.iter_rows(min_row=2)]
+    assert picks == [f"{code} - {name}" for code, name in listed]  # the drop-down shows the country's name
     codes = {code for code, _ in listed}
     assert {"NA", "XK", "US"} <= codes and "CU" not in codes
 
@@ -590,7 +602,8 @@ def test_template_drop_downs_refer_to_a_hidden_list_of_supported_codes(tmp_path:
             by_column[cell_range.coord.split(":")[0].rstrip("0123456789")] = (validation, cell_range)
     usage, usage_range = by_column["E"]
     assert usage.type == "list"
-    assert usage.formula1.lstrip("=") == "Lists!$A$2:$A$249"
+    assert usage.formula1.lstrip("=") == "Lists!$C$2:$C$249"
+    assert usage.errorStyle == "warning"  # a bare code typed in is right too
     assert usage_range.min_row == 2 and usage_range.max_row >= 1000
     force, force_range = by_column["G"]
     assert force.type == "list" and force.formula1 == '"TRUE,FALSE"'

@@ -181,5 +181,5 @@ def test_dimension_and_filter_cover_every_written_row(tmp_path: Path) -> None:
     path = tmp_path / "fast.xlsx"
     write(path, results)
     xml = sheet_xml(path)["xl/worksheets/sheet1.xml"].decode()
-    assert '<dimension ref="A1:M51"/>' in xml
-    assert '<autoFilter ref="A1:M51"/>' in xml
+    assert '<dimension ref="A1:N51"/>' in xml
+    assert '<autoFilter ref="A1:N51"/>' in xml

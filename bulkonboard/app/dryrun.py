@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..model import RowResult, Status
-from ..progress import NullProgress, Progress
+from ..progress import NullProgress, Progress, ShowsProgress
 from ..sheets.columns import check_columns
 from ..sheets.facts import ANY_CUSTOMER, CustomerFacts, FactsSource
 from ..sheets.reader import Sheet
@@ -39,6 +39,7 @@ def display_fields(checked: CheckedRow) -> dict[str, str]:
         "immutableId": user.immutableId,
         "customerTenantId": "" if user.customerTenantId == ANY_CUSTOMER else user.customerTenantId,
         "licenses": "; ".join(user.licenses),
+        "forceChangePassword": "TRUE" if user.forceChangePassword else "FALSE",
         **dict(user.profile),  # as sent (a hire date as Graph's date-time)
         **({"manager": user.manager} if user.manager else {}),
     }
@@ -56,8 +57,13 @@ def checked_to_result(checked: CheckedRow) -> RowResult:
     )
 
 
-async def gather_facts(sheet: Sheet, source: FactsSource, customer: str) -> dict[str, CustomerFacts]:
-    """One question per customer, not per row: a sheet of 5,000 rows for one customer asks once."""
+async def gather_facts(
+    sheet: Sheet, source: FactsSource, customer: str, progress: Progress | None = None
+) -> dict[str, CustomerFacts]:
+    """One question per customer, not per row: a sheet of 5,000 rows for one customer asks once. Listing a
+    customer's users is the slow part (seconds for thousands): `progress` shows their count as they come."""
+    if progress is not None and isinstance(source, ShowsProgress):
+        source.show_progress(progress)
     return {c: await source.customer_facts(c) for c in customers_in(sheet, customer) if c}
 
 

@@ -79,7 +79,7 @@ async def validate_sheet(
     sheet = read_sheet(request.input_path, sheet=request.sheet)
     check_sheet(sheet, options)
     async with connect(source, correlation_id=correlation_id) as connection:
-        facts = await gather_facts(sheet, connection.facts, options.customer)
+        facts = await gather_facts(sheet, connection.facts, options.customer, progress)
     validation = run_validation(sheet, facts, options)
     summary = write_report(
         validation,

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_CONCURRENCY, DEFAULT_RATE
+from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_CONCURRENCY
 from ..errors import (
     EXIT_AUTH_OR_CONNECTION,
     EXIT_INTERRUPTED,
@@ -46,6 +46,7 @@ from ..sheets.facts import CustomerFacts
 from ..sheets.reader import Sheet, read_sheet
 from ..sheets.validation import CheckedRow, Validation
 from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
+from .details import run_details
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
 from .launch import license_steps_of
 from .passwords import with_generated_passwords
@@ -164,6 +165,7 @@ class SheetRun:
         reporting = reporting or Reporting()
         timing = timing or Timing()
         self._on_result = reporting.on_result
+        self._progress = reporting.progress
         self._facts = connection.facts
         self._graph = connection.graph
         self._recorder = journal if isinstance(journal, RunRecorder) else None
@@ -205,7 +207,7 @@ class SheetRun:
         dry = self.options.dry_run()
         sheet = read_sheet(self.input_path, sheet=self.options.sheet)
         check_sheet(sheet, dry)
-        facts = await gather_facts(sheet, self._facts, dry.customer)
+        facts = await gather_facts(sheet, self._facts, dry.customer, self._progress)
         if self._recorder is None:
             return await self._run(sheet, facts, started, phase_start)
         try:
@@ -244,21 +246,8 @@ class SheetRun:
     async def _run(
         self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
     ) -> RunOutcome:
-        dry = self.options.dry_run()
-        validation = run_validation(sheet, facts, dry)
-        self.licenses.learn(facts)  # the SKUs the license steps resolve rows against: read once, with the facts
-        plan = plan_for(sheet.present, self._graph, facts, via=self.options.via)  # a plan it cannot keep: exit 2
+        validation, rows = await self._ready(sheet, facts)
         validation_seconds = time.monotonic() - phase_start
-
-        to_send = validation.counts.get(Status.VALID, 0)
-        if to_send and not self.pipeline.stopping:
-            await self.pipeline.preflight(facts)
-        rows: Iterable[CheckedRow] = validation
-        if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
-            rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
-
-        # license, then profile, then manager (the contract's order); managers' rows first too
-        self.pipeline.plan_steps(**plan.for_pipeline(validation, self.passwords_written, before=self._license_steps))
         sending_start = time.monotonic()
         with ReportWriter(self.results, kind="results", extra_columns=tuple(sheet.present)) as writer:
             written = Tally()
@@ -282,18 +271,16 @@ class SheetRun:
                 raise own from failure
             sending_seconds = time.monotonic() - sending_start
             counts = _result_counts(stats)
-            summary = Summary(
-                kind="results",
-                input_path=sheet.path,
-                customer=self.options.customer or ", ".join(facts),
-                started=started,
-                finished=datetime.now(UTC),
-                counts=counts,
-                correlation_id=self.correlation_id,
-                problem_counts=dict(stats.problem_counts),
-                extra=self._details(stats, facts, validation_seconds, sending_seconds, stats.not_reached),
-                units_used=self.licenses.usage(),
+            extra = run_details(
+                self.options,
+                stats,
+                source=self.source_name,
+                discovered=getattr(self.pipeline.rate_controller, "discovered_rate", None),
+                journal_run=self._journal_run,
+                passwords=self.passwords_written,
+                seconds=(validation_seconds, sending_seconds),
             )
+            summary = self._summary(sheet, facts, started, counts, dict(stats.problem_counts), extra)
             try:
                 writer.close(summary)
             except WorkbookNotWritten as exc:
@@ -302,6 +289,45 @@ class SheetRun:
                 raise OwnFailure(self._results_lost(exc.strerror or str(exc))) from exc
 
         return self._outcome(stats, counts, summary)
+
+    async def _ready(
+        self, sheet: Sheet, facts: dict[str, CustomerFacts]
+    ) -> tuple[Validation, Iterable[CheckedRow]]:
+        """Validation's verdicts, the service asked once, passwords made, and the plan of steps the sheet's
+        columns call for: license, then profile, then manager (a plan it cannot keep: exit 2, nothing sent)."""
+        validation = run_validation(sheet, facts, self.options.dry_run())
+        self.licenses.learn(facts)  # the SKUs the license steps resolve rows against: read once, with the facts
+        plan = plan_for(sheet.present, self._graph, facts, via=self.options.via)
+        to_send = validation.counts.get(Status.VALID, 0)
+        if to_send and not self.pipeline.stopping:
+            await self.pipeline.preflight(facts)
+        rows: Iterable[CheckedRow] = validation
+        if to_send and self.options.generated_passwords is not None and not self.pipeline.stopping:
+            rows, self.passwords_written = with_generated_passwords(validation, self.options.generated_passwords)
+        self.pipeline.plan_steps(**plan.for_pipeline(validation, self.passwords_written, before=self._license_steps))
+        return validation, rows
+
+    def _summary(
+        self,
+        sheet: Sheet,
+        facts: Mapping[str, CustomerFacts],
+        started: datetime,
+        counts: dict[str, int],
+        problem_counts: dict[str, int],
+        extra: Mapping[str, str | int | float],
+    ) -> Summary:
+        return Summary(
+            kind="results",
+            input_path=sheet.path,
+            customer=self.options.customer or ", ".join(facts),
+            started=started,
+            finished=datetime.now(UTC),
+            counts=counts,
+            correlation_id=self.correlation_id,
+            problem_counts=problem_counts,
+            extra=dict(extra),
+            units_used=self.licenses.usage(),
+        )
 
     def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
         return RunOutcome(
@@ -316,51 +342,6 @@ class SheetRun:
             passwords_written=self.passwords_written,
             denied=stats.denied,
         )
-
-    def _details(
-        self,
-        stats: PipelineStats,
-        facts: Mapping[str, CustomerFacts],
-        validation_seconds: float,
-        sending_seconds: float,
-        not_reached: int,
-    ) -> dict[str, str | int | float]:
-        rate = (
-            f"{self.options.rate:g} users/s (--rate)"
-            if self.options.rate is not None
-            else f"not given: slow start from {DEFAULT_RATE:g} users/s, then just under what the service accepts"
-        )
-        details: dict[str, str | int | float] = {
-            "source": self.source_name,
-            "rate": rate,
-            "concurrency": self.options.concurrency,
-            "validation (s)": round(validation_seconds, 3),
-            "sending (s)": round(sending_seconds, 3),
-            "rows sent": stats.sent_rows,
-            "create requests": stats.requests,
-            "step requests (licenses)": stats.step_requests,  # paced with the creates; lookups included
-            "retries": stats.retries,
-            "throttled (429)": stats.throttled,
-            "users looked up": stats.lookups,
-            "achieved rate (created/s)": round(stats.achieved_rate, 3) if stats.achieved_rate else 0.0,
-            "rate settled at (users/s)": round(stats.rate_settled, 3),
-            "interrupted": "yes" if stats.interrupted else "no",
-        }
-        discovered = getattr(self.pipeline.rate_controller, "discovered_rate", None)
-        if self.options.rate is None:
-            details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
-        if stats.halted:
-            details["stopped early"] = f"{stats.halted}: no new row was sent after it"
-        if stats.denied:
-            details["stopped early"] = f"{stats.denied}: no new row was sent after it"
-        if stats.interrupted or stats.halted or stats.denied:
-            details["rows not finished"] = stats.not_finished
-            details["rows not reached"] = not_reached
-        if self._journal_run is not None:
-            details["journal run"] = self._journal_run
-        if self.passwords_written is not None:
-            details["generated passwords"] = str(self.passwords_written)
-        return details
 
     def _close_after_failure(
         self,
@@ -388,24 +369,14 @@ class SheetRun:
                     result = result or unfinished(checked, why, taken=position < taken)
                     writer.add(result)
                     written.add(result)
-            writer.close(
-                Summary(
-                    kind="results",
-                    input_path=sheet.path,
-                    customer=self.options.customer or ", ".join(facts),
-                    started=started,
-                    finished=datetime.now(UTC),
-                    counts={status.value: written.counts.get(status.value, 0) for status in RESULT_STATUSES},
-                    correlation_id=self.correlation_id,
-                    problem_counts=written.problem_counts,
-                    extra={
-                        "source": self.source_name,
-                        "run failed": why,
-                        "rows sent": self.pipeline.stats.sent_rows,
-                        **({"generated passwords": str(self.passwords_written)} if self.passwords_written else {}),
-                    },
-                )
-            )
+            counts = {status.value: written.counts.get(status.value, 0) for status in RESULT_STATUSES}
+            extra: dict[str, str | int | float] = {
+                "source": self.source_name,
+                "run failed": why,
+                "rows sent": self.pipeline.stats.sent_rows,
+                **({"generated passwords": str(self.passwords_written)} if self.passwords_written else {}),
+            }
+            writer.close(self._summary(sheet, facts, started, counts, written.problem_counts, extra))
         except Exception:
             writer.discard()
             return False

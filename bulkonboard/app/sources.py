@@ -123,14 +123,17 @@ class SourceChoice:
 
     @property
     def name(self) -> str:
-        """The source as the summary and the results workbook name it."""
-        if self.mode is SourceMode.SANDBOX_URL:
-            return f"sandbox at {self.sandbox_url}"
+        """The source as the summary and the results workbook name it; with --domains beside a service, that the
+        domains came from the file (it is honoured: the service is asked for users only)."""
         if self.mode is SourceMode.DOMAINS_FILE:
             return f"domains file {self.domains}"
-        if self.mode is SourceMode.EMBEDDED_SANDBOX:
-            return "embedded sandbox"
-        return f"Partner Center at {self.base_url}"
+        if self.mode is SourceMode.SANDBOX_URL:
+            name = f"sandbox at {self.sandbox_url}"
+        elif self.mode is SourceMode.EMBEDDED_SANDBOX:
+            name = "embedded sandbox"
+        else:
+            name = f"Partner Center at {self.base_url}"
+        return f"{name}, domains from {self.domains}" if self.domains else name
 
 
 @dataclass

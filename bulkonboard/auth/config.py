@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..defaults import state_dir
+from ..defaults import state_dir, user_config_dir
 from ..errors import AuthError
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -199,8 +199,7 @@ def find_config_file(
     local = (cwd or Path.cwd()) / CONFIG_FILE_NAME
     if local.is_file():
         return local
-    xdg = environ.get("XDG_CONFIG_HOME") or str((home or Path.home()) / ".config")
-    user = Path(xdg) / "bulkonboard" / "config.toml"
+    user = user_config_dir(environ, home) / "config.toml"
     return user if user.is_file() else None
 
 

@@ -11,12 +11,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from ..model import RowResult, Status
-from ..progress import NullProgress, Progress  # re-exported: their old home
+from ..progress import NullProgress, Progress, Slowdowns  # re-exported: their old home
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,60 +26,38 @@ log = logging.getLogger(LOGGER_NAME)
 
 
 class RichProgress:
-    """A bar with done/total, rate, ETA and the failures so far."""
+    """What a person at a terminal sees while a command works, drawn by `cli.progressbar`: a bar with done/total,
+    rate and ETA, failures and what slowed the run; or, with no total, a spinner and a count."""
 
     def __init__(self, console: Console) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            ProgressColumn,
-            SpinnerColumn,
-            Task,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgressBar
-        from rich.text import Text
-
-        class RateColumn(ProgressColumn):
-            """Rows per second over the whole task: the figure a person compares with --rate."""
-
-            def render(self, task: Task) -> Text:
-                elapsed = task.elapsed or 0.0
-                if elapsed <= 0 or not task.completed:
-                    return Text("-- rows/s", style="progress.data.speed")
-                return Text(f"{task.completed / elapsed:,.1f} rows/s", style="progress.data.speed")
-
-        self._bar = RichProgressBar(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            RateColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TimeElapsedColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
-            console=console,
-            transient=False,
-        )
+        self._console = console
+        self._bar: Any = None
         self._task: Any = None
-        self._failed = 0
+        self._slowdowns: Callable[[], Slowdowns] = Slowdowns
+
+    def follow(self, slowdowns: Callable[[], Slowdowns]) -> None:
+        self._slowdowns = slowdowns
 
     def start(self, total: int | None, description: str) -> None:
-        self._failed = 0
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total, failed=0)
+        from .progressbar import bar_for
 
-    def advance(self, count: int = 1, *, failed: int = 0) -> None:
-        self._failed += failed
-        self._bar.update(self._task, advance=count, failed=self._failed)
+        self.stop()
+        self._bar = bar_for(self._console, counting=total is None, slowdowns=lambda: self._slowdowns())
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, failed=0, sent=0)
+
+    def advance(self, count: int = 1, *, failed: int = 0, unsent: int = 0) -> None:
+        if self._bar is None:
+            return
+        fields = self._bar.tasks[0].fields
+        self._bar.update(
+            self._task, advance=count, failed=fields["failed"] + failed, sent=fields["sent"] + count - unsent
+        )
 
     def stop(self) -> None:
-        self._bar.stop()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -202,10 +180,15 @@ class Output:
         said = f"{pending.count} rows pending: the run stopped before their outcome was known"
         log.warning(said, extra={"fields": fields})
 
-    def summary(self, title: str, counts: Mapping[str, int], details: Mapping[str, Any]) -> None:
-        """The closing table for a person, or one summary log line for a collector."""
+    def summary(
+        self, title: str, counts: Mapping[str, int], details: Mapping[str, Any], *, not_checked: Collection[str] = ()
+    ) -> None:
+        """The closing table for a person, or one summary log line for a collector. A status in `not_checked`
+        (skipped, offline: nobody asked the tenant) says so rather than a 0 that reads as "nobody exists"."""
         if self.json:
-            fields = {"event": "summary", "counts": dict(counts)}
+            fields: dict[str, Any] = {"event": "summary", "counts": dict(counts)}
+            if not_checked:
+                fields["not_checked"] = sorted(not_checked)
             fields.update({key.replace(" ", "_"): value for key, value in details.items()})
             log.info(title, extra={"fields": fields})
             return
@@ -222,7 +205,8 @@ class Output:
             "pending": "yellow", "partial": "yellow",
         }  # fmt: skip
         for status, count in counts.items():
-            table.add_row(Text(status, style=styles.get(status, "")), f"{count:,}")
+            shown = Text("not checked", style="dim") if status in not_checked and not count else f"{count:,}"
+            table.add_row(Text(status, style=styles.get(status, "")), shown)
         table.add_row(Text("total", style="bold"), f"{sum(counts.values()):,}")
         self.console.print(table)
         for key, value in details.items():

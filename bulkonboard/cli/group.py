@@ -100,6 +100,11 @@ class CommandGroup(click.Group):
         kwargs.setdefault("obj", session)
         try:
             code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as asked_nothing:
+            # A bare `bulkonboard` (or `bulkonboard journal`) asks what there is: the help, on stdout, exit 0, as
+            # sqlite-utils and git's subcommands answer, not "error: Usage: ..." with exit 2.
+            click.echo(asked_nothing.ctx.get_help())
+            code = 0
         except Exception as failure:  # click's own (UsageError, Abort): the commands' failures never get here
             code = one_line(failure, session.output)
         sys.exit(code if isinstance(code, int) else 0)

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from ..app import paths
 from ..errors import BulkOnboardError, InputError
@@ -41,12 +39,12 @@ from ..journal.store import (
 )
 from .console import Output
 from .group import CommandGroup
+from .journal_view import journal_console, print_journal, short_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: How many UPNs `forget` names before "and N more".
 NAMED_IN_PLAN = 5
-RESULT_COLUMNS = ("created", "skipped", "invalid", "failed")
 
 
 
@@ -127,17 +125,9 @@ def show(
     if output_format == "json":
         click.echo(json.dumps(documents if journal_path is None else documents[0], indent=2))
         return
-    console = _console()
+    console = journal_console()
     for document in documents:
-        _print_journal(console, document)
-
-
-def _console() -> Console:
-    """Tables for a person; piped into a file or grep, nothing is cut short to fit 80 columns."""
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 240
-    return console
+        print_journal(console, document)
 
 
 def _existing(path: Path) -> Path:
@@ -220,62 +210,6 @@ def _row_document(row: RowRecord) -> dict[str, Any]:
     return asdict(row)
 
 
-def _print_journal(console: Console, document: dict[str, Any]) -> None:
-    console.print(Text(f"{document['journal']}  (service {document['service']})", style="bold"))
-    table = Table(show_header=True, header_style="bold")
-    for name in ("run", "started", "finished", "input", "customer", *RESULT_COLUMNS, "exit"):
-        table.add_column(
-            name, justify="right" if name in (*RESULT_COLUMNS, "run", "exit") else "left", overflow="fold"
-        )
-    for run in document["runs"]:
-        counts = run["counts"]
-        if counts is None:
-            left = run["rows_by_state"]
-            finished = Text(run["state"].split(":")[0], style="yellow")
-            cells = [f"{left.get(CREATED, 0)}", "", "", ""]
-            if left:
-                finished.append(" — " + ", ".join(f"{state} {n}" for state, n in sorted(left.items())))
-        else:
-            finished = Text(_short_time(run["finished"]))
-            cells = [str(counts.get(name, 0)) for name in RESULT_COLUMNS]
-        table.add_row(
-            str(run["id"]),
-            _short_time(run["started"]),
-            finished,
-            Path(run["input_path"]).name,
-            run["customer"],
-            *cells,
-            "" if run["exit_code"] is None else str(run["exit_code"]),
-        )
-    if not document["runs"]:
-        console.print("no runs recorded")
-    else:
-        console.print(table)
-    if "rows" not in document:
-        return
-    rows = Table(show_header=True, header_style="bold")
-    for name in ("run", "row", "userPrincipalName", "state", "userId", "requestId", "reason"):
-        rows.add_column(name, overflow="fold")
-    for row in document["rows"]:
-        rows.add_row(
-            "" if row["run_id"] is None else str(row["run_id"]),
-            "" if row["row"] is None else str(row["row"]),
-            row["upn"],
-            Text(row["state"], style=_STATE_STYLES.get(row["state"], "")),
-            row["user_id"] or "",
-            row["request_id"] or "",
-            row["reason"] or "",
-        )
-    console.print(rows if document["rows"] else "no rows match")
-
-
-_STATE_STYLES = {"created": "green", "skipped": "cyan", "failed": "red", "sent": "yellow", "pending": "dim"}
-
-
-def _short_time(stamp: str | None) -> str:
-    return (stamp or "")[:19].replace("T", " ")
-
-
 def _list_journals(found: list[Path], directory: Path, output_format: str) -> None:
     entries = []
     for path in found:
@@ -293,7 +227,7 @@ def _list_journals(found: list[Path], directory: Path, output_format: str) -> No
     if output_format == "json":
         click.echo(json.dumps(entries, indent=2))
         return
-    console = _console()
+    console = journal_console()
     if not entries:
         console.print(f"no journals under {directory}")
         return
@@ -306,7 +240,7 @@ def _list_journals(found: list[Path], directory: Path, output_format: str) -> No
             entry["service"],
             ", ".join(entry.get("customers", [])) or entry.get("error", ""),
             str(entry.get("runs", "")),
-            _short_time(entry.get("last_run")),
+            short_time(entry.get("last_run")),
         )
     console.print(table)
     console.print("show one with: bulkonboard journal show --customer ID (or --journal PATH)")

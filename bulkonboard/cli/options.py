@@ -14,6 +14,7 @@ import click
 
 from ..app.sources import EmulatorStarter, SourceChoice
 from ..defaults import DEFAULT_CONCURRENCY, GRAPH_URL, PARTNER_CENTER_URL
+from ..model import plain_tenant_id
 from .console import Output
 from .group import session_output
 
@@ -46,7 +47,9 @@ def sheet_options(func: F) -> F:
             "--customer",
             metavar="ID",
             default="",
-            help="The customer's tenant id. May be left out when the sheet has a customerTenantId column.",
+            callback=lambda _ctx, _param, value: plain_tenant_id(value or ""),
+            help="The customer's tenant id (a GUID, braces or not). May be left out when the sheet has a "
+            "customerTenantId column.",
         ),
         click.option(
             "--generate-passwords",

@@ -1,27 +1,31 @@
 """One run at a time per journal: a second run on the same journal is refused, naming the run that holds it.
 
 A journal can be named many ways (a symlink, a relative path, `..`, a hard link), so the lock follows the FILE,
-not the words: an `flock` on `<real path>.lock` (the path with every symlink and `..` resolved), which carries
-the holder's name, and an `flock` on the journal file itself, which a hard link cannot dodge (a new journal is
-made, whole and empty, before it is locked). The
-kernel releases both the moment the process dies, even under kill -9: a stale lock file left by a dead process
-holds nothing and is simply taken over. The lock file's content (pid, host, start time, command) is only there to
-tell the person who is refused which run is in the way.
+not the words: a lock on `<real path>.lock` (the path with every symlink and `..` resolved), which carries the
+holder's name, and a lock on the journal file itself, which a hard link cannot dodge (a new journal is made,
+whole and empty, before it is locked). The system releases both the moment the process dies, even under
+kill -9: a stale lock file left by a dead process holds nothing and is simply taken over. The lock file's
+content (pid, host, start time, command) is only there to tell the person who is refused which run is in the way.
 
-Portability: `flock` is Linux/BSD/macOS (not Windows). On Linux `flock` and SQLite's POSIX (fcntl) locks are
-independent, so locking the journal file does not touch SQLite's own locking; on NFS, Linux emulates `flock`
-with POSIX locks, which would conflict with SQLite's, but a WAL journal does not work on NFS anyway.
+Portability: the locks are portalocker's (a maintained library): `flock` on Linux, BSD and macOS, the C
+runtime's `msvcrt.locking` on Windows. On Linux `flock` and SQLite's POSIX (fcntl) locks are independent, so
+locking the journal file does not touch SQLite's own locking. On Windows a lock is mandatory (it would stop
+SQLite reading its own file), so there only the `.lock` file is locked: hard links to a journal are rare there,
+and every other name still meets the `.lock` file. On NFS, Linux emulates `flock` with POSIX locks, which would
+conflict with SQLite's, but a WAL journal does not work on NFS anyway.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+
+import portalocker
+from portalocker.exceptions import AlreadyLocked, LockException
 
 from ..errors import InputError, JournalBusy, OwnFailure
 from . import file as journal_file
@@ -51,8 +55,8 @@ class RunLock:
     def acquire(self) -> None:
         fd = self._open_lock_file()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            portalocker.lock(fd, _EXCLUSIVE_NOW)
+        except AlreadyLocked:
             holder = _describe(_read_holder(fd))
             os.close(fd)
             raise self._busy(holder) from None
@@ -66,7 +70,7 @@ class RunLock:
                 journal_file.create(real_path(self.journal))
             self._file_fd = self._lock_journal_file()
         except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            portalocker.unlock(fd)
             os.close(fd)
             raise
         me = {
@@ -77,7 +81,8 @@ class RunLock:
         }
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(me).encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(me).encode())
         except OSError:
             pass  # a full disk: the lock is held all the same; only its courtesy note is missing
         self._fd = fd
@@ -104,17 +109,20 @@ class RunLock:
         Opened read-only (a lock needs no write access, and a read-only journal is refused later with its own
         line). Kept open until the journal's SQLite connections are closed: closing a descriptor of a file drops
         the POSIX locks SQLite's connections of this process hold on it, so it is closed only in `release`."""
+        if os.name == "nt":  # a mandatory lock would keep SQLite out of its own file (see the module's note)
+            return None
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
         try:
-            fd = os.open(real_path(self.journal), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            fd = os.open(real_path(self.journal), flags)
         except OSError:
             return None  # not openable (a folder, no permission): the journal says so in its own words
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            portalocker.lock(fd, _EXCLUSIVE_NOW)
+        except AlreadyLocked:
             holder = _holder_of_file(fd)
             os.close(fd)
             raise self._busy(holder) from None
-        except OSError:  # a file system without flock: the `.lock` file still serves every name but hard links
+        except LockException:  # a file system without locks: the `.lock` file still serves every name but hard links
             os.close(fd)
             return None
         return fd
@@ -134,7 +142,7 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         except OSError:
             pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        portalocker.unlock(self._fd)
         os.close(self._fd)
         self._fd = None
         if self._file_fd is not None:
@@ -151,9 +159,14 @@ class RunLock:
         self.release()
 
 
+#: Take the lock now or say who holds it: never wait (a nightly run must not queue behind a stuck one).
+_EXCLUSIVE_NOW = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+
+
 def _read_holder(fd: int) -> dict[str, object]:
     try:
-        raw = os.pread(fd, 4096, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = os.read(fd, 4096)
         value = json.loads(raw.decode() or "{}")
     except (OSError, ValueError):
         return {}
@@ -164,14 +177,14 @@ def _holder_of_file(fd: int) -> str:
     """Who holds the journal file's flock, reached under another name (a hard link): its own `.lock` file is
     named after that other name, so the kernel is asked (Linux's /proc/locks: pid by device and inode)."""
     info = os.fstat(fd)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
+        wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             for line in locks:
                 fields = line.split()
                 if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
                     return f"pid {fields[4]} (through another name of the same file: a hard link)"
-    except OSError:
+    except (OSError, AttributeError):  # no /proc/locks (macOS), or no os.major (Windows)
         pass
     return "a run that reached the same file through another name (a hard link)"
 

@@ -99,7 +99,9 @@ class Flow:
         for problem in result.problems:
             self.stats.problem_counts[problem.code] = self.stats.problem_counts.get(problem.code, 0) + 1
         self._progress.advance(
-            1, failed=int(result.status in (Status.FAILED, Status.INVALID, Status.PARTIAL))
+            1,
+            failed=int(result.status in (Status.FAILED, Status.INVALID, Status.PARTIAL)),
+            unsent=int(result.attempts == 0),  # done by an earlier run, in the tenant, or invalid
         )
         self.buffer[position] = result
         while self._next_out in self.buffer:

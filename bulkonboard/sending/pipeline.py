@@ -33,7 +33,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 
 from ..model import RowResult
-from ..progress import NullProgress, Progress
+from ..progress import NullProgress, Progress, Slowdowns
 from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState, StepPrior, StepState, TokenProvider
 from .create import CreateStep
 from .figures import (
@@ -191,8 +191,9 @@ class Pipeline:
             raise RuntimeError("a pipeline runs once")
         self._started = True
         self._sender.start()
-        self._progress.start(total, "creating users")
         stats = self.stats
+        self._progress.follow(lambda: Slowdowns(retries=stats.retries, throttled=stats.throttled))
+        self._progress.start(total, "creating users")
         try:
             await self._first.run_first(self._first_rows, self._on_first)
             await self._flow.run(rows, sink)

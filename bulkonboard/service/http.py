@@ -244,6 +244,17 @@ def _load_json(answer: Answer) -> Any:
         return _NOT_JSON
 
 
+#: Tokens shorter than this are no credential Microsoft issues (its tokens are JWTs of hundreds of characters):
+#: the sandbox's public `sandbox` is one, and blotting it out turned "does not exist in the sandbox" into
+#: "does not exist in the ***".
+MIN_SECRET_TOKEN = 16
+
+
+def token_secrets(token: str) -> tuple[str, ...]:
+    """The bearer token as a secret to blot out of messages, unless it is too short to be a real one."""
+    return (token,) if len(token) >= MIN_SECRET_TOKEN else ()
+
+
 def clean_text(text: str, secrets: Iterable[str]) -> str:
     """One line, at most `MAX_DESCRIPTION` characters, with any secret we sent blotted out."""
     for secret in secrets:

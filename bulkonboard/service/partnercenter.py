@@ -66,6 +66,7 @@ from .http import (
     path_part,
     same_origin,
     send_request,
+    token_secrets,
     without_secrets,
 )
 from .licenses import LICENSE_GROUPS, ROLES_TO_LICENSE, LicenseCalls
@@ -163,7 +164,7 @@ class PartnerCenterClient(LicenseCalls):
             headers=headers,
             request_id=request_id,
             body=body,
-            secrets=(*secrets, token),
+            secrets=(*secrets, *token_secrets(token)),
             clock=self._clock,
             on_answer=on_answer,
         )

@@ -28,10 +28,26 @@ def check_columns(
     complaints: list[str] = []
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
-        complaints.append(f"missing required {noun}: {', '.join(missing)}")
+        complaints.append(f"missing required {noun}: {', '.join(missing)}{missing_fix(missing, sheet)}")
     if not default_customer and "customerTenantId" not in sheet.present:
         complaints.append("no customer: give --customer or a customerTenantId column")
     if default_usage_location is not None and valid_default_usage_location(default_usage_location) is None:
         complaints.append("--usage-location: " + usage_location_message(default_usage_location or "(empty)"))
     if complaints:
         raise InputError(f"{sheet.path}: " + "; ".join(complaints))
+
+
+#: What to give on the command line instead of a column a sheet may lack (Microsoft 365's template has neither).
+COLUMN_OPTIONS = {"usageLocation": "--usage-location CODE", "password": "--generate-passwords PATH.xlsx"}
+
+
+def missing_fix(missing: list[str], sheet: SheetLike) -> str:
+    """What to do about the missing columns, and which columns were found, so a header typo shows at once.
+
+    The found columns are named as recognised (their canonical names), never a cell's text: a sheet without a
+    header row has a data row there, possibly a password."""
+    options = [COLUMN_OPTIONS[name] for name in missing if name in COLUMN_OPTIONS]
+    fix = f" (add the {'column' if len(missing) == 1 else 'columns'}"
+    fix += f", or give {' and '.join(options)})" if options else ")"
+    found = sorted(sheet.present, key=str.casefold)
+    return fix + (f"; columns found: {', '.join(found)}" if found else "")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import reduce
@@ -24,10 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..model import FIELDS, OPTIONAL_FIELDS
+from .headers import (  # noqa: F401 (header_field, LAYOUT_*: the reader's names too)
+    LAYOUT_ENTRA,
+    LAYOUT_M365,
+    LAYOUT_PLAIN,
+    Header,
+    find_header,
+    frame_fields,
+    header_field,
+    is_version_row,
+)
 from .inputfile import MAX_CELLS, MAX_ROWS, read_regular_file
 from .numberformat import general, render
-from .profile import PROFILE_HEADERS
 from .textencoding import decode
 from .xlsxguard import plan_sheet
 
@@ -38,9 +46,6 @@ XLSX_SUFFIXES = frozenset({".xlsx"})
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 ACCEPTED = ".xlsx, .csv, .tsv or .txt"
 
-LAYOUT_PLAIN = "plain"
-LAYOUT_ENTRA = "entra"
-LAYOUT_M365 = "m365"
 
 
 @dataclass(frozen=True)
@@ -63,117 +68,6 @@ class Sheet:
 
     def __len__(self) -> int:
         return len(self.frame)
-
-
-# --------------------------------------------------------------------------------------------------- headers
-
-#: Every spelling we accept, squashed (see `_squash`), -> canonical field. The API's own names, Graph's names
-#: as Entra's bulk template puts them in brackets, and the Microsoft 365 admin center's `User Name`.
-_ALIASES: dict[str, str] = {name.casefold(): name for name in FIELDS} | {
-    "username": "userPrincipalName",  # Microsoft 365 admin center template
-    "upn": "userPrincipalName",
-    "givenname": "firstName",  # Graph / Entra
-    "surname": "lastName",
-    "passwordprofile": "password",
-    "onpremisesimmutableid": "immutableId",
-    "forcechangepasswordnextsignin": "forceChangePassword",
-    "license": "licenses",  # one license a row is the common case; British spelling too
-    "licence": "licenses",
-    "licences": "licenses",
-} | PROFILE_HEADERS  # profile and manager columns (the contract's additions of 2026-12-03)
-#: Graph names that Entra's template carries and that we deliberately do not use (every user is created
-#: enabled by Partner Center). Named so that the words outside their bracket are not tried either.
-_IGNORED = frozenset({"accountenabled"})
-_M365_MARKERS = frozenset({"username"})
-_SQUASH = re.compile(r"[\s_\-]+")
-_BRACKET = re.compile(r"\[([^\[\]]*)\]")
-
-
-def _squash(text: str) -> str:
-    return _SQUASH.sub("", text).casefold()
-
-
-def header_field(name: str) -> str | None:
-    """The canonical field a header names, or None for a column we keep out of the way.
-
-    Matching ignores case, spaces, `_` and `-`. A bracket (Entra's `User name [userPrincipalName] Required`)
-    holds Graph's name and wins over the words around it; an unknown column is never an error.
-    """
-    text = name.strip()
-    if not text:
-        return None
-    for inside in _BRACKET.findall(text):
-        key = _squash(inside)
-        if key in _IGNORED:
-            return None
-        if key in _ALIASES:
-            return _ALIASES[key]
-    return _ALIASES.get(_squash(_BRACKET.sub("", text)))
-
-
-def _frame_fields(header: _Header) -> tuple[str, ...]:
-    return (*FIELDS, *(name for name in OPTIONAL_FIELDS if name in header.columns))
-
-
-def _is_version_row(cells: Sequence[str]) -> bool:
-    """Entra's template starts with a `version:v1.0` row above its headers."""
-    first = next((c for c in cells if c), "")
-    return first.strip().strip('"').casefold().startswith("version:")
-
-
-def _shown(header: str) -> str:
-    """A header for a one-line message: quoted, whitespace (even a newline in a cell) collapsed."""
-    return '"' + " ".join(header.split()) + '"'
-
-
-@dataclass(frozen=True)
-class _Header:
-    row: int  # the sheet's row number
-    columns: dict[str, int]  # field -> 0-based column index
-    span: range  # the columns from the first named one to the last; cells outside are not part of the table
-    layout: str
-
-
-def _find_header(label: str, rows: Iterable[tuple[int, list[str]]]) -> _Header:
-    """The first non-blank row is the header, unless it is Entra's version row: then the next one is."""
-    version_seen = False
-    for number, cells in rows:
-        if not any(cells):
-            continue
-        if not version_seen and _is_version_row(cells):
-            version_seen = True
-            continue
-        return _map_header(label, number, cells, version_seen)
-    if version_seen:
-        raise InputError(f"{label}: has Entra's version row but no header row after it")
-    raise InputError(f"{label}: is empty (no header row)")
-
-
-def _map_header(label: str, number: int, cells: list[str], version_seen: bool) -> _Header:
-    columns: dict[str, int] = {}
-    bracketed = m365 = False
-    for index, cell in enumerate(cells):
-        field = header_field(cell)
-        if field is None:
-            continue
-        if field in columns:
-            first = cells[columns[field]]
-            raise InputError(
-                f"{label}: columns {_shown(first)} and {_shown(cell)} both mean {field}; keep only one"
-            )
-        columns[field] = index
-        bracketed = bracketed or bool(_BRACKET.search(cell))
-        m365 = m365 or _squash(cell) in _M365_MARKERS
-    if not columns:
-        # The cells are not echoed: a sheet without a header row has a data row here, possibly a password.
-        raise InputError(
-            f"{label}: row {number} has no recognisable column header; expected names such as "
-            "userPrincipalName, displayName, usageLocation, password (or Microsoft's Entra / Microsoft 365 "
-            "bulk template headers)"
-        )
-    named = [index for index, cell in enumerate(cells) if cell]
-    layout = LAYOUT_ENTRA if version_seen or bracketed else LAYOUT_M365 if m365 else LAYOUT_PLAIN
-    return _Header(row=number, columns=columns, span=range(named[0], named[-1] + 1), layout=layout)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -247,7 +141,7 @@ def _detect_delimiter(text: str, *, tab_first: bool) -> str:
     for count, line in enumerate(_lines(text)):
         if count >= _HEADER_SEARCH:
             break
-        if _is_blank_line(line) or _is_version_row([line]):
+        if _is_blank_line(line) or is_version_row([line]):
             continue
         header_line = line
         break
@@ -272,7 +166,7 @@ def _table_width(text: str, delimiter: str) -> int:
                 break
             if not any(cells):
                 continue
-            if not version_seen and _is_version_row(cells):
+            if not version_seen and is_version_row(cells):
                 version_seen = True
                 continue
             break
@@ -297,7 +191,7 @@ def _read_text(path: Path, raw: bytes, *, tab_first: bool) -> Sheet:
         for index in range(len(table)):
             yield index + 1, [str(c).strip() for c in table.iloc[index].tolist()]
 
-    header = _find_header(str(path), head())
+    header = find_header(str(path), head())
     return Sheet(
         path=path,
         frame=_rows_below_header(table, header),
@@ -343,7 +237,7 @@ def _parse_delimited(path: Path, payload: bytes, delimiter: str, width: int, mos
         raise InputError(f"{path}: cannot be parsed as delimited text ({type(exc).__name__})") from None
 
 
-def _rows_below_header(table: pd.DataFrame, header: _Header) -> pd.DataFrame:
+def _rows_below_header(table: pd.DataFrame, header: Header) -> pd.DataFrame:
     """The rows under the header as the fields' columns, numbered as the sheet numbers them; a row blank in every
     column of the header's span is left out (a cell filled outside the known fields keeps the row)."""
     import pandas as pd
@@ -367,7 +261,7 @@ def _rows_below_header(table: pd.DataFrame, header: _Header) -> pd.DataFrame:
                     if field in stripped
                     else pd.Series("", index=range(len(data)), dtype="str")
                 )
-                for field in _frame_fields(header)
+                for field in frame_fields(header)
             },
         }
     )
@@ -442,7 +336,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     label = f"{path} [sheet {name}]"
     if not rows:
         raise InputError(f"{label}: the sheet is empty")
-    header = _find_header(label, ((n + 1, [_cell_text(c) for c in row]) for n, row in enumerate(rows)))
+    header = find_header(label, ((n + 1, [_cell_text(c) for c in row]) for n, row in enumerate(rows)))
     data = rows[header.row :]
     texts: dict[str, list[str]] = {}
     for field, index in header.columns.items():
@@ -459,7 +353,7 @@ def _read_xlsx(path: Path, raw: bytes, sheet: str | None) -> Sheet:
     frame = pd.DataFrame(
         {
             "row": pd.array(range(header.row + 1, header.row + 1 + len(data)), dtype="int64"),
-            **{field: pd.array(texts.get(field, empty), dtype="str") for field in _frame_fields(header)},
+            **{field: pd.array(texts.get(field, empty), dtype="str") for field in frame_fields(header)},
         }
     )
     frame = frame[np.array(keep, dtype=bool)].reset_index(drop=True)

@@ -162,6 +162,11 @@ def supported_usage_locations() -> dict[str, str]:
     return {c.code: c.name for c in _countries()}
 
 
+#: Codes people type that ISO 3166 (and so Partner Center) spells otherwise: the United Kingdom's domain and
+#: the EU's code for Greece.
+_NOT_ISO_CODES = {"UK": "GB", "EL": "GR"}
+
+
 def usage_location_message(raw: str) -> str:
     """Why a usage location is refused, with the code the person probably meant when we can tell."""
     value = raw.strip()
@@ -169,6 +174,9 @@ def usage_location_message(raw: str) -> str:
     for country in _countries():
         if folded in (country.alpha3.casefold(), country.name.casefold()):
             return f"{value} is not a two-letter code: usageLocation needs {country.code} ({country.name})"
+    if value.upper() in _NOT_ISO_CODES:
+        code = _NOT_ISO_CODES[value.upper()]
+        return f"{value.upper()} is not an ISO country code: did you mean {code}?"
     if len(value) == 2 and value.isascii() and value.isalpha():
         return f"{value.upper()} is not a country/region Partner Center supports"
     return (

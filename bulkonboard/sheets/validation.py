@@ -17,7 +17,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ..model import FIELDS, OPTIONAL_FIELDS, Problem, Status, UserRow
+from ..model import FIELDS, OPTIONAL_FIELDS, Problem, Status, UserRow, plain_tenant_id
+from .cellchecks import (
+    Upns,
+    check_force_change,
+    check_names,
+    check_passwords,
+    check_upns,
+    check_usage_locations,
+    flag,
+)
 from .deletedusers import deleted_user_message, find_deleted_users
 from .facts import ANY_CUSTOMER, CustomerFacts, DeletedUser
 from .licenses import (
@@ -33,19 +42,15 @@ from .rules import (
     DELETED_BIT,
     DISPLAY_NAME_MAX,
     EXISTS_BIT,
-    FALSE_WORDS,
     NAME_MAX,
     RULE_CODE_FIELD,
     RULES_BY_BIT,
-    TRUE_WORDS,
     Rule,
     describe_chars,
     explain_upn_syntax,
     explain_weak_password,
-    password_ok,
     supported_usage_locations,
     too_long,
-    upn_syntax_ok,
     usage_location_message,
 )
 
@@ -309,21 +314,21 @@ def validate(
     if default_licenses:
         frame["licenses"] = fill_default_licenses(frame["licenses"], default_licenses)
     failed = np.zeros(len(frame), dtype=np.int64)
-    upns = _check_upns(frame, failed)
-    _check_names(frame, failed)
-    usage_location = _check_usage_locations(frame, failed, default_usage_location)
-    _check_passwords(frame, failed, generate_passwords)
-    _flag(failed, Rule.IMMUTABLE_ID_INVALID, frame["immutableId"].str.contains("[$_]", regex=True))
-    force_change = _check_force_change(frame, failed)
+    upns = check_upns(frame, failed)
+    check_names(frame, failed)
+    usage_location = check_usage_locations(frame, failed, default_usage_location)
+    check_passwords(frame, failed, generate_passwords)
+    flag(failed, Rule.IMMUTABLE_ID_INVALID, frame["immutableId"].str.contains("[$_]", regex=True))
+    force_change = check_force_change(frame, failed)
     customer = _resolve_customer(frame["customerTenantId"], default_customer)
-    _flag(failed, Rule.CUSTOMER_MISSING, customer == "")
+    flag(failed, Rule.CUSTOMER_MISSING, customer == "")
     existing_user_id = _check_against_facts(upns, customer, facts, failed)
     unclaimed = upns.present & ~upns.repeated & pd.isna(existing_user_id)
     deleted_user = find_deleted_users(upns.keys, unclaimed, customer, facts)
-    _flag(failed, Rule.USER_DELETED, pd.notna(deleted_user))
+    flag(failed, Rule.USER_DELETED, pd.notna(deleted_user))
     licenses = flag_licenses(frame["licenses"], customer, facts, failed)
     profile = ProfileCheck.of(frame)
-    _flag(failed, Rule.PROFILE, profile.any_failed())
+    flag(failed, Rule.PROFILE, profile.any_failed())
     # Last: a row whose manager row is invalid for any reason above is invalid too.
     managers = flag_managers(frame, upns.keys, upns.present & ~upns.repeated, customer, facts, failed)
     return Validation(
@@ -342,85 +347,8 @@ def validate(
     )
 
 
-def _flag(failed: np.ndarray, rule: Rule, mask: pd.Series | np.ndarray) -> None:
-    """Mark `rule` as failed on the rows where `mask` is true: one bit per rule, in one integer per row."""
-    failed[np.asarray(mask, dtype=bool)] |= 1 << int(rule)
-
-
-@dataclass(frozen=True, slots=True)
-class _Upns:
-    """What the UPN checks learnt that the checks against a customer's facts need again."""
-
-    present: np.ndarray
-    well_formed: np.ndarray
-    keys: np.ndarray  # casefolded: a UPN compares ignoring case
-    repeated: np.ndarray  # a later row with the UPN of an earlier one
-    first_row_of_duplicate: np.ndarray  # the earlier row's number, where repeated
-
-
-def _check_upns(frame: pd.DataFrame, failed: np.ndarray) -> _Upns:
-    upn = frame["userPrincipalName"]
-    has_upn = (upn != "").to_numpy()
-    _flag(failed, Rule.UPN_MISSING, ~has_upn)
-    upn_ok = has_upn & upn_syntax_ok(upn)
-    _flag(failed, Rule.UPN_SYNTAX, has_upn & ~upn_ok)
-
-    upn_key = upn.str.casefold()
-    duplicate = upn_key.duplicated(keep="first").to_numpy() & has_upn
-    _flag(failed, Rule.UPN_DUPLICATE, duplicate)
-    first_row_of_duplicate = np.zeros(len(frame), dtype=np.int64)
-    if duplicate.any():
-        firsts = has_upn & ~duplicate
-        first_row = pd.Series(frame["row"].to_numpy()[firsts], index=upn_key.to_numpy()[firsts])
-        first_row_of_duplicate[duplicate] = first_row.reindex(upn_key.to_numpy()[duplicate]).to_numpy()
-    return _Upns(has_upn, upn_ok, upn_key.to_numpy(), duplicate, first_row_of_duplicate)
-
-
-def _check_names(frame: pd.DataFrame, failed: np.ndarray) -> None:
-    display = frame["displayName"]
-    _flag(failed, Rule.DISPLAY_NAME_MISSING, display == "")
-    _flag(failed, Rule.DISPLAY_NAME_TOO_LONG, display.str.len() > DISPLAY_NAME_MAX)
-    _flag(failed, Rule.FIRST_NAME_TOO_LONG, frame["firstName"].str.len() > NAME_MAX)
-    _flag(failed, Rule.LAST_NAME_TOO_LONG, frame["lastName"].str.len() > NAME_MAX)
-
-
-def _check_usage_locations(
-    frame: pd.DataFrame, failed: np.ndarray, default_usage_location: str | None
-) -> np.ndarray:
-    """Flags the usage locations; returns each row's as it will be sent (upper-cased, the default filled in)."""
-    usage = frame["usageLocation"]
-    default_usage = (default_usage_location or "").strip()
-    if default_usage:
-        usage = usage.mask(usage == "", default_usage)
-    codes = list(supported_usage_locations())
-    usage_upper = usage.copy()
-    not_a_code = ~usage.isin(codes)  # most cells already are a valid code: upper-case only the others
-    usage_upper[not_a_code] = usage[not_a_code].str.upper()
-    _flag(failed, Rule.USAGE_LOCATION_MISSING, usage_upper == "")
-    _flag(failed, Rule.USAGE_LOCATION_INVALID, (usage_upper != "") & ~usage_upper.isin(codes))
-    return usage_upper.to_numpy(dtype=object)
-
-
-def _check_passwords(frame: pd.DataFrame, failed: np.ndarray, generate_passwords: bool) -> None:
-    password = frame["password"]
-    has_password = (password != "").to_numpy()
-    if not generate_passwords:
-        _flag(failed, Rule.PASSWORD_MISSING, ~has_password)
-    _flag(failed, Rule.PASSWORD_WEAK, has_password & ~password_ok(password))
-
-
-def _check_force_change(frame: pd.DataFrame, failed: np.ndarray) -> np.ndarray:
-    """Flags the unreadable forceChangePassword cells; returns each row's value (empty or unreadable: True)."""
-    force_change_word = frame["forceChangePassword"].str.casefold()
-    force_change_false = force_change_word.isin(FALSE_WORDS).to_numpy()
-    force_change_known = (force_change_word == "").to_numpy() | force_change_false
-    force_change_known |= force_change_word.isin(TRUE_WORDS).to_numpy()
-    _flag(failed, Rule.FORCE_CHANGE_INVALID, ~force_change_known)
-    return ~force_change_false
-
-
 def _check_against_facts(
-    upns: _Upns, customer: np.ndarray, facts: Mapping[str, CustomerFacts], failed: np.ndarray
+    upns: Upns, customer: np.ndarray, facts: Mapping[str, CustomerFacts], failed: np.ndarray
 ) -> np.ndarray:
     """Flags unknown and federated domains and users that exist already, a customer at a time; returns the
     existing user's id per row (None where there is none)."""
@@ -441,14 +369,14 @@ def _check_against_facts(
             known = row_domains.isin(list(customer_facts.domains)).to_numpy()
             federated_names = [key for key, d in customer_facts.domains.items() if d.federated]
             federated = row_domains.isin(federated_names).to_numpy()
-            _flag(failed, Rule.DOMAIN_UNKNOWN, _at(n, checked[~known]))
-            _flag(failed, Rule.DOMAIN_FEDERATED, _at(n, checked[federated]))
+            flag(failed, Rule.DOMAIN_UNKNOWN, _at(n, checked[~known]))
+            flag(failed, Rule.DOMAIN_FEDERATED, _at(n, checked[federated]))
         if customer_facts.existing_users:
             candidates = positions[first_occurrence[positions]]
             ids = pd.Series(keys[candidates]).map(customer_facts.existing_users).to_numpy()
             found = pd.notna(ids)
             existing_user_id[candidates[found]] = ids[found]
-            _flag(failed, Rule.USER_EXISTS, _at(n, candidates[found]))
+            flag(failed, Rule.USER_EXISTS, _at(n, candidates[found]))
     return existing_user_id
 
 
@@ -482,9 +410,9 @@ def _resolve_customer(own: pd.Series, default_customer: str) -> np.ndarray:
 
     Tenant ids are GUIDs, which compare case-insensitively: they are lower-cased here, once, so `3C9A...` and
     `3c9a...` are one customer (one facts request, one preflight, one line in the summary)."""
-    own = own.str.lower()
+    own = own.str.lower().str.replace(r"^\{([0-9a-f-]{36})\}$", r"\1", regex=True)  # a {GUID} as PowerShell shows it
     if default_customer:
-        own = own.mask(own == "", default_customer.lower())
+        own = own.mask(own == "", plain_tenant_id(default_customer).lower())
     return own.to_numpy(dtype=object)
 
 

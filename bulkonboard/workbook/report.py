@@ -41,6 +41,7 @@ DISPLAY_COLUMNS: tuple[str, ...] = (
     "immutableId",
     "customerTenantId",
     "licenses",  # validation: as asked (or as `--license` filled it in); results: the SKUs assigned
+    "forceChangePassword",  # TRUE or FALSE, as sent (README: "the fields sent")
 )
 ROWS_COLUMNS: tuple[str, ...] = (
     "row",
@@ -160,12 +161,16 @@ class ReportWriter:
                 get("immutableId", ""),
                 _display_text(display, "customerTenantId") or result.customerTenantId,
                 get("licenses", ""),
+                get("forceChangePassword", ""),
                 *(get(name, "") for name in self._extra),
             ),
             secret,
         )
+        listed = result.status is not Status.SKIPPED  # its note (user.exists) says why; it is not a problem
         for problem in problems:
             self._problem_tally[problem.code] = self._problem_tally.get(problem.code, 0) + 1
+            if not listed:
+                continue
             if self._problems.full:
                 self._problems_not_listed += 1
                 continue
@@ -182,7 +187,12 @@ class ReportWriter:
         for table in self._row_tables:
             table.finish()
             self._highlight_statuses(table)
+            print_setup(table.sheet, header_row=True)
+        if self._problems.next_row == 1:  # bare headers read as "something failed to be written"
+            self._problems.sheet.write_string(1, 0, NO_PROBLEMS[self.kind])
         self._problems.finish()
+        print_setup(self._problems.sheet, header_row=True)
+        print_setup(self._summary_sheet, header_row=False)
         self._write_summary(summary)
         self._finished = True
         close_workbook(self._workbook, self._target)
@@ -265,25 +275,61 @@ class ReportWriter:
         sheet.set_column(1, 1, min(max(lines.value_width, 12) + 2, MAX_COLUMN_WIDTH))
         for col, width in lines.widths.items():
             sheet.set_column(col, col, min(width, MAX_COLUMN_WIDTH))
-        if self.kind == "results":
-            self._insert_outcome_chart(list(counts), first_status_row, last_status_row)
+        self._insert_outcome_chart(counts, first_status_row, last_status_row)
 
-    def _insert_outcome_chart(self, statuses: list[str], first_row: int, last_row: int) -> None:
+    def _insert_outcome_chart(self, counts: dict[str, int], first_row: int, last_row: int) -> None:
         chart = self._workbook.add_chart({"type": "column"})
+        statuses = list(counts)
         chart.add_series(
             {
                 "name": "rows",
                 "categories": [SUMMARY_SHEET, first_row, 0, last_row, 0],
                 "values": [SUMMARY_SHEET, first_row, 1, last_row, 1],
+                # The cells' values cached in the chart (constant_memory keeps none to read back): without them
+                # the categories are a number reference, and a reader that draws from the cache shows 1, 2, 3.
+                "categories_data": statuses,
+                "values_data": list(counts.values()),
                 "points": [{"fill": {"color": STATUS_FILLS.get(status, "#D9D9D9")}} for status in statuses],
                 "border": {"color": "#7F7F7F"},
                 "data_labels": {"value": True},
             }
         )
-        chart.set_title({"name": "Outcome"})
+        value_labels_only(chart)
+        chart.set_title({"name": "Outcome" if self.kind == "results" else "Verdict"})
         chart.set_legend({"none": True})
         chart.set_y_axis({"name": "rows", "min": 0})
         self._summary_sheet.insert_chart(1, 3, chart)
+
+
+#: What an empty Problems sheet says, so that bare headers are not taken for a workbook that failed.
+NO_PROBLEMS = {
+    "validation": "No problems: every row is valid or already exists.",
+    "results": "No problems: no row was invalid or failed.",
+}
+
+
+def print_setup(sheet: Any, *, header_row: bool) -> None:
+    """Printed as Excel users expect: landscape, as wide as one page (35 rows were 15 portrait pages), the header
+    row on every page."""
+    sheet.set_landscape()
+    sheet.fit_to_pages(1, 0)
+    if header_row:
+        sheet.repeat_rows(0)
+
+
+def value_labels_only(chart: Any) -> None:
+    """Data labels that show the value alone in every reader. xlsxwriter writes only the parts asked for;
+    LibreOffice takes a part left out as shown, so a label read "created; rows; 26". The parts are written
+    explicitly off, in the order the schema requires, around the value."""
+    write_value = chart._write_show_val
+
+    def value_and_nothing_else() -> None:
+        chart._xml_empty_tag("c:showLegendKey", [("val", 0)])
+        write_value()
+        for part in ("c:showCatName", "c:showSerName", "c:showPercent", "c:showBubbleSize"):
+            chart._xml_empty_tag(part, [("val", 0)])
+
+    chart._write_show_val = value_and_nothing_else
 
 
 #: The license table's columns after the first (the product): what a person buying units reads left to right.

@@ -1,7 +1,11 @@
-"""The input template HR fills in: a note on each header, one example row, drop-downs where a list applies.
+"""The input template HR fills in: a note on each header, drop-downs where a list applies, an example apart.
 
 Why it checks as it is typed: a mistake caught by Excel in the cell costs a person seconds; the same mistake
 caught by validation costs a round trip with the report. Validation still checks everything again.
+
+Why the example is on a sheet of its own: in the first row of the sheet read, it was a real, valid user
+(alex.wilber@contoso.com with a strong password); left in by HR, it was created in the sandbox, and against a
+real customer it made every nightly run exit 1. `Users` (the first sheet, the one read) starts empty.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .atomic import AtomicTarget, close_workbook, new_workbook
 from .cells import EXCEL_MAX_ROWS, MAX_COLUMN_WIDTH, cell_text
 
 TEMPLATE_SHEET = "Users"
+EXAMPLE_SHEET = "Example"
 LISTS_SHEET = "Lists"
 TEMPLATE_COLUMNS: tuple[str, ...] = (
     "userPrincipalName",
@@ -114,47 +119,69 @@ def write_template(path: Path, skus: Sequence[tuple[str, str]] = ()) -> None:
     try:
         workbook = new_workbook(target)
         users = workbook.add_worksheet(TEMPLATE_SHEET)
+        example = workbook.add_worksheet(EXAMPLE_SHEET)
         lists = workbook.add_worksheet(LISTS_SHEET)
         _fill_template(workbook, users, lists, skus)
+        _fill_example(workbook, example)
     except BaseException:
         target.discard()
         raise
     close_workbook(workbook, target)
 
 
+#: The example row, on the Example sheet only; the password is made anew for each template.
+EXAMPLE_ROW: dict[str, str] = {
+    "userPrincipalName": "alex.wilber@contoso.com",
+    "firstName": "Alex",
+    "lastName": "Wilber",
+    "displayName": "Alex Wilber",
+    "usageLocation": "US - United States",
+    "immutableId": "",
+    "licenses": "",
+}
+
+
+def _header_format(workbook: Any) -> Any:
+    return workbook.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+
+
 def _fill_template(workbook: Any, users: Any, lists: Any, skus: Sequence[tuple[str, str]]) -> None:
-    bold = workbook.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    bold = _header_format(workbook)
     as_text = workbook.add_format({"num_format": "@"})
     ranges = {"usageLocation": _fill_country_list(lists, bold), "licenses": _fill_sku_list(lists, bold, skus)}
-    example = {
-        "userPrincipalName": "alex.wilber@contoso.com",
-        "firstName": "Alex",
-        "lastName": "Wilber",
-        "displayName": "Alex Wilber",
-        "usageLocation": "US",
-        "password": example_password(),
-        "immutableId": "",
-        "licenses": "",
-    }
     for col, name in enumerate(TEMPLATE_COLUMNS):
         users.write_string(0, col, name, bold)
         users.write_comment(
             0, col, TEMPLATE_NOTES[name], {"author": "bulkonboard", "x_scale": 2.2, "y_scale": 1.6}
         )
-        if name == "forceChangePassword":
-            users.set_column(col, col, len(name) + 2)
-            users.write_boolean(1, col, True)  # what Excel stores when TRUE is typed or picked
-        else:
-            # Text format keeps what is typed as typed: 000123 keeps its zeros, 1-2 never becomes a date.
-            width = max(len(name), len(example[name])) + 4
-            users.set_column(col, col, min(width, MAX_COLUMN_WIDTH), as_text)
-            if example[name]:
-                users.write_string(1, col, example[name], as_text)
+        # Text format keeps what is typed as typed: 000123 keeps its zeros, 1-2 never becomes a date.
+        width = max(len(name), len(EXAMPLE_ROW.get(name, "")), 16 if name == "password" else 0) + 4
+        users.set_column(
+            col, col, min(width, MAX_COLUMN_WIDTH), None if name == "forceChangePassword" else as_text
+        )
         rule = _typing_rule(name, ranges.get(name))
         if rule is not None:
             users.data_validation(1, col, _TEMPLATE_LAST_ROW, col, rule)
     users.freeze_panes(1, 0)
     users.activate()
+
+
+def _fill_example(workbook: Any, example: Any) -> None:
+    """One filled-in row to copy the shape of, on a sheet nobody runs (the first sheet is the one read)."""
+    bold = _header_format(workbook)
+    for col, name in enumerate(TEMPLATE_COLUMNS):
+        example.write_string(0, col, name, bold)
+        if name == "forceChangePassword":
+            example.write_boolean(1, col, True)  # what Excel stores when TRUE is typed or picked
+        else:
+            value = example_password() if name == "password" else EXAMPLE_ROW[name]
+            example.write_string(1, col, value)
+        example.set_column(
+            col, col, min(max(len(name), len(EXAMPLE_ROW.get(name, "")), 16) + 4, MAX_COLUMN_WIDTH)
+        )
+    note = f"An example only: fill in the {TEMPLATE_SHEET} sheet, the one bulkonboard reads."
+    example.write_comment(0, 0, note, {"author": "bulkonboard", "visible": True, "x_scale": 2})
+    example.set_tab_color("#A6A6A6")
 
 
 def _fill_country_list(lists: Any, bold: Any) -> str:
@@ -165,13 +192,15 @@ def _fill_country_list(lists: Any, bold: Any) -> str:
     countries = supported_countries()
     lists.write_string(0, 0, "code", bold)
     lists.write_string(0, 1, "name", bold)
+    lists.write_string(0, 2, "pick", bold)
     for index, (code, name) in enumerate(countries, start=1):
         lists.write_string(index, 0, code)
         lists.write_string(index, 1, name)
+        lists.write_string(index, 2, f"{code} - {name}")  # validation reads the code before " - "
     lists.set_column(0, 0, 6)
-    lists.set_column(1, 1, min(max(len(name) for _, name in countries) + 2, MAX_COLUMN_WIDTH))
+    lists.set_column(1, 2, min(max(len(name) for _, name in countries) + 7, MAX_COLUMN_WIDTH))
     lists.hide()
-    return f"={LISTS_SHEET}!$A$2:$A${len(countries) + 1}"
+    return f"={LISTS_SHEET}!$C$2:$C${len(countries) + 1}"
 
 
 def _fill_sku_list(lists: Any, bold: Any, skus: Sequence[tuple[str, str]]) -> str | None:
@@ -211,9 +240,10 @@ def _typing_rule(name: str, list_range: str | None) -> dict[str, Any] | None:
             "validate": "list",
             "source": list_range,
             "input_title": "Usage location",
-            "input_message": "Two-letter code, e.g. US; pick from the list.",
+            "input_message": "Pick the country from the list (US - United States), or type its two-letter code.",
+            "error_type": "warning",  # a bare code (US) is not an item of the list but is right: let it in
             "error_title": "Usage location",
-            "error_message": "Pick a two-letter code from the list (the codes Partner Center supports).",
+            "error_message": "Not in the list: a two-letter code Partner Center supports (e.g. US) is fine too.",
         }
     if name in _TEMPLATE_LENGTHS:
         shortest, longest = _TEMPLATE_LENGTHS[name]
