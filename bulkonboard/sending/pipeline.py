@@ -117,9 +117,11 @@ class Pipeline:
             sender=self._sender,
             journal=self._journal,
             create=CreateStep(self._sender, client, self._journal, reconciler),
+            reconciler=reconciler,
             plan=PlanRunner(steps, self._sender, self._journal),
             customer=customer,
             to_result=to_result or _plain_result,
+            journal_path=_path_of(journal),
         )
         self._flow = Flow(self.options, self._sender.stats, self._progress, self._rows)
         self._started = False
@@ -206,6 +208,13 @@ def _plain_result(checked: CheckedRowLike) -> RowResult:
         problems=checked.problems,
         customerTenantId=user.customerTenantId,
     )
+
+
+def _path_of(journal: Journal | None) -> str | None:
+    """The journal's file, for advice that names it (`journal forget --journal PATH`); None for a journal that has
+    none (a test's, or none at all)."""
+    path = getattr(journal, "path", None)
+    return str(path) if path is not None else None
 
 
 def _loop_time() -> float:

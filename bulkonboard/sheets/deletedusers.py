@@ -37,14 +37,14 @@ def find_deleted_users(
 
 
 def deleted_user_message(upn: str, user: DeletedUser) -> str:
-    since = f" since {_when(user.deleted_at)}" if user.deleted_at else ""
+    since = f" since {as_read(user.deleted_at)}" if user.deleted_at else ""
     return (
         f"{upn} belongs to a deleted user (id {user.id}) in the customer's recycle bin{since}, which keeps the "
         f"UPN for {RECYCLE_BIN_DAYS} days: give --restore-deleted to restore that user, or change the UPN"
     )
 
 
-def _when(stamp: str) -> str:
+def as_read(stamp: str) -> str:
     """The service's ISO 8601 time as a person reads it (UTC, to the minute); as given when it is not one."""
     try:
         moment = datetime.fromisoformat(stamp.strip())
