@@ -52,7 +52,9 @@ from .sources import Connection
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 #: `pending` (the run stopped before the row's outcome was known) is counted apart from `failed`, always.
-RESULT_STATUSES = (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
+RESULT_STATUSES = (
+    Status.CREATED, Status.RESTORED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING,
+)  # fmt: skip
 
 
 @runtime_checkable
@@ -82,6 +84,7 @@ class RunOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
     attempts: int = DEFAULT_ATTEMPTS
     backoff: Backoff = Backoff()
+    restore_deleted: bool = False  # --restore-deleted: restore a deleted user holding a row's UPN, not create
     # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line must
     # not send anyone to it.
     journal_kept: bool = True
@@ -91,6 +94,7 @@ class RunOptions:
             customer=self.customer,
             generate_passwords=self.generated_passwords is not None,
             default_usage_location=self.default_usage_location,
+            restore_deleted=self.restore_deleted,
         )
 
 

@@ -33,6 +33,7 @@ from .options import (
     license_option,
     output_from,
     output_options,
+    restore_deleted_option,
     sheet_options,
     source_from,
     source_options,
@@ -82,7 +83,7 @@ def main() -> None:
     Rehearse anything against the built-in sandbox with --sandbox (see `bulkonboard sandbox --help`).
 
     \b
-    Exit codes: 0 every row valid/created/skipped; 1 some row invalid or failed; 2 unusable input or
+    Exit codes: 0 every row valid/created/skipped/restored; 1 some row invalid or failed; 2 unusable input or
     arguments; 3 auth, connection or permission problem, or another run holds the journal; 4 bulkonboard could not
     finish its own work (disk full, results or journal not writable, a bug: `journal results` rebuilds a run's
     results from its journal); 130 interrupted.
@@ -115,6 +116,7 @@ def template(path: Path, force: bool) -> None:
     help="Where the validation report goes (default: beside INPUT, as NAME.report.xlsx).",
 )
 @license_option
+@restore_deleted_option
 @source_options
 @output_options
 def validate(input_path: Path, **options: Any) -> int:
@@ -128,7 +130,7 @@ def validate(input_path: Path, **options: Any) -> int:
     request = DryRunRequest.plan(
         input_path, report=options["report"], customer=options["customer"], sheet=options["sheet"],
         generate_passwords=options["generate_passwords"] is not None, usage_location=options["usage_location"],
-        licenses=tuple(options["licenses"]),
+        licenses=tuple(options["licenses"]), restore_deleted=options["restore_deleted"],
     )  # fmt: skip
     checked = asyncio.run(validate_sheet(request, source, correlation_id=str(uuid.uuid4()), progress=output.progress()))
     details = {"report": str(request.report), "source": checked.source_name}
@@ -169,6 +171,7 @@ def validate(input_path: Path, **options: Any) -> int:
     metavar="N",
     help="Requests in flight at most. At 20 users/s and 250 ms answers, five are in flight.",
 )
+@restore_deleted_option
 @source_options
 @output_options
 def run(input_path: Path, **options: Any) -> int:
@@ -185,6 +188,7 @@ def run(input_path: Path, **options: Any) -> int:
         input_path, source=source, results=options["results"], journal=options["journal"],
         generate_passwords=options["generate_passwords"], customer=options["customer"], sheet=options["sheet"],
         default_usage_location=options["usage_location"], rate=options["rate"], concurrency=options["concurrency"],
+        restore_deleted=options["restore_deleted"],
     )  # fmt: skip
     correlation_id = str(uuid.uuid4())
     outcome = asyncio.run(run_with_signals(request, source, output, correlation_id))

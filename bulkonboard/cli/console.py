@@ -218,7 +218,7 @@ class Output:
         table.add_column("status")
         table.add_column("rows", justify="right")
         styles = {
-            "valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red",
+            "valid": "green", "created": "green", "restored": "green", "skipped": "cyan", "invalid": "red", "failed": "red",
             "pending": "yellow",
         }  # fmt: skip
         for status, count in counts.items():

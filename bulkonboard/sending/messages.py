@@ -93,7 +93,7 @@ def stop_note(halt_text: str | None, denied: PermissionDenied | None = None) -> 
     """Why a row was not sent after the run stopped taking rows."""
     if denied is not None:
         return (
-            f"the run stopped taking rows when the service refused a create for lack of permission: "
+            f"the run stopped taking rows when the service refused a write for lack of permission: "
             f"{denied.advice}; then run the same command again"
         )
     if halt_text is not None:

@@ -47,6 +47,7 @@ from .flow import Flow
 from .messages import API_UNREACHABLE, RUN_INTERRUPTED
 from .ports import NullJournal, UserDirectory, UserService
 from .reconcile import Reconciler
+from .restore import RestoreStep, RestoringService
 from .retry import (
     DEFAULT_RATE,
     BucketPacer,
@@ -117,6 +118,7 @@ class Pipeline:
             sender=self._sender,
             journal=self._journal,
             create=CreateStep(self._sender, client, self._journal, reconciler),
+            restore=RestoreStep(self._sender, client, self._journal) if isinstance(client, RestoringService) else None,
             reconciler=reconciler,
             plan=PlanRunner(steps, self._sender, self._journal),
             customer=customer,

@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Callable
 
 from ..model import Code, Problem, RowResult, Status
-from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState
+from ..protocols import CheckedRowLike, Journal, PriorOutcome, PriorState, StepState
 from ..service.partnercenter import PermissionDenied, RequestError
 from .create import CreateStep
 from .gone import RESTORE_STEP, earlier_run, gone_for_good, in_recycle_bin
 from .messages import RUN_INTERRUPTED, SignInFailed, fail, failure_code, not_finished_text, on, stop_note
 from .reconcile import Attempt, Reconciler
+from .restore import RestoreStep
 from .sender import Sender, Stopped
 from .steps import PlanRunner, RowState
 
@@ -40,6 +41,7 @@ class RowRunner:
         sender: Sender,
         journal: Journal,
         create: CreateStep,
+        restore: RestoreStep | None,
         reconciler: Reconciler,
         plan: PlanRunner,
         customer: str,
@@ -50,6 +52,7 @@ class RowRunner:
         self._journal_path = journal_path  # named in the advice to forget a row
         self._journal = journal
         self._create = create
+        self._restore = restore  # None: the client cannot restore (a test's fake)
         self._reconciler = reconciler
         self._plan = plan
         self._customer = customer
@@ -110,7 +113,9 @@ class RowRunner:
         user = checked.user
         if prior is None or (prior.user_id and prior.user_id != checked.existing_user_id):
             return False  # not ours, or ours was replaced since: validation's words stand
-        made = "restored" if self._restored_earlier(self._customer_of(checked), user.upn_key, prior) else "created"
+        customer = self._customer_of(checked)
+        restored = self._restored_earlier(customer, user.upn_key, prior)
+        made = "restored" if restored else "created"
         if prior.outcome is PriorOutcome.CREATED:
             what = f"{made} by an earlier run{on(prior.recorded_at)}"
         else:
@@ -122,7 +127,11 @@ class RowRunner:
                 problems=(),
                 requestId=prior.request_id,
             )
-            self._journal.finished(self._customer_of(checked), user.upn_key, settled)
+            self._journal.finished(customer, user.upn_key, settled)
+            if restored:
+                self._journal.step_finished(
+                    customer, user.upn_key, RESTORE_STEP, StepState.DONE, prior.request_id, None
+                )
         result.requestId = prior.request_id or None
         message = (
             f"{user.userPrincipalName} already exists in the tenant (id {checked.existing_user_id}): {what}"
@@ -166,7 +175,9 @@ class RowRunner:
                 result.userId = checked.existing_user_id
                 await self._plan.run(RowState(customer, checked.user, result))
             return result
-        if prior is not None and prior.outcome is PriorOutcome.CREATED:
+        if checked.deleted_user is not None:  # --restore-deleted: restore takes create's place
+            result = await self._restored_now(checked, customer, prior)
+        elif prior is not None and prior.outcome is PriorOutcome.CREATED:
             return await self._created_earlier(checked, customer, prior)
         else:
             result = await self._created_now(checked, customer, prior)
@@ -247,6 +258,40 @@ class RowRunner:
             # next run reconciles it with the same request id instead of creating a second account.
             return result
         self._journal.finished(customer, user.upn_key, result)
+        return result
+
+    async def _restored_now(
+        self, checked: CheckedRowLike, customer: str, prior: PriorState | None
+    ) -> RowResult:
+        """The restore step in create's place, recorded like a create: a restore an earlier run left in doubt is
+        sent again with its same request id; anything else under a new one."""
+        user, deleted = checked.user, checked.deleted_user
+        assert deleted is not None
+        result = self._to_result(checked)
+        in_doubt = (
+            prior is not None
+            and prior.outcome is PriorOutcome.IN_DOUBT
+            and self._restored_earlier(customer, user.upn_key, prior)
+        )
+        request_id = prior.request_id if prior is not None and in_doubt else str(uuid.uuid4())
+        attempt = Attempt(customer=customer, user=user, request_id=request_id, maybe_created=in_doubt)
+        result.requestId = attempt.request_id
+        if self._restore is None:
+            fail(result, Code.USER_DELETED, "not restored: this run has no way to restore users", None)
+            return result
+        if self.stopping:
+            return self._not_finished(result, attempt)
+        try:
+            await self._restore.send(attempt, result, deleted.id)
+        except Stopped:
+            return self._not_finished(result, attempt)
+        finally:
+            result.attempts = attempt.sends
+        if result.status is Status.FAILED and attempt.maybe_created and not attempt.refused:
+            return result  # may be restored, unconfirmed: the journal keeps "sent" for the next run
+        self._journal.finished(customer, user.upn_key, result)
+        done = StepState.DONE if result.status is Status.RESTORED else StepState.FAILED
+        self._journal.step_finished(customer, user.upn_key, RESTORE_STEP, done, attempt.request_id, None)
         return result
 
     def _not_finished(self, result: RowResult, attempt: Attempt) -> RowResult:

@@ -52,6 +52,7 @@ STATUS_FILLS: dict[str, str] = {
     Status.FAILED.value: "#FFC7CE",
     Status.SKIPPED.value: "#FFEB9C",
     Status.CREATED.value: "#C6EFCE",
+    Status.RESTORED.value: "#C6EFCE",
 }
 
 
@@ -357,7 +358,7 @@ def _display_text(display: dict[str, str], key: str) -> str:
 #: The statuses each kind of workbook can hold: a dry run never creates, a run never leaves a row `valid`.
 _KIND_STATUSES = {
     "validation": (Status.VALID, Status.SKIPPED, Status.INVALID),
-    "results": (Status.CREATED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
+    "results": (Status.CREATED, Status.RESTORED, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
 }
 
 
