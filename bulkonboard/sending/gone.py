@@ -43,7 +43,7 @@ def gone_for_good(
     message = (
         f"{upn} was {earlier_run(prior, restored=restored)}, and the tenant no longer holds it: it is not in the "
         f"customer's recycle bin either, so it was deleted for good (or the tenant is not the one it was created "
-        f"in); nothing was sent. To create it afresh, make the journal forget it "
+        f"in); it was not created again. To create it afresh, make the journal forget it "
         f"(`{forget_command(journal_path, upn)}`), then run again"
     )
     return _failed(result, prior, message)
