@@ -245,7 +245,8 @@ def test_a_restore_refused_for_lack_of_role_stops_the_run_with_exit_3(tmp_path: 
         )  # fmt: skip
         assert_one_clear_line(done, 3, "User Administrator", "no further row was sent")
         rows = by_upn(results)
-        assert rows[GONE_UPN]["status"] == "pending" and rows[GONE_UPN]["problems"].startswith("permission.denied")
+        assert rows[GONE_UPN]["status"] == "pending"
+        assert rows[GONE_UPN]["problems"].startswith("permission.denied: not restored: the service refused it")
         assert rows["brand.new@contoso.com"]["status"] == "pending"
         assert user_state(sandbox, GONE_ID)["state"] == "inactive"  # type: ignore[index]
         assert holding(sandbox, "brand.new@contoso.com") == []

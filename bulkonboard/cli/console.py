@@ -240,7 +240,7 @@ class PendingRows:
 
     def add(self, result: RowResult) -> None:
         self.count += 1
-        self.may_exist += any(p.message.startswith("may exist") for p in result.problems)
+        self.may_exist += any(p.message.startswith(("may exist", "may be restored")) for p in result.problems)
         if self._ranges and result.row == self._ranges[-1][1] + 1:
             self._ranges[-1][1] = result.row
         else:

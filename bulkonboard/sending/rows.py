@@ -280,11 +280,11 @@ class RowRunner:
             fail(result, Code.USER_DELETED, "not restored: this run has no way to restore users", None)
             return result
         if self.stopping:
-            return self._not_finished(result, attempt)
+            return self._not_finished(result, attempt, "restored")
         try:
             await self._restore.send(attempt, result, deleted.id)
         except Stopped:
-            return self._not_finished(result, attempt)
+            return self._not_finished(result, attempt, "restored")
         finally:
             result.attempts = attempt.sends
         if result.status is Status.FAILED and attempt.maybe_created and not attempt.refused:
@@ -294,7 +294,7 @@ class RowRunner:
         self._journal.step_finished(customer, user.upn_key, RESTORE_STEP, done, attempt.request_id, None)
         return result
 
-    def _not_finished(self, result: RowResult, attempt: Attempt) -> RowResult:
+    def _not_finished(self, result: RowResult, attempt: Attempt, made: str = "created") -> RowResult:
         """A row taken, then left unfinished by a stop. Only a row whose request may have created the user
         stays "sent" in the journal; any other is recorded as not created, so that the next run sends it afresh
         under a new request id instead of taking whoever holds the UPN by then for its own."""
@@ -306,6 +306,7 @@ class RowRunner:
             last=attempt.last_failure,
             halt=self._sender.halt_text,
             denied=self._sender.denied,
+            made=made,
         )
         refused = isinstance(attempt.last_failure, PermissionDenied) and not attempt.maybe_created
         result.status, result.userId, result.problems = (
