@@ -38,8 +38,19 @@ class TokenProvider(Protocol):
     ) -> str: ...
 
 
+class DeletedUserLike(Protocol):
+    """A soft-deleted user holding a row's UPN, as validation found it (`sheets.facts.DeletedUser`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def deleted_at(self) -> str | None: ...
+
+
 class CheckedRowLike(Protocol):
-    """What validation hands over per row (`validation.CheckedRow`)."""
+    """What validation hands over per row (`validation.CheckedRow`). `deleted_user`: the soft-deleted user its UPN
+    belongs to (a `user.deleted` row; with `--restore-deleted` a valid row to restore instead of create)."""
 
     @property
     def user(self) -> UserRow: ...
@@ -52,6 +63,9 @@ class CheckedRowLike(Protocol):
 
     @property
     def existing_user_id(self) -> str | None: ...
+
+    @property
+    def deleted_user(self) -> DeletedUserLike | None: ...
 
 
 class PriorOutcome(StrEnum):

@@ -134,6 +134,6 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
     assert sum(e["status"] == "created" for e in rows) == 12
     (broken,) = [e for e in rows if e["status"] == "invalid"]
     assert broken["level"] == "warning" and {p["code"] for p in broken["problems"]} == {"usageLocation.invalid", "password.weak"}
-    assert summary["counts"] == {"created": 12, "partial": 0, "skipped": 0, "invalid": 1, "failed": 0, "pending": 0}
+    assert summary["counts"] == {"created": 12, "restored": 0, "partial": 0, "skipped": 0, "invalid": 1, "failed": 0, "pending": 0}
     for secret in (TOKEN, PASSWORD, "weak"):
         assert secret not in result.stderr.replace("password.weak", "")

@@ -572,6 +572,7 @@ async def test_the_journal_is_consulted_before_sending_and_never_sees_a_password
             "user3@contoso.com": PriorState(PriorOutcome.IN_DOUBT, earlier_id),
         }
     )
+    service.users["user2@contoso.com"] = "id-from-last-night"  # the tenant still holds it (looked up, not sent)
     service.users["user3@contoso.com"] = "created-by-the-killed-run"
     service.script = {"user3@contoso.com": ["dup"]}
     results = await run(make(service, journal=journal), [row(2), row(3), row(4)])

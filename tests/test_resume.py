@@ -177,6 +177,7 @@ async def test_a_later_sheet_creates_only_the_new_people(
         held = svc.held()
         assert first.counts["created"] == 4 and second.counts == {
             "created": 2,
+            "restored": 0,
             "partial": 0,
             "skipped": 4,
             "invalid": 0,
@@ -235,7 +236,7 @@ async def test_a_refused_row_is_tried_again_and_a_created_one_never(tmp_path: Pa
             second = await run_with_journal(svc, sheet, journal, tmp_path / "second.xlsx")
         rows = results_rows(tmp_path / "second.xlsx")
         held = svc.held()
-        assert second.counts == {"created": 1, "partial": 0, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0}
+        assert second.counts == {"created": 1, "restored": 0, "partial": 0, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0}
         assert [r["status"] for r in rows] == ["skipped", "created", "skipped"]
         assert rows[1]["userId"] == held["new.hire2@example.org"]
         assert rows[1]["requestId"] != refused["requestId"]  # the old request's answer was final: a new one

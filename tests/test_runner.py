@@ -122,7 +122,7 @@ async def test_happy_path_results_agree_with_the_sandbox(tmp_path: Path) -> None
         outcome = await run(svc, sheet, tmp_path)
 
         assert outcome.exit_code == 0 and not outcome.interrupted
-        assert outcome.counts == {"created": 4, "partial": 0, "skipped": 1, "invalid": 0, "failed": 0, "pending": 0}
+        assert outcome.counts == {"created": 4, "restored": 0, "partial": 0, "skipped": 1, "invalid": 0, "failed": 0, "pending": 0}
         assert svc.sandbox.stats.creations == 4
         rows = results_rows(outcome.results_path)
         assert [r["row"] for r in rows] == ["2", "3", "4", "5", "6"]

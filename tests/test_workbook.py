@@ -334,6 +334,7 @@ def test_results_have_an_outcome_chart_over_the_status_counts(tmp_path: Path) ->
     _, first, last = refs[0]
     assert [summary[i][0] for i in range(int(first) - 1, int(last))] == [
         "created",
+        "restored",
         "partial",
         "skipped",
         "invalid",

@@ -26,6 +26,7 @@ class DryRunOptions:
     generate_passwords: bool = False
     default_usage_location: str | None = None
     default_licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
+    restore_deleted: bool = False  # --restore-deleted
 
 
 def display_fields(checked: CheckedRow) -> dict[str, str]:
@@ -84,6 +85,7 @@ def run_validation(sheet: Sheet, facts: dict[str, CustomerFacts], options: DryRu
         generate_passwords=options.generate_passwords,
         default_usage_location=options.default_usage_location,
         default_licenses=options.default_licenses,
+        restore_deleted=options.restore_deleted,
     )
 
 

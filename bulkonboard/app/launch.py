@@ -45,6 +45,7 @@ class DryRunRequest:
     generate_passwords: bool = False
     usage_location: str | None = None
     licenses: tuple[str, ...] = ()  # --license: for rows whose licenses cell is empty
+    restore_deleted: bool = False  # --restore-deleted: a deleted user's UPN is a row to restore, not invalid
 
     @classmethod
     def plan(cls, input_path: Path, *, report: Path | None, customer: str, **options: Any) -> DryRunRequest:
@@ -74,6 +75,7 @@ async def validate_sheet(
         generate_passwords=request.generate_passwords,
         default_usage_location=request.usage_location,
         default_licenses=request.licenses,
+        restore_deleted=request.restore_deleted,
     )
     started = datetime.now(UTC)
     sheet = read_sheet(request.input_path, sheet=request.sheet)

@@ -27,8 +27,8 @@ def with_generated_passwords(validation: Validation, path: Path) -> tuple[Iterat
     entries: list[tuple[int, str, str]] = []
     for checked in validation:
         user = checked.user
-        if checked.status is not Status.VALID or user.password:
-            continue
+        if checked.status is not Status.VALID or user.password or checked.deleted_user is not None:
+            continue  # a user to restore keeps its own password: none is made up that it would not have
         password = earlier.get(user.upn_key) or example_password(16)
         chosen[user.upn_key] = password
         entries.append((user.row, user.userPrincipalName, password))

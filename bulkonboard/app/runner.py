@@ -56,8 +56,11 @@ from .sources import Connection
 
 #: The statuses a results workbook counts (`valid` is what a dry run says; a run turns it into one of these).
 #: `pending` (the run stopped before the row's outcome was known) is counted apart from `failed`, always.
-#: `partial`: the user exists, a step after create (a license) did not succeed.
-RESULT_STATUSES = (Status.CREATED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING)
+#: `partial`: the user exists, a step after create (a license) did not succeed; `restored`: brought back from the
+#: recycle bin (--restore-deleted) instead of created.
+RESULT_STATUSES = (
+    Status.CREATED, Status.RESTORED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING,
+)  # fmt: skip
 
 
 @runtime_checkable
@@ -88,6 +91,7 @@ class RunOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # --concurrency
     attempts: int = DEFAULT_ATTEMPTS
     backoff: Backoff = Backoff()
+    restore_deleted: bool = False  # --restore-deleted: restore a deleted user holding a row's UPN, not create
     # False: the journal is thrown away when the command ends (an embedded sandbox's), so a failure line must
     # not send anyone to it.
     journal_kept: bool = True
@@ -99,6 +103,7 @@ class RunOptions:
             generate_passwords=self.generated_passwords is not None,
             default_usage_location=self.default_usage_location,
             default_licenses=self.licenses,
+            restore_deleted=self.restore_deleted,
         )
 
 

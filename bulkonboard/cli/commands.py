@@ -33,6 +33,7 @@ from .options import (
     license_option,
     output_from,
     output_options,
+    restore_deleted_option,
     sheet_options,
     source_from,
     source_options,
@@ -83,7 +84,7 @@ def main() -> None:
     Rehearse anything against the built-in sandbox with --sandbox (see `bulkonboard sandbox --help`).
 
     \b
-    Exit codes: 0 every row valid/created/skipped; 1 some row invalid or failed; 2 unusable input or
+    Exit codes: 0 every row valid/created/skipped/restored; 1 some row invalid or failed; 2 unusable input or
     arguments; 3 auth, connection or permission problem, or another run holds the journal; 4 bulkonboard could not
     finish its own work (disk full, results or journal not writable, a bug: `journal results` rebuilds a run's
     results from its journal); 130 interrupted.
@@ -117,6 +118,7 @@ def template(path: Path, force: bool) -> None:
 )
 @license_option
 @via_option
+@restore_deleted_option
 @source_options
 @output_options
 def validate(input_path: Path, **options: Any) -> int:
@@ -130,7 +132,7 @@ def validate(input_path: Path, **options: Any) -> int:
     request = DryRunRequest.plan(
         input_path, report=options["report"], customer=options["customer"], sheet=options["sheet"],
         generate_passwords=options["generate_passwords"] is not None, usage_location=options["usage_location"],
-        licenses=tuple(options["licenses"]),
+        licenses=tuple(options["licenses"]), restore_deleted=options["restore_deleted"],
     )  # fmt: skip
     checked = asyncio.run(validate_sheet(request, source, correlation_id=str(uuid.uuid4()), progress=output.progress()))
     details = {"report": str(request.report), "source": checked.source_name}
@@ -174,6 +176,7 @@ def validate(input_path: Path, **options: Any) -> int:
 )
 @license_option
 @via_option
+@restore_deleted_option
 @source_options
 @output_options
 def run(input_path: Path, **options: Any) -> int:
@@ -193,6 +196,7 @@ def run(input_path: Path, **options: Any) -> int:
         generate_passwords=options["generate_passwords"], customer=options["customer"], sheet=options["sheet"],
         default_usage_location=options["usage_location"], rate=options["rate"], concurrency=options["concurrency"],
         licenses=tuple(options["licenses"]), via=options["via"].casefold(),
+        restore_deleted=options["restore_deleted"],
     )  # fmt: skip
     correlation_id = str(uuid.uuid4())
     outcome = asyncio.run(run_with_signals(request, source, output, correlation_id))

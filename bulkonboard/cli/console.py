@@ -201,8 +201,8 @@ class Output:
         table.add_column("status")
         table.add_column("rows", justify="right")
         styles = {
-            "valid": "green", "created": "green", "skipped": "cyan", "invalid": "red", "failed": "red",
-            "pending": "yellow", "partial": "yellow",
+            "valid": "green", "created": "green", "restored": "green", "skipped": "cyan", "invalid": "red",
+            "failed": "red", "pending": "yellow", "partial": "yellow",
         }  # fmt: skip
         for status, count in counts.items():
             shown = Text("not checked", style="dim") if status in not_checked and not count else f"{count:,}"
@@ -224,7 +224,7 @@ class PendingRows:
 
     def add(self, result: RowResult) -> None:
         self.count += 1
-        self.may_exist += any(p.message.startswith("may exist") for p in result.problems)
+        self.may_exist += any(p.message.startswith(("may exist", "may be restored")) for p in result.problems)
         if self._ranges and result.row == self._ranges[-1][1] + 1:
             self._ranges[-1][1] = result.row
         else:

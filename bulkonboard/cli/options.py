@@ -183,6 +183,15 @@ class Concurrency(click.ParamType):
 MIN_CONCURRENCY, MAX_CONCURRENCY = 1, 256
 
 
+#: `validate|run --restore-deleted`: rows whose UPN belongs to a soft-deleted user restore it instead of failing.
+restore_deleted_option = click.option(
+    "--restore-deleted",
+    is_flag=True,
+    help="A row whose UPN belongs to a deleted user in the customer's recycle bin restores that user (status "
+    "restored: its own names and password) instead of failing with user.deleted.",
+)
+
+
 #: `validate --license SKU` (repeatable): the licenses of rows whose `licenses` cell is empty.
 license_option = click.option(
     "--license",

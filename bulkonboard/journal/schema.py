@@ -125,7 +125,12 @@ ON CONFLICT (customer, upn_key) DO UPDATE SET
     reason = excluded.reason, request_id = COALESCE(excluded.request_id, rows.request_id),
     run_id = excluded.run_id, updated_at = excluded.updated_at
 """
-_OUTCOME_SQL = {Status.CREATED: _CREATED_SQL, Status.FAILED: _FAILED_SQL, Status.SKIPPED: _SKIPPED_SQL}
+_OUTCOME_SQL = {
+    Status.CREATED: _CREATED_SQL,
+    Status.RESTORED: _CREATED_SQL,  # ours from now on, as a created user (its `restore` step record says how)
+    Status.FAILED: _FAILED_SQL,
+    Status.SKIPPED: _SKIPPED_SQL,
+}
 
 #: A step after create, as it leaves: (customer, upn_key, step, request_id, run_id, now). The first send of a
 #: request id keeps its `sent_at` when a later run sends it again.

@@ -11,7 +11,7 @@ partner and per partner + customer, and Graph counts writes per app + tenant):
 - Reads, replays of an MS-RequestId, and Partner Center's DELETE and PATCH (delete, restore, rename: rare, and
   never counted before) are not counted. Neither is a call refused before the limiter (401, 403, unknown customer).
 - The same writes, once admitted, meet `--fail-rate` (503, nothing written) and `--drop-rate` (written, then the
-  connection closed with no answer).
+  connection closed with no answer); so does a restore (PATCH with `State`), though no limiter counts it.
 
 Repeatability is the point: one `random.Random(seed)` is drawn in a fixed order, exactly twice per write that gets
 past the limiters (first "fail?", then "drop?"), whatever the outcome, so the k-th admitted write of a run meets

@@ -314,11 +314,27 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
     customer, key, body = opened
     if isinstance(body, ApiError):
         return final_error(request, key, body)
+    fate = _restore_fate(request) if restoring else Fate(fail=False, drop=False)
+    if isinstance(fate, web.Response):
+        return fate
     result = request.app[CONTEXT].store.patch(customer, request.match_info["user_id"], body)
     if isinstance(result, ApiError):
         return final_error(request, key, result)
     # The docs are silent on the restore answer's shape; the sandbox answers the user as `GET` does.
-    return final(request, key, 200, public(result, customer.id))
+    return final_or_drop(request, key, 200, public(result, customer.id), fate)
+
+
+def _restore_fate(request: web.Request) -> Fate | web.Response:
+    """A restore meets `--fail-rate` (503, nothing done) and `--drop-rate` (done, then no answer) like a create,
+    so that a client's exactly-once restore can be tried; it is not counted by the limiters (faults.py)."""
+    context = request.app[CONTEXT]
+    fate = context.faults.draw()
+    if fate.fail:
+        context.stats.failed += 1
+        return pc_error(
+            ApiError(503, SERVICE_UNAVAILABLE_CODE, "The service is temporarily unavailable. Try again later.")
+        )
+    return fate
 
 
 async def _peek_json(request: web.Request) -> Any:

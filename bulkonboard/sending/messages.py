@@ -93,7 +93,7 @@ def stop_note(halt_text: str | None, denied: PermissionDenied | None = None) -> 
     """Why a row was not sent after the run stopped taking rows."""
     if denied is not None:
         return (
-            f"the run stopped taking rows when the service refused a create for lack of permission: "
+            f"the run stopped taking rows when the service refused a write for lack of permission: "
             f"{denied.advice}; then run the same command again"
         )
     if halt_text is not None:
@@ -112,28 +112,31 @@ def not_finished_text(
     last: Failure | None,
     halt: str | None,
     denied: PermissionDenied | None = None,
+    made: str = "created",
 ) -> str:
-    """A row taken, then left unfinished by a stop: whether its user may exist, in the admin's words."""
+    """A row taken, then left unfinished by a stop: whether its user may exist, in the admin's words. `made`:
+    what its request does to the user ("restored" for a `--restore-deleted` row, whose user exists anyway)."""
+    maybe = "may exist" if made == "created" else f"may be {made}"
     if isinstance(last, PermissionDenied) and not maybe_created:
         return (
-            f"not created: the service refused it for lack of permission ({describe(last)}), so nothing was "
-            f"created for it and the run stopped taking rows: {last.advice}; then run the same command again"
+            f"not {made}: the service refused it for lack of permission ({describe(last)}), so nothing was "
+            f"{made} for it and the run stopped taking rows: {last.advice}; then run the same command again"
         )
     if cut_short:
         return (
-            "may exist: the run was stopped at once while its request was in flight; run the same command "
+            f"{maybe}: the run was stopped at once while its request was in flight; run the same command "
             "again with the same journal, or check the tenant"
         )
     if maybe_created:
         said = describe(last) if last else "an earlier run got no answer"
         return (
-            f"may exist: the run was stopped before this row was finished, after an answer that leaves its "
+            f"{maybe}: the run was stopped before this row was finished, after an answer that leaves its "
             f"outcome open ({said}); {SAME_JOURNAL}"
         )
     if sends == 0:
         return f"not sent: {stop_note(halt, denied)}"
     said = f" (last answer: {describe(last)})" if last else ""
-    return f"not created: the run was stopped before it could be retried{said}; run the same command again"
+    return f"not {made}: the run was stopped before it could be retried{said}; run the same command again"
 
 
 def signed_out_text(maybe_created: bool) -> str:

@@ -48,6 +48,7 @@ from .messages import API_UNREACHABLE, RUN_INTERRUPTED
 from .ordering import ManagerDone, ManagersFirst
 from .ports import NullJournal, UserDirectory, UserService
 from .reconcile import Reconciler
+from .restore import RestoreStep, RestoringService
 from .retry import (
     DEFAULT_RATE,
     BucketPacer,
@@ -119,9 +120,12 @@ class Pipeline:
             sender=self._sender,
             journal=self._journal,
             create=CreateStep(self._sender, client, self._journal, reconciler),
+            restore=RestoreStep(self._sender, client, self._journal) if isinstance(client, RestoringService) else None,
+            reconciler=reconciler,
             plan=self._plan,
             customer=customer,
             to_result=to_result or _plain_result,
+            journal_path=_path_of(journal),
         )
         self._first = ManagersFirst(self._rows, concurrency=self.options.concurrency, default_customer=customer)
         self._flow = Flow(self.options, self._sender.stats, self._progress, self._first)
@@ -231,6 +235,13 @@ def _plain_result(checked: CheckedRowLike) -> RowResult:
         problems=checked.problems,
         customerTenantId=user.customerTenantId,
     )
+
+
+def _path_of(journal: Journal | None) -> str | None:
+    """The journal's file, for advice that names it (`journal forget --journal PATH`); None for a journal that has
+    none (a test's, or none at all)."""
+    path = getattr(journal, "path", None)
+    return str(path) if path is not None else None
 
 
 def _loop_time() -> float:

@@ -36,15 +36,21 @@ def find_deleted_users(
     return found
 
 
-def deleted_user_message(upn: str, user: DeletedUser) -> str:
-    since = f" since {_when(user.deleted_at)}" if user.deleted_at else ""
+def deleted_user_message(upn: str, user: DeletedUser, *, restoring: bool = False) -> str:
+    since = f" since {as_read(user.deleted_at)}" if user.deleted_at else ""
+    if restoring:
+        return (
+            f"{upn} belongs to a deleted user (id {user.id}) in the customer's recycle bin{since}: it will be "
+            "restored (--restore-deleted), not created; it comes back as it was deleted, with its own names and "
+            "password (this row's are not applied)"
+        )
     return (
         f"{upn} belongs to a deleted user (id {user.id}) in the customer's recycle bin{since}, which keeps the "
         f"UPN for {RECYCLE_BIN_DAYS} days: give --restore-deleted to restore that user, or change the UPN"
     )
 
 
-def _when(stamp: str) -> str:
+def as_read(stamp: str) -> str:
     """The service's ISO 8601 time as a person reads it (UTC, to the minute); as given when it is not one."""
     try:
         moment = datetime.fromisoformat(stamp.strip())

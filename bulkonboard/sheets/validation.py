@@ -112,8 +112,12 @@ class Validation:
         licenses: LicenseCheck | None = None,
         profile: ProfileCheck | None = None,
         managers: ManagerCheck | None = None,
+        restore_deleted: bool = False,
     ) -> None:
         self._frame = frame
+        self._restore_deleted = restore_deleted
+        # Bits that do not make a row invalid: an existing user (skipped); a deleted one to restore (valid).
+        self._tolerated = np.int64(EXISTS_BIT | (DELETED_BIT if restore_deleted else 0))
         self._usage_location = usage_location
         self._customer = customer
         self._force_change = force_change
@@ -130,7 +134,7 @@ class Validation:
         self.licenses_note = self._licenses.unchecked_note
 
         exists = (failed & EXISTS_BIT) != 0
-        invalid = (failed & ~np.int64(EXISTS_BIT)) != 0
+        invalid = (failed & ~self._tolerated) != 0
         skipped = int(exists.sum())
         invalid_only = int((invalid & ~exists).sum())
         self.counts: dict[Status, int] = {
@@ -202,7 +206,7 @@ class Validation:
                 status = Status.SKIPPED
                 existing = str(self._existing_user_id[position])
             else:
-                status = Status.INVALID
+                status = Status.INVALID if bits & ~self._tolerated else Status.VALID
             deleted = self._deleted_user[position] if bits & DELETED_BIT else None
             yield CheckedRow(user, status, problems, existing, deleted)
 
@@ -261,7 +265,7 @@ class Validation:
             case Rule.USER_EXISTS:
                 return f"{upn} already exists in the tenant (id {self._existing_user_id[position]})"
             case Rule.USER_DELETED:
-                return deleted_user_message(upn, self._deleted_user[position])
+                return deleted_user_message(upn, self._deleted_user[position], restoring=self._restore_deleted)
             case Rule.MANAGER_INVALID | Rule.MANAGER_UNKNOWN | Rule.MANAGER_CYCLE | Rule.MANAGER_ROW_INVALID:
                 return self._managers.message(rule, position, user.customerTenantId)
             case Rule.LICENSE_UNKNOWN | Rule.LICENSE_NOT_ASSIGNABLE | Rule.LICENSE_INSUFFICIENT:
@@ -306,10 +310,13 @@ def validate(
     generate_passwords: bool = False,
     default_usage_location: str | None = None,
     default_licenses: Sequence[str] = (),
+    restore_deleted: bool = False,
 ) -> Validation:
     """Check every row; `facts` must hold every customer `customers_in` names (else KeyError).
 
-    `default_licenses` (`--license`) serves the rows whose `licenses` cell is empty."""
+    `default_licenses` (`--license`) serves the rows whose `licenses` cell is empty. `restore_deleted`
+    (`--restore-deleted`): a row whose UPN belongs to a soft-deleted user is valid, to restore that user (it still
+    carries its `user.deleted` note, saying so), instead of invalid."""
     frame = _prepare(sheet.frame)
     if default_licenses:
         frame["licenses"] = fill_default_licenses(frame["licenses"], default_licenses)
@@ -344,6 +351,7 @@ def validate(
         licenses=licenses,
         profile=profile,
         managers=managers,
+        restore_deleted=restore_deleted,
     )
 
 

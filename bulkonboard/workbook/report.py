@@ -62,6 +62,7 @@ STATUS_FILLS: dict[str, str] = {
     Status.SKIPPED.value: "#FFEB9C",
     Status.PARTIAL.value: "#F8CBAD",  # the user exists, a later step did not succeed
     Status.CREATED.value: "#C6EFCE",
+    Status.RESTORED.value: "#C6EFCE",
 }
 
 
@@ -435,7 +436,10 @@ def _display_text(display: dict[str, str], key: str) -> str:
 #: The statuses each kind of workbook can hold: a dry run never creates, a run never leaves a row `valid`.
 _KIND_STATUSES = {
     "validation": (Status.VALID, Status.SKIPPED, Status.INVALID),
-    "results": (Status.CREATED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED, Status.PENDING),
+    "results": (
+        Status.CREATED, Status.RESTORED, Status.PARTIAL, Status.SKIPPED, Status.INVALID, Status.FAILED,
+        Status.PENDING,
+    ),  # fmt: skip
 }
 
 
