@@ -74,7 +74,7 @@ def test_each_user_gets_exactly_its_rows_licenses_once_and_a_rerun_sends_nothing
         held_again, after_again = held_licenses(sandbox), available_units(sandbox)
 
     assert first.returncode == 0 and closing_line(first)["counts"] == {
-        "created": 4, "partial": 0, "skipped": 1, "invalid": 0, "failed": 0, "pending": 0,
+        "created": 4, "restored": 0, "partial": 0, "skipped": 1, "invalid": 0, "failed": 0, "pending": 0,
     }  # fmt: skip
     wanted = {
         "ann@contoso.com": ["ENTERPRISEPACK"],
@@ -132,7 +132,7 @@ def test_units_gone_between_validate_and_run_are_refused_before_anything_is_sent
         held = held_licenses(sandbox)
 
     assert result.returncode == 1 and closing_line(result)["counts"] == {
-        "created": 1, "partial": 0, "skipped": 0, "invalid": 2, "failed": 0, "pending": 0,
+        "created": 1, "restored": 0, "partial": 0, "skipped": 0, "invalid": 2, "failed": 0, "pending": 0,
     }  # fmt: skip
     rows = results_rows(tmp_path / "results.xlsx")
     assert [(r["status"], r["licenses"]) for r in rows] == [
@@ -185,7 +185,7 @@ def test_a_refused_license_makes_the_row_partial_and_the_next_run_assigns_only_i
 
     assert created.returncode == 0 and closing_line(created)["counts"]["created"] == 3  # type: ignore[index]
     assert refused.returncode == 1 and closing_line(refused)["counts"] == {
-        "created": 0, "partial": 1, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0,
+        "created": 0, "restored": 0, "partial": 1, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0,
     }  # fmt: skip
     rows = results_rows(tmp_path / "refused.xlsx")
     assert [(r["status"], r["licenses"]) for r in rows] == [

@@ -64,7 +64,7 @@ elif what == "bug":
     from bulkonboard.app import runner
     def broken(*args, **kwargs):
         raise RuntimeError("an invariant broke\\nsecond line")
-    runner.SheetRun._details = broken
+    runner.run_details = broken
 from bulkonboard.cli.commands import main
 sys.argv = ["bulkonboard", *sys.argv[1:]]
 main()
