@@ -319,6 +319,7 @@ class SheetRun:
             "source": self.source_name,
             "rate": rate,
             "concurrency": self.options.concurrency,
+            "requests in flight (most at once)": stats.most_in_flight,
             "validation (s)": round(validation_seconds, 3),
             "sending (s)": round(sending_seconds, 3),
             "rows sent": stats.sent_rows,

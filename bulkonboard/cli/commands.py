@@ -167,7 +167,8 @@ def validate(input_path: Path, **options: Any) -> int:
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     metavar="N",
-    help="Requests in flight at most. At 20 users/s and 250 ms answers, five are in flight.",
+    help="Requests in flight at most: a cap. The run keeps as many in flight as its pace needs at the latency "
+    "it sees (rate x latency, with headroom: 5 at 20 users/s and 250 ms answers, about 75 at 3 s), up to this.",
 )
 @source_options
 @output_options
