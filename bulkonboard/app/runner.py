@@ -39,6 +39,7 @@ from ..errors import (
 from ..model import RowResult, Status
 from ..progress import NullProgress, Progress
 from ..protocols import Journal
+from ..sending.figures import pace_lines
 from ..sending.pipeline import Pipeline, PipelineOptions, PipelineStats
 from ..sending.retry import Backoff, Clock, RateController, Sleep
 from ..sheets.facts import CustomerFacts
@@ -334,6 +335,7 @@ class SheetRun:
         discovered = getattr(self.pipeline.rate_controller, "discovered_rate", None)
         if self.options.rate is None:
             details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
+        details.update(pace_lines(stats))
         if stats.halted:
             details["stopped early"] = f"{stats.halted}: no new row was sent after it"
         if stats.denied:

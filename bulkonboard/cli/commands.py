@@ -222,6 +222,9 @@ def run_details(outcome: RunOutcome, output: Output) -> dict[str, Any]:
         details["generated passwords"] = str(outcome.passwords_written)
     if outcome.interrupted:
         details["interrupted"] = "run the same command again to finish the rest"
+    from ..sending.figures import pace_lines
+
+    details.update(pace_lines(outcome.stats))  # a fixed rate eased after 429s; a line per customer
     return details
 
 

@@ -58,6 +58,7 @@ class InFlightLimit:
         self.floor = min(floor, cap)
         self._clock = clock
         self._latencies: deque[float] = deque(maxlen=samples)
+        self._percentile_seen: float | None = None  # of the samples as they are (None: to work out again)
         self._started: dict[int, float] = {}  # ticket -> when it left; insertion order: the oldest first
         self._tickets = 0
         self.most = 0  # the most requests in flight at once, for the figures
@@ -77,14 +78,17 @@ class InFlightLimit:
         started = self._started.pop(ticket, None)
         if started is not None and answered:
             self._latencies.append(max(0.0, self._clock() - started))
+            self._percentile_seen = None
 
     def latency(self) -> float | None:
         """The latency to plan for: a high percentile of the recent answers, or longer when a request still in
         flight has already waited longer. None: nothing known yet."""
         known: list[float] = []
         if self._latencies:
-            ordered = sorted(self._latencies)
-            known.append(ordered[min(len(ordered) - 1, math.ceil(self.percentile * len(ordered)) - 1)])
+            if self._percentile_seen is None:  # asked far more often than a sample comes: sort once per sample
+                ordered = sorted(self._latencies)
+                self._percentile_seen = ordered[min(len(ordered) - 1, math.ceil(self.percentile * len(ordered)) - 1)]
+            known.append(self._percentile_seen)
         oldest = next(iter(self._started.values()), None)
         if oldest is not None:
             known.append(self._clock() - oldest)

@@ -25,7 +25,7 @@ class PipelineOptions:
     max_throttled: int = DEFAULT_MAX_THROTTLED  # 429s per row before giving up on it
     lookup_retries: int = DEFAULT_LOOKUP_RETRIES  # lookups again when a user that may exist is not found
     backoff: Backoff = Backoff()
-    queue_size: int | None = None  # rows waiting for a worker; default 2 x concurrency
+    queue_size: int | None = None  # default 2 x concurrency; now only sizes the window's floor (lanes: flow.py)
     window: int | None = None  # rows between input and sink; default max(256, 4 x concurrency)
 
     def __post_init__(self) -> None:
@@ -104,3 +104,36 @@ class PipelineStats:
         seconds = self.sending_seconds
         created = self.counts.get(Status.CREATED.value, 0)
         return created / seconds if seconds > 0 and created else None
+
+
+def pace_lines(stats: PipelineStats) -> dict[str, str]:
+    """The lines about the pace under the Summary and the closing table: a fixed rate eased after 429s, and
+    with several customers one line each (created, failed, rate achieved)."""
+    sent = {
+        customer: figures
+        for customer, figures in stats.customers.items()
+        if figures.seconds > 0 or figures.throttled
+    }
+    if len(sent) <= 1:
+        eased = next((figures.eased_to for figures in sent.values() if figures.eased_to), None)
+        return {"pace": _eased(eased)} if eased else {}
+    return {f"customer {customer}": _customer_line(figures) for customer, figures in sent.items()}
+
+
+def _eased(rate: float) -> str:
+    return f"rate eased to {rate:.3g}/s after 429s"
+
+
+def _customer_line(figures: CustomerFigures) -> str:
+    counts = figures.counts
+    words = [f"{counts.get(Status.CREATED.value, 0)} created", f"{counts.get(Status.FAILED.value, 0)} failed"]
+    for status in (Status.PARTIAL, Status.PENDING):
+        if counts.get(status.value):
+            words.append(f"{counts[status.value]} {status.value}")
+    achieved = figures.achieved_rate
+    words.append(f"{achieved:.2f} created/s" if achieved else "0 created/s")
+    if figures.throttled:
+        words.append(f"{figures.throttled} answers of 429")
+    if figures.eased_to:
+        words.append(_eased(figures.eased_to))
+    return ", ".join(words)

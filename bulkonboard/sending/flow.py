@@ -52,23 +52,24 @@ class WorkerGate(Protocol):
 
 @dataclass(slots=True)
 class Lane:
-    """One customer's rows waiting for a worker, and its workers: a customer held up by its 429s holds up only
-    its own lane."""
+    """One customer's rows waiting for a worker, and how many its workers hold: a customer held up by its 429s
+    holds up only its own lane."""
 
     customer: str
     rows: deque[tuple[int, CheckedRowLike]] = field(default_factory=deque)
-    workers: int = 0  # alive
+    dispatching: bool = False  # its dispatcher is alive
     holding: int = 0  # rows taken by a worker and not finished
 
 
 class Flow:
     """One run's feeder, lanes of workers and reorder buffer.
 
-    A lane per customer, up to `concurrency` workers each, made as rows come and gone when their lane is empty; a
-    worker takes a row only when the gate says its customer's pace can use it soon (about twice the requests it
-    keeps in flight). So customers run side by side, rows are not held far ahead of the pace, and a stop finds
-    the rest of the sheet not reached rather than taken and left unsent. The window (rows between input and
-    sink) bounds it all: the feeder reads ahead at most that far."""
+    A lane per customer, and in each one dispatcher: it hands the lane's next row to a worker of its own (a task
+    per row, at most `concurrency` at once) only when the gate says the customer's pace can use it soon (about
+    twice the requests it keeps in flight), so one task per lane waits at the gate however long the sheet. So
+    customers run side by side, rows are not held far ahead of the pace, and a stop finds the rest of the sheet
+    not reached rather than taken and left unsent. The window (rows between input and sink) bounds it all: the
+    feeder reads ahead at most that far."""
 
     def __init__(
         self,
@@ -118,10 +119,9 @@ class Flow:
         if lane is None:
             lane = self._lanes[customer.lower()] = Lane(customer)
         lane.rows.append((position, checked))
-        waiting = lane.workers - lane.holding  # workers at the gate, each about to take a row
-        if waiting < len(lane.rows) and lane.workers < self.options.concurrency:
-            lane.workers += 1
-            self._group.create_task(self._work(lane))
+        if not lane.dispatching:
+            lane.dispatching = True
+            self._group.create_task(self._dispatch(lane))
 
     def _not_started(self, checked: CheckedRowLike) -> RowResult:
         """A row no worker started: one that needs no request, or (after a stop) one never reached. After a stop
@@ -131,25 +131,26 @@ class Flow:
             return self._rows.without_request(checked)
         return self._rows.not_reached(checked)
 
-    async def _work(self, lane: Lane) -> None:
-        CURRENT_CUSTOMER.set(lane.customer)  # this task's own context: every request of its rows counts there
+    async def _dispatch(self, lane: Lane) -> None:
+        CURRENT_CUSTOMER.set(lane.customer)  # copied into each worker it starts: their requests count there
         try:
             while lane.rows:
                 await self._gate.room_for_row(lambda: lane.holding)
-                if not lane.rows:
-                    return
                 position, checked = lane.rows.popleft()
-                lane.holding += 1  # before any await: the next worker's look counts this one
-                try:
-                    if self._rows.stopping:  # queued, never started: not reached, like the rows still unread
-                        self._complete(position, self._not_started(checked), lane.customer)
-                    else:
-                        self._complete(position, await self._rows.process(checked), lane.customer)
-                finally:
-                    lane.holding -= 1
-                    self._gate.row_released()
+                if self._rows.stopping:  # queued, never started: not reached, like the rows still unread
+                    self._complete(position, self._not_started(checked), lane.customer)
+                    continue
+                lane.holding += 1  # before any await: the gate's next look counts this one
+                self._group.create_task(self._work(lane, position, checked))
         finally:
-            lane.workers -= 1
+            lane.dispatching = False
+
+    async def _work(self, lane: Lane, position: int, checked: CheckedRowLike) -> None:
+        try:
+            self._complete(position, await self._rows.process(checked), lane.customer)
+        finally:
+            lane.holding -= 1
+            self._gate.row_released()
 
     def _complete(self, position: int, result: RowResult, customer: str) -> None:
         """Count the row, then hand over every result that is next in input order."""

@@ -101,8 +101,10 @@ class Room:
         """Wait until a worker may take a row of a scope whose workers hold `holding()` rows; at once when
         stopping (the rows left are then listed, not sent)."""
         while not stopping() and holding() >= self.rows_wanted(rate()):
-            # 2 x limit + 2 > holding from an in-flight limit of holding // 2 on
-            await self._woken_or_after(self.limit.until_limit(rate(), holding() // 2))
+            # 2 x limit + 2 > holding from an in-flight limit of holding // 2 on; at the cap only a row's end helps
+            held = holding()
+            later = None if held >= self.limit.cap else self.limit.until_limit(rate(), held // 2)
+            await self._woken_or_after(later)
 
     def wake(self) -> None:
         """Something changed (a row finished, a request left or got its answer, a stop): every waiter looks

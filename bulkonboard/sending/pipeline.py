@@ -204,7 +204,7 @@ class Pipeline:
 
 def _controllers(rate: float | None, clock: Clock) -> Callable[[], RateController]:
     """Each customer's own rate controller: the rate asked for, or slow start to find what the service allows."""
-    return lambda: FixedRate(rate) if rate is not None else SlowStartRate(DEFAULT_RATE, clock=clock)
+    return lambda: FixedRate(rate, clock=clock) if rate is not None else SlowStartRate(DEFAULT_RATE, clock=clock)
 
 
 def _plain_result(checked: CheckedRowLike) -> RowResult:

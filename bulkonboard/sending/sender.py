@@ -39,6 +39,10 @@ from .retry import (
 
 T = TypeVar("T")
 
+#: A 429 whose Retry-After is this short (a window of a second or two, full for a moment) is waited out by its
+#: row alone while the rate slows; a longer one pauses every request of the customer.
+ROW_ALONE_UP_TO = 2.0
+
 
 class Stopped(Exception):
     """A wait was cut short by stop(): the row is left unfinished."""
@@ -296,8 +300,11 @@ class Sender:
         self.pacing.scope().follow_rate()
 
     def throttled(self, failure: Throttled, sent_at: float, throttles: int) -> None:
-        """A 429: slow the customer's rate and close its gate until the service's time (one log line per long
-        wait); the other customers go on."""
+        """A 429, counted in the customer's scope: its controller slows (the others' go on). A short Retry-After
+        (the service's window is a second or two, full for a moment) is waited out by this row alone while the
+        others go on at the slower rate: closing the gate for it cost a second of sending each time (1.16-1.45x
+        the ideal time at a limit of exactly R). A longer one closes the customer's gate until the service's
+        time (one log line per long wait): sending into a window full for that long is pointless."""
         self.stats.throttled += 1
         scope = self.pacing.scope()
         scope.throttled += 1
@@ -307,6 +314,9 @@ class Sender:
         said = f"Retry-After {retry_after:.0f} s" if retry_after else "no Retry-After, backing off"
         if retry_after is None or retry_after <= 0:
             retry_after = self.policy.backoff.delay(throttles, self.policy.rng)
+        if retry_after <= ROW_ALONE_UP_TO:
+            ROW_NOT_BEFORE.set(self.clock() + retry_after)
+            return
         scope.gate.pause_for(retry_after)
         self.waits.waiting(
             max(retry_after, scope.gate.remaining()),
