@@ -15,8 +15,10 @@ from pathlib import Path
 PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 GRAPH_URL = "https://graph.microsoft.com"
 
-#: Requests in flight at most: at 20 users/s and 250 ms answers, five are in flight.
-DEFAULT_CONCURRENCY = 16
+#: Requests in flight at most (`--concurrency`): a cap, not the setting. A run keeps as many in flight as its pace
+#: needs at the latency seen (sending/concurrency.py): 5 at 20 users/s and 250 ms answers, about 75 at 3 s. The cap
+#: leaves room for that at Partner Center's slowest and for several customers at once.
+DEFAULT_CONCURRENCY = 256
 #: Users per second a run starts from when no --rate is given. Partner Center publishes no figure for
 #: creating users; Graph allows about 20 identity writes a second per app and tenant, so a quarter of that
 #: leaves room for other tools working on the same tenant, and the controller climbs from there.

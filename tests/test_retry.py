@@ -145,11 +145,14 @@ def test_the_gate_holds_until_the_latest_resume_time() -> None:
 # --- rate controllers
 
 
-def test_fixed_rate_does_not_move() -> None:
+def test_fixed_rate_never_climbs_and_a_429_only_eases_it() -> None:
     rate = FixedRate(3.5)
-    rate.on_throttle(10.0, sent_at=0.0)
     for _ in range(100):
         rate.on_success()
     assert rate.current_rate == 3.5
+    rate.on_throttle(10.0, sent_at=0.0)
+    for _ in range(100):
+        rate.on_success()
+    assert rate.current_rate == pytest.approx(3.5 * 0.96)
     with pytest.raises(ValueError):
         FixedRate(0)

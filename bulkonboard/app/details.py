@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..sending.figures import pace_lines
 from ..sending.retry import DEFAULT_RATE
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def run_details(
         "source": source,
         "rate": rate,
         "concurrency": options.concurrency,
+        "requests in flight (most at once)": stats.most_in_flight,
         "validation (s)": round(validation_seconds, 3),
         "sending (s)": round(sending_seconds, 3),
         "rows sent": stats.sent_rows,
@@ -50,6 +52,7 @@ def run_details(
     }
     if options.rate is None:
         details["service's limit found at (users/s)"] = round(discovered, 3) if discovered else "not met"
+    details.update(pace_lines(stats))  # a rate eased after 429s; a line per customer when there are several
     if stats.halted:
         details["stopped early"] = f"{stats.halted}: no new row was sent after it"
     if stats.denied:

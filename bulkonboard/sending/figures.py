@@ -18,14 +18,14 @@ DEFAULT_LOOKUP_RETRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
-    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most: a cap; the pace decides below it
     # users/s; None: start at retry.DEFAULT_RATE and follow the 429s; math.inf: no pacing at all
     rate: float | None = None
     attempts: int = DEFAULT_ATTEMPTS  # per row, for failures that count (5xx, no answer)
     max_throttled: int = DEFAULT_MAX_THROTTLED  # 429s per row before giving up on it
     lookup_retries: int = DEFAULT_LOOKUP_RETRIES  # lookups again when a user that may exist is not found
     backoff: Backoff = Backoff()
-    queue_size: int | None = None  # rows waiting for a worker; default 2 x concurrency
+    queue_size: int | None = None  # default 2 x concurrency; now only sizes the window's floor (lanes: flow.py)
     window: int | None = None  # rows between input and sink; default max(256, 4 x concurrency)
 
     def __post_init__(self) -> None:
@@ -46,6 +46,21 @@ class PipelineOptions:
 
 
 @dataclass(slots=True)
+class CustomerFigures:
+    """One customer's line in the Summary (several customers in one sheet): its rows by status and its pace."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # per status value
+    seconds: float = 0.0  # first request to last answer of this customer
+    throttled: int = 0  # 429 answers in its scope
+    eased_to: float | None = None  # a fixed rate eased after 429s, to this
+
+    @property
+    def achieved_rate(self) -> float | None:
+        created = self.counts.get(Status.CREATED.value, 0)
+        return created / self.seconds if self.seconds > 0 and created else None
+
+
+@dataclass(slots=True)
 class PipelineStats:
     """Figures for the summary; times are the pipeline's clock."""
 
@@ -61,12 +76,21 @@ class PipelineStats:
     not_finished: int = 0  # rows taken but left unfinished by stop() / abort()
     not_reached: int = 0  # rows to create that were never sent because the run stopped first (listed pending)
     max_pending: int = 0  # most rows between input and sink at once (bounded by the window)
+    most_in_flight: int = 0  # most requests in flight at once (the pace decides, --concurrency caps)
     first_send: float | None = None
     last_answer: float | None = None
     rate_settled: float = 0.0  # users/s the rate controller ended at
     interrupted: bool = False  # stopped by a person or a scheduler (stop() / abort()): exit 130
     halted: str | None = None  # why the run stopped taking rows on its own (the sign-in failed mid-run)
     denied: str | None = None  # the service's refusal for lack of permission, naming the roles needed: exit 3
+
+    customers: dict[str, CustomerFigures] = field(default_factory=dict)  # by customer id as the rows give it
+
+    def customer(self, customer: str) -> CustomerFigures:
+        found = self.customers.get(customer.lower())
+        if found is None:
+            found = self.customers[customer.lower()] = CustomerFigures()
+        return found
 
     @property
     def sending_seconds(self) -> float:
@@ -80,3 +104,36 @@ class PipelineStats:
         seconds = self.sending_seconds
         created = self.counts.get(Status.CREATED.value, 0)
         return created / seconds if seconds > 0 and created else None
+
+
+def pace_lines(stats: PipelineStats) -> dict[str, str]:
+    """The lines about the pace under the Summary and the closing table: a fixed rate eased after 429s, and
+    with several customers one line each (created, failed, rate achieved)."""
+    sent = {
+        customer: figures
+        for customer, figures in stats.customers.items()
+        if figures.seconds > 0 or figures.throttled
+    }
+    if len(sent) <= 1:
+        eased = next((figures.eased_to for figures in sent.values() if figures.eased_to), None)
+        return {"pace": _eased(eased)} if eased else {}
+    return {f"customer {customer}": _customer_line(figures) for customer, figures in sent.items()}
+
+
+def _eased(rate: float) -> str:
+    return f"rate eased to {rate:.3g}/s after 429s"
+
+
+def _customer_line(figures: CustomerFigures) -> str:
+    counts = figures.counts
+    words = [f"{counts.get(Status.CREATED.value, 0)} created", f"{counts.get(Status.FAILED.value, 0)} failed"]
+    for status in (Status.PARTIAL, Status.PENDING):
+        if counts.get(status.value):
+            words.append(f"{counts[status.value]} {status.value}")
+    achieved = figures.achieved_rate
+    words.append(f"{achieved:.2f} created/s" if achieved else "0 created/s")
+    if figures.throttled:
+        words.append(f"{figures.throttled} answers of 429")
+    if figures.eased_to:
+        words.append(_eased(figures.eased_to))
+    return ", ".join(words)

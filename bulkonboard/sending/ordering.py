@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from ..model import RowResult
 from ..protocols import CheckedRowLike
 from .flow import RowHandler
+from .pace import CURRENT_CUSTOMER
 
 #: Told of each manager row finished in the first phase: (customer, UPN, user id or None).
 ManagerDone = Callable[[str, str, str | None], None]
@@ -47,13 +48,14 @@ class ManagersFirst:
         gate = asyncio.Semaphore(self._concurrency)
 
         async def one(checked: CheckedRowLike) -> None:
+            customer = checked.user.customerTenantId or self._default_customer
+            CURRENT_CUSTOMER.set(customer)  # this task's requests count in its customer's pace (pace.py)
             async with gate:
                 if self.stopping:
                     return
                 result = await self._inner.process(checked)
             self._held[checked.user.row] = result
             if done is not None:
-                customer = checked.user.customerTenantId or self._default_customer
                 done(customer, checked.user.userPrincipalName, result.userId)
 
         for level in levels:

@@ -9,7 +9,8 @@ The sending stage, by concern (each its own module):
   again and how fast to send; messages.py: the words of the problems cell.
 
 This module puts them together. The rules a run keeps:
-- `concurrency` workers bound the requests in flight; a limiter holds the rate; a 429 closes a gate every worker
+- a limiter holds the rate; the requests in flight follow it (concurrency.py: rate x latency with headroom,
+  `concurrency` at most); a 429 closes a gate every worker
   waits on before sending (`retry.PauseGate`). A wait of `retry.LONG_WAIT` seconds or more is one log line.
 - Each row has one MS-RequestId, kept across all of its retries and runs: the service's idempotency key. With a
   journal, a row is recorded as sent with its request id, durably, before the request leaves; each later step
@@ -95,22 +96,12 @@ class Pipeline:
         self._journal: Journal = journal or NullJournal()
         self._progress: Progress = progress or NullProgress()
         clock = clock or _loop_time
-        policy = RetryPolicy(
-            on=retry_on_trouble,
-            attempts=self.options.attempts,
-            backoff=self.options.backoff,
-            rng=rng or random.Random(0),
-        )
-        controller = rate_controller or (
-            FixedRate(self.options.rate)
-            if self.options.rate is not None
-            else SlowStartRate(DEFAULT_RATE, clock=clock)
-        )
         self._sender = Sender(
             options=self.options,
             tokens=tokens,
-            controller=controller,
-            policy=policy,
+            new_controller=_controllers(self.options.rate, clock),
+            controller=rate_controller,
+            policy=_retry_policy(self.options, rng),
             clock=clock,
             sleep=sleep or asyncio.sleep,
         )
@@ -128,7 +119,14 @@ class Pipeline:
             journal_path=_path_of(journal),
         )
         self._first = ManagersFirst(self._rows, concurrency=self.options.concurrency, default_customer=customer)
-        self._flow = Flow(self.options, self._sender.stats, self._progress, self._first)
+        self._flow = Flow(
+            self.options,
+            self._sender.stats,
+            self._progress,
+            self._first,
+            self._sender,
+            customer_of=lambda checked: checked.user.customerTenantId or customer,
+        )
         self._first_rows: Sequence[Sequence[CheckedRowLike]] = ()
         self._on_first: ManagerDone | None = None
         self._started = False
@@ -173,7 +171,8 @@ class Pipeline:
 
     @property
     def rate_controller(self) -> RateController:
-        return self._sender.controller
+        """The first customer's rate controller (the run's only one when the sheet has one customer)."""
+        return self._sender.pacing.first_controller
 
     async def preflight(self, customers: Iterable[str]) -> None:
         """Ask the service once per customer before any row is sent; its errors (errors.AuthError,
@@ -206,7 +205,9 @@ class Pipeline:
         finally:
             self._progress.stop()
             self._journal.flush()
-            stats.rate_settled = self._sender.controller.current_rate
+            stats.rate_settled = self._sender.pacing.first_controller.current_rate
+            stats.most_in_flight = self._sender.in_flight.most
+            self._sender.pacing.figures_into(stats)
             stats.interrupted = self._sender.stop_reason >= StopReason.STOPPED
             stats.halted = self._sender.halt_text
             denied = self._sender.denied
@@ -222,6 +223,18 @@ class Pipeline:
         """Results that are finished but wait for an earlier row before they may go to the sink, by position
         in the input. After `run()` failed, the caller writes them rather than lose what finished."""
         return dict(self._flow.buffer)
+
+
+def _controllers(rate: float | None, clock: Clock) -> Callable[[], RateController]:
+    """Each customer's own rate controller: the rate asked for, or slow start to find what the service allows."""
+    return lambda: FixedRate(rate, clock=clock) if rate is not None else SlowStartRate(DEFAULT_RATE, clock=clock)
+
+
+def _retry_policy(options: PipelineOptions, rng: random.Random | None) -> RetryPolicy:
+    """Retry only on trouble worth retrying (sender.retry_on_trouble), with seeded jitter unless told otherwise."""
+    return RetryPolicy(
+        on=retry_on_trouble, attempts=options.attempts, backoff=options.backoff, rng=rng or random.Random(0)
+    )
 
 
 def _plain_result(checked: CheckedRowLike) -> RowResult:
