@@ -249,3 +249,15 @@ def test_output_paths_that_cannot_be_used_exit_2_with_one_line(tmp_path: Path) -
         "run", sheet, "--sandbox", "--customer", CONTOSO, "--results", tmp_path / "r.xlsx", "--journal", "/proc/nope/j.sqlite"
     )
     assert_one_clear_line(result, 2, "/proc/nope/j.sqlite")
+
+
+def test_every_json_log_line_names_its_event() -> None:
+    """A collector filters on `event`: a line logged without fields of its own still has one."""
+    import logging
+
+    from bulkonboard.cli.console import JsonFormatter
+
+    record = logging.LogRecord("bulkonboard", logging.WARNING, __file__, 1, "plain words", None, None)
+    assert json.loads(JsonFormatter().format(record))["event"] == "log"
+    record.fields = {"event": "wait", "seconds": 6.0}
+    assert json.loads(JsonFormatter().format(record))["event"] == "wait"

@@ -61,12 +61,14 @@ class RichProgress:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors; fields passed with `extra={"fields": {...}}` are merged."""
+    """One JSON object per line, for log collectors; fields passed with `extra={"fields": {...}}` are merged.
+    Every line has an `event` (a collector filters on it): `log` for a line that names none of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
+            "event": "log",
             "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
