@@ -49,7 +49,7 @@ from ..workbook.writers import ReportWriter, Summary, WorkbookNotWritten
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
 from .launch import license_steps_of
 from .passwords import with_generated_passwords
-from .plan import VIA_PARTNER_CENTER, plan_for, user_service
+from .plan import VIA_GRAPH, VIA_PARTNER_CENTER, plan_for, user_service
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
@@ -168,7 +168,8 @@ class SheetRun:
         self._graph = connection.graph
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
-        self.licenses = LicenseBook()  # the customers' SKUs once the facts are read; the units the run used
+        # the customers' SKUs once the facts are read; the units the run used (through Graph: one request a row)
+        self.licenses = LicenseBook(one_request=self.options.via == VIA_GRAPH)
         self.pipeline = Pipeline(
             user_service(connection, self.options.via),
             options=PipelineOptions(
@@ -244,8 +245,7 @@ class SheetRun:
     async def _run(
         self, sheet: Sheet, facts: dict[str, CustomerFacts], started: datetime, phase_start: float
     ) -> RunOutcome:
-        dry = self.options.dry_run()
-        validation = run_validation(sheet, facts, dry)
+        validation = run_validation(sheet, facts, self.options.dry_run())
         self.licenses.learn(facts)  # the SKUs the license steps resolve rows against: read once, with the facts
         plan = plan_for(sheet.present, self._graph, facts, via=self.options.via)  # a plan it cannot keep: exit 2
         validation_seconds = time.monotonic() - phase_start
@@ -301,21 +301,7 @@ class SheetRun:
             except OSError as exc:  # the workbook turns its own write failures into the above; this is a stray
                 raise OwnFailure(self._results_lost(exc.strerror or str(exc))) from exc
 
-        return self._outcome(stats, counts, summary)
-
-    def _outcome(self, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
-        return RunOutcome(
-            exit_code=_exit_code(stats, counts),
-            counts=counts,
-            results_path=self.results,
-            interrupted=stats.interrupted,
-            correlation_id=self.correlation_id,
-            not_reached=stats.not_reached,
-            stats=stats,
-            summary=summary,
-            passwords_written=self.passwords_written,
-            denied=stats.denied,
-        )
+        return _outcome(self, stats, counts, summary)
 
     def _details(
         self,
@@ -471,3 +457,18 @@ def _sha256(path: Path) -> str:
 async def run_sheet(input_path: Path, **kwargs: Any) -> RunOutcome:
     """`SheetRun(input_path, **kwargs).run()`, for callers that need no stop switch."""
     return await SheetRun(input_path, **kwargs).run()
+
+
+def _outcome(run: SheetRun, stats: PipelineStats, counts: dict[str, int], summary: Summary) -> RunOutcome:
+    return RunOutcome(
+        exit_code=_exit_code(stats, counts),
+        counts=counts,
+        results_path=run.results,
+        interrupted=stats.interrupted,
+        correlation_id=run.correlation_id,
+        not_reached=stats.not_reached,
+        stats=stats,
+        summary=summary,
+        passwords_written=run.passwords_written,
+        denied=stats.denied,
+    )

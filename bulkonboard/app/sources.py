@@ -67,6 +67,7 @@ class SourceChoice:
     base_url: str = PARTNER_CENTER_URL
     graph_url: str = GRAPH_URL
     start_emulator: EmulatorStarter | None = None
+    via: str = "partnercenter"  # --via: "graph" reads the licenses (SKUs) from Graph, which then assigns them
 
     @classmethod
     def pick(
@@ -81,6 +82,7 @@ class SourceChoice:
         base_url: str = PARTNER_CENTER_URL,
         graph_url: str = GRAPH_URL,
         start_emulator: EmulatorStarter | None = None,
+        via: str | None = None,
     ) -> SourceChoice:
         """One mode from the options, or InputError (exit 2) with the fix, before anything is opened."""
         base_url = checked_url(base_url, "--base-url", example=PARTNER_CENTER_URL)
@@ -109,6 +111,7 @@ class SourceChoice:
             base_url=base_url,
             graph_url=graph_url,
             start_emulator=start_emulator,
+            via=(via or "partnercenter").casefold(),
         )
 
     @property
@@ -245,7 +248,7 @@ async def _clients(
     graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
     domains_file = DomainsFile(choice.domains) if choice.domains else None
     return Connection(
-        facts=ServiceFacts(partner_center, graph, domains_file=domains_file),
+        facts=ServiceFacts(partner_center, graph, domains_file=domains_file, skus_from_graph=choice.via == "graph"),
         source_name=choice.name,
         partner_center=partner_center,
         graph=graph,

@@ -8,6 +8,7 @@ runs before any row is sent, so its request errors become command-stopping error
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from ..errors import BulkOnboardError
 from ..sheets import facts
 from .errors import MismatchedAnswer, Refused, RequestError, command_error
+from .graph_licenses import GraphLicenseCalls
 from .http import (
     Answer,
     Audience,
@@ -43,8 +46,8 @@ if TYPE_CHECKING:  # partnercenter.py re-exports this module's names, so it impo
 GRAPH_URL = "https://graph.microsoft.com"
 
 
-class GraphClient:
-    """The two Graph reads this tool needs, in the customer's tenant: its domains, and a user by UPN.
+class GraphClient(GraphLicenseCalls):
+    """Graph in the customer's tenant: its domains, its users, and (GraphLicenseCalls) its licenses.
 
     `graph_url` may hold `{tenant}`: the sandbox serves tenant T's Graph under URL/graph/T, while the real
     Graph tells tenants apart by the token (audience GRAPH, for tenant T).
@@ -245,6 +248,7 @@ class ServiceFacts:
         graph: GraphClient | None,
         *,
         domains_file: facts.DomainsFile | None = None,
+        skus_from_graph: bool = False,
     ) -> None:
         if graph is None and domains_file is None:
             raise ValueError(
@@ -253,6 +257,8 @@ class ServiceFacts:
         self._partner_center = partner_center
         self._graph = graph
         self._domains_file = domains_file
+        #: `--via graph`: the SKUs the licenses are assigned from are Graph's (`subscribedSkus`), read once here
+        self._skus_from_graph = skus_from_graph and graph is not None
         self._known: dict[str, facts.CustomerFacts] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -279,7 +285,7 @@ class ServiceFacts:
         except RequestError as exc:
             raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
         domains = await self._domains(customer_id)
-        skus, unreadable = await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        skus, unreadable = await self._skus(customer_id)
         return facts.CustomerFacts(
             customer_id=customer_id,
             domains=domains,
@@ -288,6 +294,26 @@ class ServiceFacts:
             subscribed_skus=skus,
             licenses_unreadable=unreadable,
         )
+
+    async def _skus(
+        self, customer_id: str
+    ) -> tuple[tuple[facts.SubscribedSku, ...] | None, BulkOnboardError | None]:
+        """Partner Center's SKUs; with `--via graph` Graph's (the API that assigns them: its units, its statuses),
+        named by Partner Center's product names when Partner Center lists them too (Graph names no product, and a
+        cell may say "Office 365 E3"). Partner Center's list is then a courtesy: unreadable, the names are the
+        part numbers."""
+        if not self._skus_from_graph:
+            return await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        assert self._graph is not None
+        skus, unreadable = await self._graph.subscribed_skus_or_refusal(customer_id)
+        if skus is None:
+            return skus, unreadable
+        named, _ = await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        names = {sku.sku_id.casefold(): sku.product_name for sku in named or ()}
+        return tuple(
+            dataclasses.replace(sku, product_name=names.get(sku.sku_id.casefold(), sku.product_name))
+            for sku in skus
+        ), None
 
     async def _domains(self, customer_id: str) -> dict[str, facts.Domain]:
         if self._domains_file is not None:
