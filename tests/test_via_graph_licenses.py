@@ -66,14 +66,24 @@ def test_via_graph_each_user_holds_exactly_its_licenses_one_request_a_row_and_a_
     with licensed_sandbox(licensed_data(tmp_path / "data.toml")) as sandbox:
         before = available_units(sandbox)
         first = run(sheet, sandbox.url, journal, tmp_path / "first.xlsx", "--license", "FLOW_FREE")
-        held_first = {f"{p}@contoso.com": graph_licenses(sandbox.url, f"{p}@contoso.com") for p in ("ann", "bob", "cem", "dee")}
+        held_first = {
+            f"{p}@contoso.com": graph_licenses(sandbox.url, f"{p}@contoso.com")
+            for p in ("ann", "bob", "cem", "dee")
+        }
         after_first = available_units(sandbox)
         again = run(sheet, sandbox.url, journal, tmp_path / "again.xlsx", "--license", "FLOW_FREE")
         held_again = {upn: graph_licenses(sandbox.url, upn) for upn in held_first}
         after_again = available_units(sandbox)
 
     assert first.returncode == 0, first.stderr
-    assert counts(first) == {"created": 4, "partial": 0, "skipped": 0, "invalid": 0, "failed": 0, "pending": 0}
+    assert counts(first) == {
+        "created": 4,
+        "partial": 0,
+        "skipped": 0,
+        "invalid": 0,
+        "failed": 0,
+        "pending": 0,
+    }
     wanted = {
         "ann@contoso.com": ["ENTERPRISEPACK"],
         "bob@contoso.com": ["ENTERPRISEPACK", "MINECRAFT"],
@@ -91,7 +101,11 @@ def test_via_graph_each_user_holds_exactly_its_licenses_one_request_a_row_and_a_
         "cem@contoso.com": "FLOW_FREE",
         "dee@contoso.com": "FLOW_FREE; MINECRAFT",
     }
-    assert units_used(tmp_path / "first.xlsx") == {"ENTERPRISEPACK": (2, 0), "FLOW_FREE": (2, 0), "MINECRAFT": (2, 0)}
+    assert units_used(tmp_path / "first.xlsx") == {
+        "ENTERPRISEPACK": (2, 0),
+        "FLOW_FREE": (2, 0),
+        "MINECRAFT": (2, 0),
+    }
     # Through Partner Center bob and dee would take two requests each (two license groups); through Graph, one.
     assert summary_items(tmp_path / "first.xlsx")["step requests (licenses)"] == "4"
     assert journal_steps(journal) == [("license:group1", "done")]
@@ -113,14 +127,37 @@ def test_via_graph_a_refused_license_makes_the_row_partial_with_graphs_words(tmp
     with licensed_sandbox(licensed_data(tmp_path / "data.toml")) as sandbox:
         created = run(sheet, sandbox.url, journal, tmp_path / "created.xlsx")
         refused = run(
-            sheet, sandbox.url, journal, tmp_path / "refused.xlsx", "--license", "ENTERPRISEPACK", "--concurrency", "1"
+            sheet,
+            sandbox.url,
+            journal,
+            tmp_path / "refused.xlsx",
+            "--license",
+            "ENTERPRISEPACK",
+            "--concurrency",
+            "1",
         )
-        held = {f"{p}@contoso.com": graph_licenses(sandbox.url, f"{p}@contoso.com") for p in ("ann", "bob", "cem")}
+        held = {
+            f"{p}@contoso.com": graph_licenses(sandbox.url, f"{p}@contoso.com") for p in ("ann", "bob", "cem")
+        }
 
     assert created.returncode == 0 and counts(created)["created"] == 3
     assert refused.returncode == 1, refused.stderr
-    assert counts(refused) == {"created": 0, "partial": 1, "skipped": 2, "invalid": 0, "failed": 0, "pending": 0}
-    assert held == {"ann@contoso.com": ["ENTERPRISEPACK"], "bob@contoso.com": ["ENTERPRISEPACK"], "cem@contoso.com": []}
+    assert counts(refused) == {
+        "created": 0,
+        "partial": 1,
+        "skipped": 2,
+        "invalid": 0,
+        "failed": 0,
+        "pending": 0,
+    }
+    assert held == {
+        "ann@contoso.com": ["ENTERPRISEPACK"],
+        "bob@contoso.com": ["ENTERPRISEPACK"],
+        "cem@contoso.com": [],
+    }
     cem = results_rows(tmp_path / "refused.xlsx")[2]
     assert cem["status"] == "partial" and cem["userId"] and cem["licenses"] == ""
-    assert "license.failed: license:group1: Office 365 E3 (ENTERPRISEPACK) not assigned: HTTP 400" in cem["problems"]
+    assert (
+        "license.failed: license:group1: Office 365 E3 (ENTERPRISEPACK) not assigned: HTTP 400"
+        in cem["problems"]
+    )
