@@ -123,9 +123,16 @@ class GraphClient(GraphLicenseCalls):
             "POST", self._root(tenant) / "users", tenant, body, secrets=(password,), on_answer=on_answer
         )
 
-    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None:
+    async def update_user(
+        self,
+        tenant: str,
+        user_id: str,
+        changes: dict[str, Any],
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> None:
         """PATCH the user's properties (204). Setting a value twice is harmless, so a retry needs no lookup."""
-        await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes)
+        await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes, on_answer=on_answer)
 
     async def user_properties(
         self, tenant: str, user_id: str, names: tuple[str, ...]
@@ -142,10 +149,18 @@ class GraphClient(GraphLicenseCalls):
             raise malformed_answer("GET", url, None, 200, "the user answer is not a JSON object")
         return payload
 
-    async def set_manager(self, tenant: str, user_id: str, manager_id: str) -> None:
+    async def set_manager(
+        self,
+        tenant: str,
+        user_id: str,
+        manager_id: str,
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> None:
         """PUT the manager reference (204); Graph's documented body names the manager by URL."""
         reference = {"@odata.id": f"{GRAPH_URL}/v1.0/users/{path_part(manager_id)}"}
-        await self._call("PUT", self._user_url(tenant, user_id, "manager", "$ref"), tenant, reference)
+        url = self._user_url(tenant, user_id, "manager", "$ref")
+        await self._call("PUT", url, tenant, reference, on_answer=on_answer)
 
     async def manager_id(self, tenant: str, user_id: str) -> str | None:
         """The id of the user's manager, or None when the user has none (Graph answers 404)."""
