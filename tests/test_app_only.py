@@ -17,6 +17,7 @@ import pytest
 
 from bulkonboard.auth.apponly import AppOnlyTokens
 from bulkonboard.auth.config import AuthConfig, load_config
+from bulkonboard.auth.tokens import device_login
 from bulkonboard.errors import AuthError
 from bulkonboard.protocols import Audience
 from bulkonboard.sandbox.authority import AuthorityState, Tls, make_tls
@@ -258,3 +259,12 @@ def get_json(url: str) -> Any:
     except urllib.error.HTTPError as error:
         assert error.code == 400
         return json.load(error)
+
+
+def test_auth_login_with_app_only_says_none_is_needed(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("")
+    config = load_config(app_only_environ(tmp_path, "https://127.0.0.1:9", tmp_path / "ca.pem"), cwd=tmp_path)
+    shown: list[object] = []
+    with pytest.raises(AuthError, match="app-only sign-in .* needs no login"):
+        device_login(config, show=shown.append)
+    assert shown == [] and not (tmp_path / "state").exists()  # no prompt, nothing written
