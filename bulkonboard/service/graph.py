@@ -258,7 +258,8 @@ def _domain_kind(kind: str) -> str:
 
 
 class ServiceFacts:
-    """`facts.FactsSource` backed by the service: domains from Graph (or a `--domains` file), users from Partner Center.
+    """`facts.FactsSource` backed by the service: domains from Graph (or a `--domains` file), users from Partner Center
+    (from Graph's list when there is no partner: app-only sign-in), SKUs from either (`skus_from_graph`: --via graph).
 
     Each customer is asked once per run (the list of users is paged and may be long); concurrent askers for the
     same customer wait for the first. A failure is not remembered, so a later call asks again.
