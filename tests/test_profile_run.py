@@ -212,11 +212,11 @@ class RefusingOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._graph, name)
 
-    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None:
+    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any], **options: Any) -> None:
         if not self.refused and changes.get("jobTitle") == self._job:
             self.refused = True
             changes = {**changes, "favouriteColour": "blue"}
-        await self._graph.update_user(tenant, user_id, changes)
+        await self._graph.update_user(tenant, user_id, changes, **options)
 
 
 async def test_a_refused_profile_makes_the_row_partial_and_the_next_run_finishes_only_it(tmp_path: Path) -> None:

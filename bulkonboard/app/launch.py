@@ -158,10 +158,11 @@ async def prepared_run(
 
 def license_steps_of(connection: Connection, licenses: LicenseBook) -> list[Step]:
     """The license steps of a row's plan, first after create (then profile and manager: app/plan.py;
-    docs/ARCHITECTURE.md, "The plan of steps"). Each step decides per row whether it is needed."""
+    docs/ARCHITECTURE.md, "The plan of steps"). Each step decides per row whether it is needed. A book for
+    `--via graph` (`one_request`) assigns through Graph, the way the users were created."""
     from ..sending.licensing import license_steps
 
-    return [*license_steps(connection.partner_center, licenses)]
+    return [*license_steps(connection.graph if licenses.one_request else connection.partner_center, licenses)]
 
 
 def _open_journal(stack: AsyncExitStack, request: RunRequest, connection: Connection) -> tuple[Journal, bool]:

@@ -55,6 +55,11 @@ def user_service(connection: Connection, via: str) -> Any:
     """Who creates the users: Partner Center (the default), or Graph in the customer's tenant (`--via graph`),
     which needs Graph: refused before anything is sent when the run has none."""
     if via != VIA_GRAPH:
+        if connection.partner_center is None:
+            raise InputError(
+                "app-only sign-in (an administrator of their own tenant) creates users through Microsoft Graph "
+                "only: add --via graph"
+            )
         return connection.partner_center
     if connection.graph is None:
         raise InputError(

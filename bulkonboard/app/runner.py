@@ -50,7 +50,7 @@ from .details import run_details
 from .dryrun import DryRunOptions, check_sheet, gather_facts, run_validation
 from .launch import license_steps_of
 from .passwords import with_generated_passwords
-from .plan import VIA_PARTNER_CENTER, plan_for, user_service
+from .plan import VIA_GRAPH, VIA_PARTNER_CENTER, plan_for, user_service
 from .salvage import Tally, failure_text, to_result, unfinished
 from .sources import Connection
 
@@ -175,7 +175,8 @@ class SheetRun:
         self._graph = connection.graph
         self._recorder = journal if isinstance(journal, RunRecorder) else None
         self._journal_run: int | None = None
-        self.licenses = LicenseBook()  # the customers' SKUs once the facts are read; the units the run used
+        # the customers' SKUs once the facts are read; the units the run used (through Graph: one request a row)
+        self.licenses = LicenseBook(one_request=self.options.via == VIA_GRAPH)
         self.pipeline = Pipeline(
             user_service(connection, self.options.via),
             options=PipelineOptions(
@@ -447,3 +448,4 @@ def _sha256(path: Path) -> str:
 async def run_sheet(input_path: Path, **kwargs: Any) -> RunOutcome:
     """`SheetRun(input_path, **kwargs).run()`, for callers that need no stop switch."""
     return await SheetRun(input_path, **kwargs).run()
+

@@ -67,6 +67,7 @@ class SourceChoice:
     base_url: str = PARTNER_CENTER_URL
     graph_url: str = GRAPH_URL
     start_emulator: EmulatorStarter | None = None
+    via: str = "partnercenter"  # --via: "graph" reads the licenses (SKUs) from Graph, which then assigns them
 
     @classmethod
     def pick(
@@ -81,6 +82,7 @@ class SourceChoice:
         base_url: str = PARTNER_CENTER_URL,
         graph_url: str = GRAPH_URL,
         start_emulator: EmulatorStarter | None = None,
+        via: str | None = None,
     ) -> SourceChoice:
         """One mode from the options, or InputError (exit 2) with the fix, before anything is opened."""
         base_url = checked_url(base_url, "--base-url", example=PARTNER_CENTER_URL)
@@ -109,6 +111,7 @@ class SourceChoice:
             base_url=base_url,
             graph_url=graph_url,
             start_emulator=start_emulator,
+            via=(via or "partnercenter").casefold(),
         )
 
     @property
@@ -214,14 +217,34 @@ async def _partner_center(choice: SourceChoice, correlation_id: str) -> AsyncIte
             from ..auth.tokens import MsalTokens
 
             config = load_config()
+            ca_bundle = ca_bundle or config.ca_bundle
+            if config.app_only:
+                yield await _app_only(stack, choice, correlation_id, config, ca_bundle)
+                return
             tokens = MsalTokens(config)
             stack.callback(tokens.close)
-            ca_bundle = ca_bundle or config.ca_bundle
             graph_url = None if choice.domains else choice.graph_url
         yield await _clients(
             stack, choice, correlation_id,
             base_url=choice.base_url, graph_url=graph_url, tokens=tokens, ca_bundle=ca_bundle,
         )  # fmt: skip
+
+
+async def _app_only(
+    stack: AsyncExitStack, choice: SourceChoice, correlation_id: str, config: Any, ca_bundle: Path | None
+) -> Connection:
+    """An administrator of their own tenant: the app's own Graph token (auth/apponly.py), Graph for everything
+    (domains, users, licenses, creates), no Partner Center. The journal belongs to Graph at `--graph-url`."""
+    from ..auth.apponly import AppOnlyTokens
+
+    tokens = AppOnlyTokens(config)
+    stack.callback(tokens.close)
+    graph_url = choice.graph_url
+    name = f"Microsoft Graph at {graph_url.replace('/{tenant}', '')} (app-only, tenant {config.tenant_id})"
+    return await _clients(
+        stack, choice, correlation_id,
+        base_url="", graph_url=graph_url, tokens=tokens, ca_bundle=ca_bundle, service_url=graph_url, source_name=name,
+    )  # fmt: skip
 
 
 async def _clients(
@@ -234,9 +257,10 @@ async def _clients(
     tokens: Any,
     ca_bundle: Path | None,
     service_url: str = "",
+    source_name: str = "",
 ) -> Connection:
     """The HTTP session and the clients on it, closed with `stack`; facts from the service (and the domains
-    file, when given, for the domains)."""
+    file, when given, for the domains). No `base_url`: no Partner Center (app-only, Graph alone)."""
     import aiohttp
 
     from ..service.partnercenter import GraphClient, PartnerCenterClient, ServiceFacts
@@ -244,12 +268,14 @@ async def _clients(
     timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
     connector = aiohttp.TCPConnector(ssl=_ssl_context(ca_bundle)) if ca_bundle else None
     session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout, connector=connector))
-    partner_center = PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id)
+    partner_center = (
+        PartnerCenterClient(session, tokens, base_url=base_url, correlation_id=correlation_id) if base_url else None
+    )
     graph = GraphClient(session, tokens, graph_url=graph_url) if graph_url else None
     domains_file = DomainsFile(choice.domains) if choice.domains else None
     return Connection(
-        facts=ServiceFacts(partner_center, graph, domains_file=domains_file),
-        source_name=choice.name,
+        facts=ServiceFacts(partner_center, graph, domains_file=domains_file, skus_from_graph=choice.via == "graph"),
+        source_name=source_name or choice.name,
         partner_center=partner_center,
         graph=graph,
         tokens=tokens,

@@ -15,6 +15,7 @@ Where settings come from, per setting, the first that has it:
    ``BULKONBOARD_AUTHORITY``      default ``https://login.microsoftonline.com``
    ``BULKONBOARD_CA_BUNDLE``      a PEM file of CAs to trust for the authority (a test or corporate CA)
    ``BULKONBOARD_TOKEN_CACHE``    where MSAL's token cache is kept
+   ``BULKONBOARD_APP_ONLY``       ``1``: sign in as the app alone (client credentials), see below
 2. one config file, the first that exists of: ``$BULKONBOARD_CONFIG``, ``./bulkonboard.toml``,
    ``$XDG_CONFIG_HOME/bulkonboard/config.toml`` (``~/.config/bulkonboard/config.toml``). It must be mode 0600::
 
@@ -30,6 +31,7 @@ Where settings come from, per setting, the first that has it:
        # authority = "https://login.microsoftonline.com"
        # ca_bundle = "/etc/ssl/corp-ca.pem"
        # token_cache = "~/.local/state/bulkonboard/msal_cache.json"
+       # app_only = true   # an administrator of their own tenant (no partner): see below
 
    A literal ``client_secret`` or ``refresh_token`` key is refused: a secret belongs in its own 0600 file or the
    environment, where it can be rotated without editing the config.
@@ -39,6 +41,13 @@ Where settings come from, per setting, the first that has it:
 
 Without a client secret the app is used as a public client (device-code sign-in, refresh without a secret);
 with one, as the confidential client of Partner Center's secure application model.
+
+``app_only`` (an administrator of their own tenant, no partner): the app signs in as itself with its client
+secret (client credentials, MSAL ``acquire_token_for_client``) for Microsoft Graph in ``tenant_id``, its own
+tenant; no person signs in and no refresh token is kept (auth/apponly.py). It needs the client secret, and the
+app Graph's application permissions (User.ReadWrite.All, Domain.Read.All; LicenseAssignment.ReadWrite.All for
+licenses) with an administrator's consent. Partner Center takes no app-only token for users, so such a run
+creates through Graph (``run --via graph``).
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ ENV_REFRESH_TOKEN_FILE = "BULKONBOARD_REFRESH_TOKEN_FILE"
 ENV_AUTHORITY = "BULKONBOARD_AUTHORITY"
 ENV_CA_BUNDLE = "BULKONBOARD_CA_BUNDLE"
 ENV_TOKEN_CACHE = "BULKONBOARD_TOKEN_CACHE"
+ENV_APP_ONLY = "BULKONBOARD_APP_ONLY"
 
 _KNOWN_KEYS = frozenset(
     {
@@ -83,6 +93,7 @@ _KNOWN_KEYS = frozenset(
         "authority",
         "ca_bundle",
         "token_cache",
+        "app_only",
     }
 )
 _INLINE_SECRETS = {"client_secret": "client_secret", "refresh_token": "refresh_token"}
@@ -139,6 +150,7 @@ class AuthConfig:
     ca_bundle: Path | None = None
     token_cache: Path = Path(CACHE_FILE_NAME)
     config_file: Path | None = None
+    app_only: bool = False  # the app signs in as itself (client credentials), for Graph in its own tenant
 
     @property
     def status_file(self) -> Path:
@@ -236,6 +248,12 @@ def load_config(
     if ca_bundle is not None and not ca_bundle.is_file():
         raise AuthError(f"{ca_bundle}: no such CA bundle (BULKONBOARD_CA_BUNDLE / ca_bundle)")
     token_cache = sources.path(ENV_TOKEN_CACHE, "token_cache") or state_dir() / CACHE_FILE_NAME
+    app_only = _app_only(environ, settings, config_file)
+    if app_only and client_secret is None:
+        raise AuthError(
+            "app-only sign-in (app_only / BULKONBOARD_APP_ONLY) needs the app's client secret: set "
+            f"{ENV_SECRET_FILE} (a 0600 file) or {ENV_SECRET}, or client_secret_file / client_secret_env"
+        )
 
     return AuthConfig(
         tenant_id=tenant_id,
@@ -246,7 +264,24 @@ def load_config(
         ca_bundle=ca_bundle,
         token_cache=token_cache,
         config_file=config_file,
+        app_only=app_only,
     )
+
+
+def _app_only(environ: Mapping[str, str], settings: Mapping[str, Any], config_file: Path | None) -> bool:
+    """BULKONBOARD_APP_ONLY (1/true/yes or 0/false/no) over the file's `app_only` (a TOML boolean): anything else
+    is refused, since a misspelt switch must not sign in the other way."""
+    raw = environ.get(ENV_APP_ONLY, "").strip().casefold()
+    if raw:
+        if raw in ("1", "true", "yes"):
+            return True
+        if raw in ("0", "false", "no"):
+            return False
+        raise AuthError(f"{ENV_APP_ONLY}={raw!r}: give 1 (app-only sign-in) or 0")
+    value = settings.get("app_only", False)
+    if not isinstance(value, bool):
+        raise AuthError(f"{config_file}: app_only must be true or false (a TOML boolean, unquoted)")
+    return value
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,8 @@ def device_login(
     refresh token), the status file, and the refresh token in `refresh_token_file` when the config names one.
 
     Synchronous: it waits for the person. `sleep` is injectable so tests wait on the approval, not on time."""
+    if config.app_only:  # nobody signs in: the app does, with its secret, at each run (auth/apponly.py)
+        raise AuthError("app-only sign-in (app_only / BULKONBOARD_APP_ONLY) needs no login: each run signs the app in")
     store = TokenStore(config)
     app = build_app(config, config.tenant_id, store.cache)
     try:

@@ -80,7 +80,9 @@ def source_options(func: F) -> F:
 def source_from(options: dict[str, Any], output: Output, start_emulator: EmulatorStarter) -> SourceChoice:
     """The source the options name, checked (exit 2 with the fix), popped off the options; `start_emulator` is
     how `--sandbox` starts the embedded sandbox (the CLI is the one place that knows it)."""
-    source = SourceChoice.pick(**{name: options.pop(name) for name in _SOURCE_OPTIONS}, start_emulator=start_emulator)
+    source = SourceChoice.pick(
+        **{name: options.pop(name) for name in _SOURCE_OPTIONS}, start_emulator=start_emulator, via=options.get("via")
+    )
     if source.token_on_command_line_matters and "--access-token" in " ".join(sys.argv):
         # Readable by every user of the machine (ps). The contract keeps --access-token; the environment variable
         # is the safe way to give it.

@@ -209,6 +209,19 @@ class _Authority:
                 "The request body must contain the following parameter: "
                 "'client_assertion' or 'client_secret'.",
             )
+        key = tenant.casefold()
+        if (key, None) in self.state._no_consent or (key, client.client_id) in self.state._no_consent:
+            # Entra's answer when the app has no service principal in the tenant (nobody consented there). The
+            # docs do not say what an app consented without application permissions gets: a token whose `roles`
+            # are empty, which Graph then refuses (403); the sandbox's tokens carry no roles either way.
+            raise Refusal(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client.client_id}' was not found in the directory '{tenant}'. This "
+                "can happen if the application has not been installed by the administrator of the tenant or "
+                "consented to by any user in the tenant.",
+            )
         resource = _resource_of(scopes, tenant)
         now = int(self.state.clock())
         claims = {

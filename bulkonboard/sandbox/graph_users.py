@@ -1,5 +1,5 @@
 """Graph's user routes for customer T under `/graph/T/v1.0`: `POST /users`, `GET` and `PATCH /users/{id or UPN}`,
-`PUT /users/{id}/manager/$ref` and `GET /users/{id}/manager`.
+`PUT /users/{id}/manager/$ref` and `GET /users/{id}/manager`, and the list `GET /users`.
 
 The directory is the one Partner Center's routes use: a user created either way is seen both ways. Writes go
 through `graph.graph_write` (GDAP, the limiters, the faults; no idempotency key, as in Graph). Errors are Graph's:
@@ -10,6 +10,7 @@ Graph's manner ("Invalid value specified for property 'x' of resource 'User'.").
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from typing import Any
@@ -35,6 +36,7 @@ from .permissions import Action
 from .profile import ACCOUNT_ENABLED, PROFILE_FIELDS
 from .store import ACTIVE, LICENSES, MANAGER_ID, PROFILE, CustomerState, Record
 
+METADATA = "https://graph.microsoft.com/v1.0/$metadata"
 #: What Graph requires of a new user (documented).
 REQUIRED_MEMBERS = (ACCOUNT_ENABLED, "displayName", "mailNickname", "passwordProfile", "userPrincipalName")
 _REFERENCE = re.compile(r"/(?:users|directoryObjects)/([^/?#]+)/?$", re.IGNORECASE)
@@ -44,6 +46,7 @@ def routes(prefix: str) -> list[web.RouteDef]:
     users = prefix + "/{tenant}/v1.0/users"
     return [
         web.post(users, create_user),
+        web.get(users, list_users),
         web.get(users + "/{user}", get_user),
         web.patch(users + "/{user}", patch_user),
         web.put(users + "/{user}/manager/$ref", put_manager),
@@ -67,6 +70,53 @@ def _invalid(request: web.Request, name: str, problem: str) -> web.Response:
 
 def _unknown_members(body: dict[str, Any], allowed: tuple[str, ...]) -> str | None:
     return next((k for k in body if k not in allowed and not str(k).startswith("@odata.")), None)
+
+
+#: Graph's documented `$top` for users: 1 to 999, 100 when not given.
+DEFAULT_TOP, MAX_TOP = 100, 999
+
+
+async def list_users(request: web.Request) -> web.StreamResponse:
+    """`GET /users`: active users in the directory's order, `$select` as for one user, pages of `$top` (Graph's
+    bounds) or the sandbox's `--page-size` when smaller, linked by an absolute `@odata.nextLink` whose
+    `$skiptoken` is the sandbox's own (opaque in Graph: here base64 of the tenant and the position)."""
+    customer = await graph_tenant(request, Action.READ_USERS)
+    if isinstance(customer, web.Response):
+        return customer
+    top_text = request.query.get("$top", str(DEFAULT_TOP))
+    if not top_text.isdigit() or not 1 <= int(top_text) <= MAX_TOP:
+        return bad_request(
+            request, f"Invalid page size specified: '{top_text}'. Must be between 1 and {MAX_TOP} inclusive."
+        )
+    size = min(int(top_text), request.app[CONTEXT].options.page_size)
+    position = _skip_position(customer, request.query.get("$skiptoken"))
+    if position is None:
+        return bad_request(request, "Invalid $skiptoken.")
+    users, following = customer.page(position, size, ACTIVE)
+    value = []
+    for record in users:
+        answer = selected(record, request.query.get("$select"))
+        if isinstance(answer, str):
+            return bad_request(
+                request, f"Could not find a property named '{answer}' on type 'microsoft.graph.user'."
+            )
+        answer.pop("@odata.context", None)
+        value.append(answer)
+    body: dict[str, Any] = {"@odata.context": f"{METADATA}#users", "value": value}
+    if following is not None:
+        token = base64.urlsafe_b64encode(f"{customer.id}:{following}".encode()).decode()
+        body["@odata.nextLink"] = str(request.url.update_query({"$skiptoken": token}))
+    return graph_ok(request, body)
+
+
+def _skip_position(customer: CustomerState, token: str | None) -> int | None:
+    if token is None:
+        return 0
+    try:
+        tenant, _, position = base64.urlsafe_b64decode(token.encode()).decode().rpartition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return int(position) if tenant == customer.id and position.isdigit() else None
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,11 @@ The rules it keeps (docs/ARCHITECTURE.md, "The plan of steps"):
   is sent again with the same request id, which the service answers again without taking a second unit.
 - The results' `licenses` column lists what the user was given (part numbers), from this run's answers or the
   journal's record of an earlier one: never what the sheet asked for.
+
+Two ways in, one step: Partner Center (`licenseupdates`, one license group per request), or with `--via graph`
+Graph (`assignLicense`, `licenseDetails`: service/graph_licenses.py), which has no license groups and takes any
+SKUs in one request. A book made with `one_request=True` files every SKU under Group1's step, so a row's
+licenses are one request and one journal step (`license:group1`) either way it has only Group1 SKUs.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ _GROUP_KEYS = tuple(group.casefold() for group in LICENSE_GROUPS)
 
 
 class LicenseService(Protocol):
-    """The two calls the step makes (service.partnercenter.PartnerCenterClient keeps it)."""
+    """The two calls the step makes (service.partnercenter.PartnerCenterClient keeps it, and
+    service.graph.GraphClient for `--via graph`)."""
 
     async def assign_licenses(
         self, customer_id: str, user_id: str, sku_ids: Iterable[str], *, request_id: str
@@ -68,8 +74,10 @@ class _Use:
 class LicenseBook:
     """Each customer's SKUs as this run read them (once, with the facts), and the units its license steps used.
 
-    Filled by the runner once the facts are read (`learn`), before any row is sent."""
+    Filled by the runner once the facts are read (`learn`), before any row is sent. `one_request`: the way in
+    takes any SKUs at once (Graph): every SKU goes with Group1's step."""
 
+    one_request: bool = False
     catalogs: dict[str, SkuCatalog] = field(default_factory=dict)
     _used: dict[tuple[str, str], _Use] = field(default_factory=dict)
 
@@ -97,7 +105,7 @@ class LicenseBook:
                     f"{shown(sku)} cannot be assigned: the subscription is {sku.capability_status}"
                 )
             else:
-                skus = by_group.setdefault(group_of(sku), [])
+                skus = by_group.setdefault(_GROUP_KEYS[0] if self.one_request else group_of(sku), [])
                 if sku not in skus:
                     skus.append(sku)
         if unknown:
@@ -189,8 +197,10 @@ class LicenseStep:
 
 
 def license_steps(client: LicenseService, book: LicenseBook) -> list[LicenseStep]:
-    """The license steps of a plan, Group1's first (it says what is wrong with a cell that cannot be sent)."""
-    return [LicenseStep(group, client, book) for group in LICENSE_GROUPS]
+    """The license steps of a plan, Group1's first (it says what is wrong with a cell that cannot be sent); one
+    step when the way in takes every SKU in one request."""
+    groups = LICENSE_GROUPS[:1] if book.one_request else LICENSE_GROUPS
+    return [LicenseStep(group, client, book) for group in groups]
 
 
 def _names(skus: tuple[SubscribedSku, ...]) -> str:

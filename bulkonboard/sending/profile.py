@@ -10,16 +10,21 @@ send again when not done: setting a value twice changes nothing.
 A manager is named by UPN; Graph's reference needs its id. Managers are looked up once per run each (the
 validation's listing of the customer's users first, then Graph by UPN for a manager created by this run: the
 run creates manager rows before the rows they manage, ordering.py), and remembered.
+
+Both writes count against the tenant's Graph budget as creates do: Graph's early warning on their answers
+(`x-ms-throttle-limit-percentage`) reaches the rate controller with the success (`UsageNote`), so the run eases
+off before a 429 whichever write is filling the window.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from ..model import PROFILE_FIELDS, Code, Status
+from ..service.http import Answer
 from ..service.partnercenter import Refused
 from .sender import Sender
 from .steps import RowState, StepOutcome
@@ -28,17 +33,34 @@ from .steps import RowState, StepOutcome
 class ProfileDirectory(Protocol):
     """Graph as these steps use it (`service.graph.GraphClient`)."""
 
-    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None: ...
+    async def update_user(
+        self, tenant: str, user_id: str, changes: dict[str, Any], *, on_answer: Callable[[Answer], None] | None = None
+    ) -> None: ...
 
     async def user_properties(
         self, tenant: str, user_id: str, names: tuple[str, ...]
     ) -> dict[str, Any] | None: ...
 
-    async def set_manager(self, tenant: str, user_id: str, manager_id: str) -> None: ...
+    async def set_manager(
+        self, tenant: str, user_id: str, manager_id: str, *, on_answer: Callable[[Answer], None] | None = None
+    ) -> None: ...
 
     async def manager_id(self, tenant: str, user_id: str) -> str | None: ...
 
     async def get_user(self, tenant: str, upn: str) -> dict[str, Any] | None: ...
+
+
+class UsageNote:
+    """Keeps the throttling warning of a request's latest answer, for `Sender.request(usage=...)`."""
+
+    def __init__(self) -> None:
+        self.usage: float | None = None
+
+    def __call__(self, answer: Answer) -> None:
+        self.usage = answer.throttle_usage
+
+    def value(self) -> float | None:
+        return self.usage
 
 
 class ProfileStep:
@@ -61,7 +83,10 @@ class ProfileStep:
         if self._profile_in_create and row.result.status is Status.CREATED:
             return StepOutcome.done()
         changes = row.user.profile_body
-        await sender.request(lambda: self._graph.update_user(row.customer, row.user_id, changes))
+        note = UsageNote()
+        await sender.request(
+            lambda: self._graph.update_user(row.customer, row.user_id, changes, on_answer=note), usage=note.value
+        )
         return StepOutcome.done()
 
     async def reconcile(self, row: RowState, request_id: str, sender: Sender) -> bool | None:
@@ -119,7 +144,10 @@ class ManagerStep:
             manager_id = await self._manager_id(row, sender)
         except ManagerNotFound as missing:
             return StepOutcome.failed(str(missing))
-        await sender.request(lambda: self._graph.set_manager(row.customer, row.user_id, manager_id))
+        note = UsageNote()
+        await sender.request(
+            lambda: self._graph.set_manager(row.customer, row.user_id, manager_id, on_answer=note), usage=note.value
+        )
         return StepOutcome.done()
 
     async def reconcile(self, row: RowState, request_id: str, sender: Sender) -> bool | None:

@@ -334,10 +334,14 @@ class Sender:
         await self.wait(wait)
         return True
 
-    async def request(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def request(
+        self, call: Callable[[], Awaitable[T]], *, usage: Callable[[], float | None] | None = None
+    ) -> T:
         """One request of a step after create, sent as the creates are: paced, behind the 429 gate, with a token
         (refreshed once on a 401), cut short by abort(), retried on trouble. Raises the last failure
-        (`RequestError`, `SignInFailed`) once retrying is over, `Stopped` / `Aborted` when the run stops first."""
+        (`RequestError`, `SignInFailed`) once retrying is over, `Stopped` / `Aborted` when the run stops first.
+        `usage`: the service's early throttling warning on the answer (Graph's `x-ms-throttle-limit-percentage`),
+        handed to the rate controller with the success as a create's is."""
         failures = throttles = 0
         refreshed = False
         while True:
@@ -371,6 +375,6 @@ class Sender:
                 continue
             self.answered()
             self.stats.step_requests += 1
-            self.controller.on_success()
+            self.controller.on_success(usage=usage() if usage is not None else None)
             self.follow_rate()
             return value

@@ -8,9 +8,10 @@ runs before any row is sent, so its request errors become command-stopping error
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,9 +20,11 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from ..errors import BulkOnboardError
 from ..progress import NullProgress, Progress
 from ..sheets import facts
 from .errors import MismatchedAnswer, Refused, RequestError, command_error
+from .graph_licenses import GraphLicenseCalls
 from .http import (
     Answer,
     Audience,
@@ -45,8 +48,8 @@ if TYPE_CHECKING:  # partnercenter.py re-exports this module's names, so it impo
 GRAPH_URL = "https://graph.microsoft.com"
 
 
-class GraphClient:
-    """The two Graph reads this tool needs, in the customer's tenant: its domains, and a user by UPN.
+class GraphClient(GraphLicenseCalls):
+    """Graph in the customer's tenant: its domains, its users, and (GraphLicenseCalls) its licenses.
 
     `graph_url` may hold `{tenant}`: the sandbox serves tenant T's Graph under URL/graph/T, while the real
     Graph tells tenants apart by the token (audience GRAPH, for tenant T).
@@ -122,9 +125,16 @@ class GraphClient:
             "POST", self._root(tenant) / "users", tenant, body, secrets=(password,), on_answer=on_answer
         )
 
-    async def update_user(self, tenant: str, user_id: str, changes: dict[str, Any]) -> None:
+    async def update_user(
+        self,
+        tenant: str,
+        user_id: str,
+        changes: dict[str, Any],
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> None:
         """PATCH the user's properties (204). Setting a value twice is harmless, so a retry needs no lookup."""
-        await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes)
+        await self._call("PATCH", self._user_url(tenant, user_id), tenant, changes, on_answer=on_answer)
 
     async def user_properties(
         self, tenant: str, user_id: str, names: tuple[str, ...]
@@ -141,10 +151,18 @@ class GraphClient:
             raise malformed_answer("GET", url, None, 200, "the user answer is not a JSON object")
         return payload
 
-    async def set_manager(self, tenant: str, user_id: str, manager_id: str) -> None:
+    async def set_manager(
+        self,
+        tenant: str,
+        user_id: str,
+        manager_id: str,
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> None:
         """PUT the manager reference (204); Graph's documented body names the manager by URL."""
         reference = {"@odata.id": f"{GRAPH_URL}/v1.0/users/{path_part(manager_id)}"}
-        await self._call("PUT", self._user_url(tenant, user_id, "manager", "$ref"), tenant, reference)
+        url = self._user_url(tenant, user_id, "manager", "$ref")
+        await self._call("PUT", url, tenant, reference, on_answer=on_answer)
 
     async def manager_id(self, tenant: str, user_id: str) -> str | None:
         """The id of the user's manager, or None when the user has none (Graph answers 404)."""
@@ -162,33 +180,46 @@ class GraphClient:
 
     async def list_domains(self, tenant: str) -> list[facts.Domain]:
         """The tenant's domains; a domain Graph marks unverified is left out, since no user can be created in it."""
-        root = self._root(tenant)
-        url = root / "domains"
         domains: list[facts.Domain] = []
+        async for entry in self._paged(tenant, self._root(tenant) / "domains", "domain list"):
+            if entry.get("isVerified") is False:
+                continue
+            name, kind = entry.get("id"), entry.get("authenticationType")
+            if isinstance(name, str) and name and isinstance(kind, str):
+                domains.append(facts.Domain(name=name, authentication_type=_domain_kind(kind)))
+        return domains
+
+    async def list_users(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's users (id and UPN), every page (`@odata.nextLink`): the existing users validation needs
+        when there is no Partner Center to list them (an administrator of their own tenant)."""
+        url = (self._root(tenant) / "users").with_query({"$select": "id,userPrincipalName", "$top": "999"})
+        return [user async for user in self._paged(tenant, url, "user list")]
+
+    async def _paged(self, tenant: str, url: URL, what: str) -> AsyncIterator[dict[str, Any]]:
+        """Each object of a Graph collection, following `@odata.nextLink` on Graph's own origin; a next link that
+        repeats or pages past the bound is an answer no run can trust (EndlessPaging)."""
+        root, first = self._root(tenant), url
         seen: set[str] = set()
+        count = 0
         while True:
             page = await self._call("GET", url, tenant)
             values = page.get("value") if isinstance(page, dict) else None
             if not isinstance(values, list):
-                raise malformed_answer("GET", url, None, 200, "the domain list has no `value` array")
+                raise malformed_answer("GET", url, None, 200, f"the {what} has no `value` array")
             for entry in values:
-                if not isinstance(entry, dict) or entry.get("isVerified") is False:
-                    continue
-                name, kind = entry.get("id"), entry.get("authenticationType")
-                if isinstance(name, str) and name and isinstance(kind, str):
-                    domains.append(facts.Domain(name=name, authentication_type=_domain_kind(kind)))
+                if isinstance(entry, dict):
+                    count += 1
+                    yield entry
             following = page.get("@odata.nextLink")
             if not isinstance(following, str) or not following:
-                return domains
+                return
             next_url = URL(following)
             if not same_origin(next_url, root):
-                raise malformed_answer("GET", url, None, 200, "the domain list's next link is not usable")
+                raise malformed_answer("GET", first, None, 200, f"the {what}'s next link is not usable")
             if following in seen:
-                raise endless_paging(
-                    url, None, len(seen) + 1, len(domains), "its next link repeats an earlier page"
-                )
+                raise endless_paging(first, None, len(seen) + 1, count, "its next link repeats an earlier page")
             if past_paging_bound(len(seen) + 1):
-                raise endless_paging(url, None, len(seen) + 1, len(domains), "it passed the bound on paging")
+                raise endless_paging(first, None, len(seen) + 1, count, "it passed the bound on paging")
             seen.add(following)
             url = next_url
 
@@ -229,7 +260,8 @@ def _domain_kind(kind: str) -> str:
 
 
 class ServiceFacts:
-    """`facts.FactsSource` backed by the service: domains from Graph (or a `--domains` file), users from Partner Center.
+    """`facts.FactsSource` backed by the service: domains from Graph (or a `--domains` file), users from Partner Center
+    (from Graph's list when there is no partner: app-only sign-in), SKUs from either (`skus_from_graph`: --via graph).
 
     Each customer is asked once per run (the list of users is paged and may be long); concurrent askers for the
     same customer wait for the first. A failure is not remembered, so a later call asks again.
@@ -243,18 +275,19 @@ class ServiceFacts:
 
     def __init__(
         self,
-        partner_center: PartnerCenterClient,
+        partner_center: PartnerCenterClient | None,
         graph: GraphClient | None,
         *,
         domains_file: facts.DomainsFile | None = None,
+        skus_from_graph: bool = False,
     ) -> None:
-        if graph is None and domains_file is None:
-            raise ValueError(
-                "ServiceFacts needs a GraphClient or a domains file to know the customer's domains"
-            )
+        if graph is None and (domains_file is None or partner_center is None):
+            raise ValueError("ServiceFacts needs Graph, or Partner Center and a domains file")
         self._partner_center = partner_center
         self._graph = graph
         self._domains_file = domains_file
+        #: `--via graph`: the SKUs the licenses are assigned from are Graph's (`subscribedSkus`), read once here
+        self._skus_from_graph = graph is not None and (skus_from_graph or partner_center is None)
         self._known: dict[str, facts.CustomerFacts] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._progress: Progress = NullProgress()
@@ -274,23 +307,17 @@ class ServiceFacts:
     async def _ask(self, customer_id: str) -> facts.CustomerFacts:
         """Partner Center first: it knows whether the partner has a relationship with the customer (403 20002,
         one line saying so), where Graph would only say "insufficient privileges"."""
-        existing: dict[str, str] = {}
         deleted: dict[str, facts.DeletedUser] = {}
-        self._progress.start(None, "listing users")
+        self._progress.start(None, "listing users")  # a sign of life: thousands of users take seconds
         try:
-            for listing_deleted in (False, True):
-                async with aclosing(
-                    self._partner_center.iter_users(customer_id, deleted=listing_deleted)
-                ) as users:
-                    async for user in users:
-                        _sort_user(user, existing, deleted)
-                        self._progress.advance(1)
-        except RequestError as exc:
-            raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
+            if self._partner_center is None:  # an administrator of their own tenant: Graph alone
+                existing = await self._graph_users(customer_id)
+            else:
+                existing = await self._partner_center_users(self._partner_center, customer_id, deleted)
         finally:
             self._progress.stop()
         domains = await self._domains(customer_id)
-        skus, unreadable = await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        skus, unreadable = await self._skus(customer_id)
         return facts.CustomerFacts(
             customer_id=customer_id,
             domains=domains,
@@ -299,6 +326,62 @@ class ServiceFacts:
             subscribed_skus=skus,
             licenses_unreadable=unreadable,
         )
+
+    async def _skus(
+        self, customer_id: str
+    ) -> tuple[tuple[facts.SubscribedSku, ...] | None, BulkOnboardError | None]:
+        """Partner Center's SKUs; with `--via graph` Graph's (the API that assigns them: its units, its statuses),
+        named by Partner Center's product names when Partner Center lists them too (Graph names no product, and a
+        cell may say "Office 365 E3"). Partner Center's list is then a courtesy: unreadable, the names are the
+        part numbers."""
+        if not self._skus_from_graph:
+            assert self._partner_center is not None
+            return await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        assert self._graph is not None
+        skus, unreadable = await self._graph.subscribed_skus_or_refusal(customer_id)
+        if skus is None:
+            return skus, unreadable
+        named = None
+        if self._partner_center is not None:
+            named, _ = await self._partner_center.subscribed_skus_or_refusal(customer_id)
+        names = {sku.sku_id.casefold(): sku.product_name for sku in named or ()}
+        return tuple(
+            dataclasses.replace(sku, product_name=names.get(sku.sku_id.casefold(), sku.product_name))
+            for sku in skus
+        ), None
+
+    async def _partner_center_users(
+        self,
+        partner_center: PartnerCenterClient, customer_id: str, deleted: dict[str, facts.DeletedUser]
+    ) -> dict[str, str]:
+        """Active users by case-folded UPN; the soft-deleted ones filed in `deleted`."""
+        existing: dict[str, str] = {}
+        try:
+            for listing_deleted in (False, True):
+                async with aclosing(partner_center.iter_users(customer_id, deleted=listing_deleted)) as users:
+                    async for user in users:
+                        _sort_user(user, existing, deleted)
+                        self._progress.advance(1)
+        except RequestError as exc:
+            raise command_error(exc, service="Partner Center", customer_id=customer_id) from None
+        return existing
+
+    async def _graph_users(self, customer_id: str) -> dict[str, str]:
+        """Active users by case-folded UPN, from Graph's list. Graph's plain list holds no soft-deleted user (they
+        sit under `directory/deletedItems`, not read here): without a partner no row is judged `user.deleted` in
+        advance, and Graph's create refuses such a UPN as taken."""
+        assert self._graph is not None
+        try:
+            listed = await self._graph.list_users(customer_id)
+        except RequestError as exc:
+            raise command_error(exc, service="Graph", customer_id=customer_id) from None
+        self._progress.advance(len(listed))
+        existing: dict[str, str] = {}
+        for user in listed:
+            upn, user_id = user.get("userPrincipalName"), user.get("id")
+            if isinstance(upn, str) and upn and isinstance(user_id, str) and user_id:
+                existing.setdefault(upn.casefold(), user_id)
+        return existing
 
     async def _domains(self, customer_id: str) -> dict[str, facts.Domain]:
         if self._domains_file is not None:
