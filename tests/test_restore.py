@@ -344,3 +344,23 @@ def test_a_kill_9_between_restore_and_the_next_step_resumes_at_that_step_exactly
     # Sent by the rerun besides creates: the stamps not made before the kill, nothing else (a restore would be
     # one more step request; a create for the restored row would be a second user, which `holders` rules out).
     assert report["step_requests"] == len(set(statuses) - stamped_then)
+
+
+def test_with_via_graph_the_deleted_user_is_restored_through_partner_center_not_created_beside_it(
+    tmp_path: Path,
+) -> None:
+    """Graph creates the new users; the one in the recycle bin is restored (Partner Center found it there), once."""
+    hires = sheet(tmp_path)
+    with standalone_sandbox("--data", str(data_file(tmp_path))) as sandbox:
+        done, first = run(hires, sandbox, tmp_path, "first", "--restore-deleted", "--via", "graph")
+        assert done.returncode == 0, done.stderr
+        rows = by_upn(first)
+        assert rows[GONE_UPN]["status"] == "restored" and rows[GONE_UPN]["userId"] == GONE_ID
+        assert rows["brand.new@contoso.com"]["status"] == "created"
+        assert user_state(sandbox, GONE_ID)["state"] == "active"  # type: ignore[index]
+        assert holding(sandbox, GONE_UPN) == [GONE_ID]
+
+        again, second = run(hires, sandbox, tmp_path, "second", "--restore-deleted", "--via", "graph")
+        assert again.returncode == 0, again.stderr
+        assert by_upn(second)[GONE_UPN]["status"] == "skipped" and summary_items(second)["rows sent"] == "0"
+        assert holding(sandbox, GONE_UPN) == [GONE_ID]

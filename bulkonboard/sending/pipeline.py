@@ -111,7 +111,7 @@ class Pipeline:
             sender=self._sender,
             journal=self._journal,
             create=CreateStep(self._sender, client, self._journal, reconciler),
-            restore=RestoreStep(self._sender, client, self._journal) if isinstance(client, RestoringService) else None,
+            restore=_restore_step(client, self._sender, self._journal),
             reconciler=reconciler,
             plan=self._plan,
             customer=customer,
@@ -228,6 +228,13 @@ class Pipeline:
 def _controllers(rate: float | None, clock: Clock) -> Callable[[], RateController]:
     """Each customer's own rate controller: the rate asked for, or slow start to find what the service allows."""
     return lambda: FixedRate(rate, clock=clock) if rate is not None else SlowStartRate(DEFAULT_RATE, clock=clock)
+
+
+def _restore_step(client: UserService, sender: Sender, journal: Journal) -> RestoreStep | None:
+    """Who restores a soft-deleted user (`--restore-deleted`): Partner Center, which found it in the recycle bin,
+    also when Graph creates the users (`--via graph` for a partner: the client names it as its `restorer`)."""
+    restorer = client if isinstance(client, RestoringService) else getattr(client, "restorer", None)
+    return RestoreStep(sender, restorer, journal) if isinstance(restorer, RestoringService) else None
 
 
 def _retry_policy(options: PipelineOptions, rng: random.Random | None) -> RetryPolicy:

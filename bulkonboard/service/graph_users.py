@@ -58,6 +58,12 @@ class GraphUserService:
         #: Request ids sent and not yet answered for sure: a second send of one is a retry (look up first).
         self._unsettled: set[str] = set()
 
+    @property
+    def restorer(self) -> PartnerCenterClient | None:
+        """Who restores a soft-deleted user (`--restore-deleted`): Partner Center, whose list of the recycle bin
+        found it. Without a partner no row is known to be deleted beforehand, so nothing is restored."""
+        return self._partner_center
+
     async def preflight(self, customer_id: str) -> dict[str, Any]:
         if self._partner_center is not None:
             return await self._partner_center.preflight(customer_id)
