@@ -489,6 +489,7 @@ def test_memory_for_successes_stays_bounded_at_high_rates() -> None:
     controller = SlowStartRate(clock=clock, horizon=10.0)
     successes(controller, clock, 200_000, per_second=5_000.0)  # 40 s at 5,000/s
     assert len(controller._successes._entries) <= 10.0 / 0.01 + 1
+    assert len(controller._history._entries) <= 10.0 / 0.01 + 1  # the rates it had: as bounded
     assert controller._successes.since(clock.now - 1.0) == pytest.approx(5_000, rel=0.02)
 
 
