@@ -81,7 +81,9 @@ def in_virtual_time(make: Callable[[], Awaitable[T]]) -> T:
 class ThrottledService:
     """Partner Center's creation endpoint behind a sliding-window limit, timed by the running loop's clock.
 
-    Like the sandbox: the latency is spent first, then the creation is admitted or refused, then answered.
+    Like the sandbox: the latency is spent first, then the creation is admitted or refused, then answered. With
+    `counted_after` set, like Partner Center instead: the request is counted when it arrives (that many seconds
+    after it left), a 429 is answered at once, and a success after the rest of the latency (the work).
     """
 
     limit: int | None  # creations per window; None: no limit
@@ -97,6 +99,7 @@ class ThrottledService:
     most_in_window: int = 0
     warned: int = 0
     last_usage: float | None = None  # the warning sent with the latest success
+    counted_after: float | None = None  # None: counted after the whole latency (the sandbox's way)
 
     async def preflight(self, customer_id: str) -> dict[str, Any]:
         return {"id": customer_id}
@@ -107,7 +110,8 @@ class ThrottledService:
     async def create_user(self, customer_id: str, user: UserRow, *, request_id: str) -> CreatedUser:
         loop = asyncio.get_running_loop()
         self.sent_at.append(loop.time())
-        await asyncio.sleep(self.latency)
+        latency = self.latency
+        await asyncio.sleep(latency if self.counted_after is None else min(latency, self.counted_after))
         now = loop.time()
         admitted = self.admitted
         while admitted and admitted[0] <= now - self.window:
@@ -130,6 +134,8 @@ class ThrottledService:
             self.last_usage = len(admitted) / self.limit
         else:
             self.last_usage = None
+        if self.counted_after is not None:
+            await asyncio.sleep(max(0.0, latency - self.counted_after))  # the work, after it was counted
         return CreatedUser(
             id=f"user-{len(self.admissions)}", userPrincipalName=upn, state="active", userDomainType="managed"
         )
@@ -343,12 +349,37 @@ def test_slow_start_grows_exponentially_in_time() -> None:
 
 def test_the_first_429_holds_just_under_what_was_accepted() -> None:
     clock = Clock()
-    controller = SlowStartRate(30.0, maximum=30.0, headroom=0.95, clock=clock)
-    successes(controller, clock, 40, per_second=20.0)  # 20 got through in each of the last seconds
+    controller = SlowStartRate(20.0, maximum=20.0, headroom=0.95, clock=clock)
+    successes(controller, clock, 40, per_second=20.0)  # sent at 20/s, and 20 got through in each second
     controller.on_throttle(1.0, sent_at=clock.now - 0.1)
     assert controller.phase == SlowStartRate.HOLDING
     assert controller.current_rate == pytest.approx(0.95 * 20.0, rel=0.06)
     assert controller.discovered_rate == controller.current_rate
+
+
+def test_a_429_answered_at_once_cuts_to_the_rate_that_filled_the_window_not_to_lagging_successes() -> None:
+    """A service that counts a request when it arrives answers its 429 at once, and its successes after the work:
+    in slow start the successes of the last second left when the rate was lower."""
+    clock = Clock()
+    controller = SlowStartRate(10.0, growth=0.5, maximum=100.0, headroom=0.95, clock=clock)
+    successes(controller, clock, 20, per_second=10.0)  # answers at 10/s while the rate grew from 10 to 20/s
+    assert controller.current_rate == pytest.approx(20.0)
+    controller.on_throttle(1.0, sent_at=clock.now - 0.03)
+    # The requests of the last second before the throttled one left at 15-20/s (17.5 on average), while only
+    # 10 successes came back in it.
+    assert controller.current_rate == pytest.approx(0.95 * 17.5, rel=0.03)
+
+
+def test_a_short_429_while_holding_eases_from_the_rate_its_request_left_at() -> None:
+    clock = Clock()
+    controller = SlowStartRate(20.0, maximum=20.0, probe=0.0, ease=0.95, clock=clock)
+    successes(controller, clock, 40, per_second=20.0)
+    controller.on_throttle(1.0, sent_at=clock.now)
+    held = controller.current_rate
+    successes(controller, clock, 10, per_second=10.0)  # a thin second: arrivals clumped, only 10 came back
+    controller.on_throttle(1.0, sent_at=clock.now - 0.5)
+    # 5 % off the rate the request left at, not down to the 10 successes of that second.
+    assert controller.current_rate == pytest.approx(0.95 * held) and controller.cuts == 2
 
 
 def test_a_429_sent_before_the_cut_is_no_news() -> None:
@@ -458,6 +489,7 @@ def test_memory_for_successes_stays_bounded_at_high_rates() -> None:
     controller = SlowStartRate(clock=clock, horizon=10.0)
     successes(controller, clock, 200_000, per_second=5_000.0)  # 40 s at 5,000/s
     assert len(controller._successes._entries) <= 10.0 / 0.01 + 1
+    assert len(controller._history._entries) <= 10.0 / 0.01 + 1  # the rates it had: as bounded
     assert controller._successes.since(clock.now - 1.0) == pytest.approx(5_000, rel=0.02)
 
 

@@ -8,12 +8,8 @@ Three small parts, each replaceable on its own:
 - `RetryPolicy`: the named conditions, the bounded number of attempts, exponential backoff with full jitter.
 - `PauseGate`: a 429 is about the whole partner (Partner Center counts per partner, or partner + customer), so
   one throttled answer pauses every sender until the time the service named, not just the row that saw it.
-- `RateController`: the users/s the run aims for. `FixedRate` is `--rate N` (eased a little by each 429). Without it, `SlowStartRate`
-  finds the rate the service allows: from `DEFAULT_RATE` it grows fast until the first 429 (or the service's
-  early warning), then holds just under the rate the service was seen to accept and probes gently (plain
-  AIMD, halve on a 429 and creep up, needed about 1.7x the time a 20/s limit allows for 600 users where slow
-  start needs about 1.1x: docs/BENCHMARKS.md). The controllers sit behind a small protocol, so the pipeline
-  does not care which one runs.
+- `RateController`: the users/s the run aims for; its two kinds, `FixedRate` (`--rate N`) and `SlowStartRate`
+  (no `--rate`: finds the rate the service allows), live in rates.py and are re-exported here.
 - `WaitLog`: one log line per wait of `LONG_WAIT` seconds or more (429 gate, Retry-After, backoff), with its
   reason, however many rows wait behind it.
 - `Pacer`: requests 1/rate apart on one schedule that survives rate changes (see its docstring for why the
@@ -26,16 +22,17 @@ import asyncio
 import logging
 import math
 import random
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from ..defaults import DEFAULT_ATTEMPTS, DEFAULT_RATE  # re-exported: their old home
+from ..defaults import DEFAULT_ATTEMPTS
+from ..defaults import DEFAULT_RATE as DEFAULT_RATE  # re-exported: its old home
 from ..service.partnercenter import EndlessPaging, MalformedAnswer, ServerError, Throttled, TransportError
+from .rates import FixedRate as FixedRate  # re-exported: their old home
+from .rates import SlowStartRate as SlowStartRate
 
 T = TypeVar("T")
 
@@ -51,7 +48,6 @@ LONG_WAIT = 5.0
 
 #: A child of console's "bulkonboard" logger, so its lines take the run's --log-format (text or JSON).
 log = logging.getLogger("bulkonboard.waits")
-
 
 
 def retry_on_service_trouble(failure: BaseException) -> bool | float:
@@ -199,47 +195,6 @@ class RateController(Protocol):
     def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None: ...
 
 
-class FixedRate:
-    """`--rate N`: the person chose the rate, and a 429 says the service allows a little less.
-
-    Why ease rather than pause at full rate: pausing every request for the Retry-After and resuming at the same
-    rate refills the service's window at once, and the next 429 comes a second later (measured: 1.92x the ideal
-    time against a limit of exactly R). So each 429 eases the rate by `ease` (4 %, e.g. 20 to 19.2/s), once per
-    round trip: a 429 for a request sent before the last ease says nothing new. `eases` counts them (the Summary
-    says "rate eased to 19.2/s after 429s"). The sender decides who waits (see `Sender.throttled`).
-
-    `math.inf` means no pacing at all (concurrency alone bounds the run): for tests and local sandboxes.
-    """
-
-    def __init__(
-        self, rate: float, *, ease: float = 0.96, minimum: float = 0.1, clock: Clock = time.monotonic
-    ) -> None:
-        if not rate > 0:
-            raise ValueError("the rate must be a positive number of users per second")
-        if not 0 < ease < 1:
-            raise ValueError("ease must be between 0 and 1")
-        self._rate = float(rate)
-        self.ease = ease
-        self.minimum = min(minimum, self._rate)
-        self._clock = clock
-        self._last_ease = -math.inf
-        self.eases = 0
-
-    @property
-    def current_rate(self) -> float:
-        return self._rate
-
-    def on_success(self, *, usage: float | None = None) -> None:
-        pass
-
-    def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
-        if math.isinf(self._rate) or (sent_at is not None and sent_at <= self._last_ease):
-            return
-        self._rate = max(self.minimum, self._rate * self.ease)
-        self._last_ease = self._clock()
-        self.eases += 1
-
-
 class Pacer:
     """Lets requests go 1/rate seconds apart, on one schedule that survives a change of rate.
 
@@ -309,162 +264,3 @@ class BucketPacer:
     async def acquire(self) -> None:
         if self._limiter is not None:
             await self._limiter.acquire()
-
-
-class _RecentSuccesses:
-    """How many successes came back in the last few seconds, in bounded memory however fast they come.
-
-    Successes closer together than `resolution` share one entry, so a run at thousands a second keeps at most
-    `horizon / resolution` entries; counts over a second are then exact to about 1 %.
-    """
-
-    def __init__(self, horizon: float, resolution: float = 0.01) -> None:
-        self.horizon = horizon
-        self.resolution = resolution
-        self._entries: deque[list[float]] = deque()  # [time of the entry's first success, count]
-        self.first: float | None = None
-
-    def add(self, now: float) -> None:
-        if self.first is None:
-            self.first = now
-        entries = self._entries
-        if entries and now - entries[-1][0] < self.resolution:
-            entries[-1][1] += 1
-        else:
-            entries.append([now, 1])
-        oldest = now - self.horizon
-        while entries and entries[0][0] < oldest:
-            entries.popleft()
-
-    def since(self, moment: float) -> int:
-        """Successes after `moment` (newest first, so a short look back stays cheap)."""
-        total = 0
-        for when, count in reversed(self._entries):
-            if when <= moment:
-                break
-            total += int(count)
-        return total
-
-
-class SlowStartRate:
-    """Finds the rate the service allows when nobody knows it: TCP's slow start, then a careful hold.
-
-    Why not plain AIMD: from a safe start, additive increase takes a long time to reach the limit and every
-    429 then halves the rate, so a run spends much of its time at a fraction of what the service allows
-    (about 1.7x the ideal time against a 20/s limit). Instead:
-
-    - Slow start: each success adds `growth` users/s, so the rate multiplies by e**growth a second (about
-      doubling), from a start that is safe for any tenant (`DEFAULT_RATE`).
-    - The first 429 ends it. The service's window was full, so the successes just before it say what it
-      accepts: those in the last `window` seconds, or in the last Retry-After seconds when that is longer (a
-      minute-long window asks for a long wait, and its whole quota came back in that time). The rate is
-      set to `headroom` of that, and never above `headroom` of the rate it had.
-    - Hold: the rate creeps up by `probe` (a fraction) a second, so that a limit that rises is found again;
-      a 429 cuts it as above, at least by 1 - `headroom` each time, so repeated 429s always slow it down.
-    - Early warnings: a success answered with a usage past `warning_threshold` of the limit ends slow start
-      before any 429. The limit is then about the recent successes divided by that usage, which puts a
-      ceiling at `headroom` of it: above it the rate is trimmed, below it the rate closes in on it.
-
-    Retry-After itself is the pipeline's to honour (every sender waits it out, see `PauseGate`); here it
-    only sizes the look back. A 429 for a request sent before the last cut says nothing new and is ignored.
-    """
-
-    SLOW_START = "slow start"
-    HOLDING = "holding"
-
-    def __init__(
-        self,
-        initial: float = DEFAULT_RATE,
-        *,
-        minimum: float = 0.1,
-        maximum: float = 1000.0,
-        growth: float = 0.7,
-        headroom: float = 0.95,
-        probe: float = 0.003,
-        window: float = 1.0,
-        horizon: float = 300.0,
-        warning_threshold: float = 0.8,
-        approach: float = 0.5,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        if not 0 < minimum <= initial <= maximum:
-            raise ValueError("need 0 < minimum <= initial <= maximum")
-        if not 0 < headroom < 1:
-            raise ValueError("headroom must be between 0 and 1")
-        if growth <= 0 or probe < 0 or window <= 0 or horizon < window:
-            raise ValueError("need growth > 0, probe >= 0 and 0 < window <= horizon")
-        self._rate = float(initial)
-        self.minimum = minimum
-        self.maximum = maximum
-        self.growth = growth
-        self.approach = approach
-        self.headroom = headroom
-        self.probe = probe
-        self.window = window
-        self.warning_threshold = warning_threshold
-        self._clock = clock
-        self._successes = _RecentSuccesses(horizon)
-        self.phase = self.SLOW_START
-        self._last_cut = -math.inf
-        #: The rate slow start ended at (None while it runs): what a person wants to know about the service.
-        self.discovered_rate: float | None = None
-        self.cuts = 0
-        self.warnings = 0
-
-    @property
-    def current_rate(self) -> float:
-        return self._rate
-
-    def on_success(self, *, usage: float | None = None) -> None:
-        now = self._clock()
-        self._successes.add(now)
-        if usage is not None and usage >= self.warning_threshold:
-            self._warned(usage, now)
-        elif self.phase == self.SLOW_START:
-            self._set(self._rate + self.growth)
-        else:
-            # `probe` a second spread over the successes of a second (one per 1/rate seconds).
-            self._set(self._rate * (1.0 + self.probe / max(self._rate, 1.0)))
-
-    def on_throttle(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
-        if sent_at is not None and sent_at <= self._last_cut:
-            return  # sent at the old rate: the cut already answered it
-        now = self._clock()
-        look_back = min(self._successes.horizon, max(retry_after or 0.0, self._span()))
-        accepted = self._successes.since(now - look_back) / look_back
-        # Nothing got through lately (another tool has used up the quota): halve, as AIMD would.
-        target = self.headroom * min(self._rate, accepted) if accepted > 0 else self._rate / 2
-        self._cut(target, now)
-
-    def _span(self) -> float:
-        """Seconds that hold enough successes to measure a rate: `window`, or ten successes at a slow rate."""
-        return max(self.window, 10.0 / self._rate)
-
-    def _warned(self, usage: float, now: float) -> None:
-        """The service says `usage` of its limit is used: its limit is about our recent rate / `usage`.
-
-        That puts a ceiling (`headroom` of the limit): slow start ends where it is, a rate above the ceiling
-        is trimmed to it, a rate below closes in on it (`approach` of the gap a second) instead of probing.
-        """
-        self.warnings += 1
-        first = self._successes.first if self._successes.first is not None else now
-        span = min(self._span(), max(now - first, self.window / 10))
-        ceiling = self.headroom * self._successes.since(now - span) / span / usage
-        if self.phase == self.SLOW_START:
-            self._cut(min(ceiling, self._rate), now)
-        elif ceiling < self._rate:
-            if now - self._last_cut >= span:  # the last trim has had time to show in the usage
-                self._cut(ceiling, now)
-        else:
-            self._set(self._rate + (ceiling - self._rate) * min(1.0, self.approach / max(self._rate, 1.0)))
-
-    def _cut(self, target: float, now: float) -> None:
-        self._set(target)
-        self._last_cut = now
-        self.cuts += 1
-        if self.phase == self.SLOW_START:
-            self.phase = self.HOLDING
-            self.discovered_rate = self._rate
-
-    def _set(self, rate: float) -> None:
-        self._rate = min(self.maximum, max(self.minimum, rate))
