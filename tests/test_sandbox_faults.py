@@ -3,6 +3,7 @@ routes, the store seen by tests, and --state. Same harness as test_sandbox.py (t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -156,6 +157,28 @@ async def test_latency_slows_every_call(start: Start, http: aiohttp.ClientSessio
         began = time.monotonic()
         status, _ = await get_json(http, url)
         assert status == 200 and time.monotonic() - began >= 0.15
+
+
+async def test_latency_is_the_services_work_after_counting_and_a_429_is_answered_at_once(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """The create is done (and counted) when the request arrives; its answer waits out the latency. A request the
+    limit refuses does no work: its 429 never waits."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:  # the latency, held until the test lets it go
+        entered.set()
+        await release.wait()
+
+    options = SandboxOptions(seed=0, latency_ms=150, rate_limit=(1, 60.0))
+    box = await start(options, clock=lambda: 0.0, sleep=held_sleep)
+    first = asyncio.ensure_future(post_user(http, box, new_user(), str(uuid.uuid4())))
+    await entered.wait()  # the first answer is being held back...
+    assert box.store.user_by_upn(CONTOSO, new_user()["userPrincipalName"]) is not None  # ...its work is done
+    second = await post_user(http, box, new_user("b@contoso.com"), str(uuid.uuid4()))
+    assert second[0] == 429 and not first.done()  # refused at once, while the first still waits
+    release.set()
+    assert (await first)[0] == 200
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -83,12 +83,16 @@ def build_app(
 
 @web.middleware
 async def _frame(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Latency, request counting, header echo; unknown routes and crashes answered in the service's shape."""
+    """Latency, request counting, header echo; unknown routes and crashes answered in the service's shape.
+
+    Sandbox's own (the docs are silent on where the time goes): `--latency-ms` is the service's work, spent after
+    the request arrived and was counted against the rate limits, before its answer leaves; a 429 does no work
+    and is answered at once. So a client that sends evenly arrives evenly, as over a real network whose one-way
+    delay is small beside a create's second or two; a per-request delay before counting would instead reorder
+    requests by up to the spread and make a sliding window refuse some at any rate near the limit."""
     context = request.app[CONTEXT]
     context.stats.requests += 1
     latency = context.faults.latency_seconds()
-    if latency > 0:
-        await context.sleep(latency)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -102,6 +106,8 @@ async def _frame(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = pc_error(
             ApiError(500, UNEXPECTED_ERROR_CODE, "An unexpected error occurred in the sandbox.")
         )
+    if latency > 0 and response.status != 429:
+        await context.sleep(latency)
     if context.durable is not None:
         try:
             # No answer leaves before the writes it may tell of are on disk (reads too: a list may show them).
