@@ -34,12 +34,13 @@ CUSTOMERS_DATA = "\n".join(
 
 
 #: gen.py's profile columns: each makes a row send a Graph PATCH after its create (the profile step), a second write
-#: that the sandbox's limit counts too. The pace scenarios measure creates against a limit of creates, so their
-#: sheets leave them out (with them, every user is two paced writes: half the users a second, 2x every ratio).
+#: that the sandbox's limit counts too. The pace scenarios measure creates against a limit of creates, and the
+#: overhead and memory runs set the pipeline beside a bare loop that only creates, so their sheets leave them out
+#: (with them, every user is two writes: half the users a second, 2x every ratio).
 PROFILE_COLUMNS = ("Employee ID", "Department")
 
 
-def _creates_only(path: Path, rows: int, customers: tuple[str, ...] = ()) -> Path:
+def creates_only(path: Path, rows: int, customers: tuple[str, ...] = ()) -> Path:
     """gen.py's valid rows without the profile columns (so a row is one create), with a customerTenantId column
     naming `customers` in turn when given."""
     keep = [n for n, name in enumerate(gen.HEADER) if name not in PROFILE_COLUMNS]
@@ -65,7 +66,7 @@ def _pace(argv: list[str]) -> float:
 def bench_pace(work: Path) -> list[str]:
     """--rate 20 at 50 ms, 1.5 s and 1-3 s answers, under a limit above it: the rate held, and no 429."""
     rows, rate = 300, 20
-    sheet = _creates_only(work / f"pace-{rows}.csv", rows)
+    sheet = creates_only(work / f"pace-{rows}.csv", rows)
     lines = [
         "### Pace: `--rate 20` at any latency, a limit above it",
         "",
@@ -96,7 +97,7 @@ def bench_limit(work: Path) -> list[str]:
     """No --rate, a limit the client is not told: how close to the limit's own time, every user once."""
     rows, limit = 400, 20
     ideal = (rows - 1) / limit
-    sheet = _creates_only(work / f"limit-{rows}.csv", rows)
+    sheet = creates_only(work / f"limit-{rows}.csv", rows)
     lines = [
         "### Unknown limit: no `--rate`",
         "",
@@ -131,7 +132,7 @@ def bench_at_limit(work: Path) -> list[str]:
     """--rate R against a service whose limit is exactly R: eased a little, no 429-pause cycles."""
     rows, rate, latency = 400, 20, 1.5
     ideal = (rows - 1) / rate + latency
-    sheet = _creates_only(work / f"at-limit-{rows}.csv", rows)
+    sheet = creates_only(work / f"at-limit-{rows}.csv", rows)
     with Sandbox(work, "--latency-ms", "1500", "--rate-limit", f"{rate}/1s") as sandbox:
         argv = run_command(sheet, sandbox, work, "--rate", str(rate))
         measure(argv)
@@ -157,7 +158,7 @@ def bench_customers(work: Path) -> list[str]:
     """Three customers limited to 10/s each, 100/s partner-wide, no --rate: each finds its own pace."""
     rows, each = 450, 10
     ideal = rows / (each * len(CUSTOMERS))
-    sheet = _creates_only(work / f"customers-{rows}.csv", rows, CUSTOMERS)
+    sheet = creates_only(work / f"customers-{rows}.csv", rows, CUSTOMERS)
     options = ("--latency-ms", "250", "--customer-rate-limit", f"{each}/1s", "--rate-limit", "100/1s")
     with Sandbox(work, *options, data=CUSTOMERS_DATA) as sandbox:
         argv = run_command(sheet, sandbox, work)
@@ -186,7 +187,7 @@ def bench_customers(work: Path) -> list[str]:
 def bench_licensed(work: Path) -> list[str]:
     """--rate R with a license per user: every call (create and license) paced together, still no 429."""
     rows, rate, limit = 200, 20, 25
-    sheet = gen.write_csv(work / f"licensed-{rows}.csv", rows, bad_every=0)
+    sheet = creates_only(work / f"licensed-{rows}.csv", rows)
     header, *people = sheet.read_text(encoding="utf-8").splitlines()  # gen's rows are one line each
     sheet.write_text("\n".join([header + ",licenses", *(row + ",ENTERPRISEPACK" for row in people)]) + "\n")
     skus = '[[customers.skus]]\nskuId = "6fd2c87f-b296-42f0-b197-1e91e994b900"\nskuPartNumber = "ENTERPRISEPACK"\n'
