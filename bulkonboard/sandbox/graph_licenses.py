@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from .context import CONTEXT
-from .graph import bad_request, graph_ok, graph_tenant, graph_write, not_found, written
+from .graph import bad_request, graph_ok, graph_tenant, not_found, written
 from .graph_directory import selected
-from .graph_users import find_user
+from .graph_users import find_user, user_write
 from .licensing import LicenseRefusal, change_licenses, units_by_status
 from .permissions import Action
 from .store import LICENSES
@@ -82,15 +82,10 @@ async def license_details(request: web.Request) -> web.StreamResponse:
 
 
 async def assign_license(request: web.Request) -> web.StreamResponse:
-    opened = await graph_write(request, Action.ASSIGN_LICENSES)
+    opened = await user_write(request, Action.ASSIGN_LICENSES)
     if isinstance(opened, web.Response):
         return opened
-    customer, body, fate = opened  # from here to the answer: no await, so the last unit goes to one request
-    if isinstance(body, web.Response):
-        return body
-    record = find_user(customer, request.match_info["user"])
-    if record is None:
-        return not_found(request, request.match_info["user"])
+    customer, body, fate, record = opened  # from here to the answer: no await, so the last unit goes to one request
     change = read_assignment(body)
     if isinstance(change, str):
         return bad_request(request, change)

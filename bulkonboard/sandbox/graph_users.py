@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .codes import DUPLICATE_UPN_CODE, OBJECT_CONFLICT, ApiError
 from .context import CONTEXT
+from .faults import Fate
 from .graph import bad_request, graph_ok, graph_tenant, graph_write, not_found, written
 from .graph_directory import (
     CONTEXT_URL,
@@ -198,8 +199,12 @@ def _new_id(customer: CustomerState) -> str:
             return user_id
 
 
-async def patch_user(request: web.Request) -> web.StreamResponse:
-    opened = await graph_write(request, Action.UPDATE_USERS)
+async def user_write(
+    request: web.Request, action: Action
+) -> tuple[CustomerState, Any, Fate, Record] | web.Response:
+    """`graph_write` for a write to the user the path names (PATCH, manager, assignLicense): also that user, or
+    the answer due (the body's 400 first, then Graph's 404 for the user). No `await` after it, as for graph_write."""
+    opened = await graph_write(request, action)
     if isinstance(opened, web.Response):
         return opened
     customer, body, fate = opened
@@ -208,6 +213,14 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
     record = find_user(customer, request.match_info["user"])
     if record is None:
         return not_found(request, request.match_info["user"])
+    return customer, body, fate, record
+
+
+async def patch_user(request: web.Request) -> web.StreamResponse:
+    opened = await user_write(request, Action.UPDATE_USERS)
+    if isinstance(opened, web.Response):
+        return opened
+    customer, body, fate, record = opened
     if not isinstance(body, dict):
         return bad_request(request, "The request body must be a JSON object of the properties to change.")
     unknown = _unknown_members(body, PATCH_MEMBERS)
@@ -229,15 +242,10 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
 
 
 async def put_manager(request: web.Request) -> web.StreamResponse:
-    opened = await graph_write(request, Action.UPDATE_USERS)
+    opened = await user_write(request, Action.UPDATE_USERS)
     if isinstance(opened, web.Response):
         return opened
-    customer, body, fate = opened
-    if isinstance(body, web.Response):
-        return body
-    record = find_user(customer, request.match_info["user"])
-    if record is None:
-        return not_found(request, request.match_info["user"])
+    customer, body, fate, record = opened
     reference = body.get("@odata.id") if isinstance(body, dict) else None
     match = _REFERENCE.search(reference) if isinstance(reference, str) else None
     if match is None:
