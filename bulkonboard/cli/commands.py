@@ -84,7 +84,7 @@ def main() -> None:
     Rehearse anything against the built-in sandbox with --sandbox (see `bulkonboard sandbox --help`).
 
     \b
-    Exit codes: 0 every row valid/created/skipped/restored; 1 some row invalid or failed; 2 unusable input or
+    Exit codes: 0 every row valid/created/skipped/restored; 1 some row invalid, failed or partial; 2 unusable input or
     arguments; 3 auth, connection or permission problem, or another run holds the journal; 4 bulkonboard could not
     finish its own work (disk full, results or journal not writable, a bug: `journal results` rebuilds a run's
     results from its journal); 130 interrupted.
